@@ -1,0 +1,154 @@
+"""Actors: the processes of the engine, with a mailbox and a logger.
+
+An actor is a coroutine function ``fn(actor, *args)`` run as a Trio task. It
+sees the world only through this object:
+
+* ``await actor.sleep(ns)`` / ``sleep_until(t)``: virtual time passes;
+* ``actor.send(dst, msg)``: cast a message, delivered now (or after a delay);
+* ``await actor.receive()``: the next ``Envelope`` from its mailbox;
+* ``await actor.call(dst, msg)``: send and wait for ``reply()``;
+* ``emu.WaitQueue``: park until a state machine wakes it by key;
+* ``actor.log``: a structlog bound logger writing to the run's trace;
+* ``actor.rng(purpose)``: its own named random stream.
+
+Every blocking method ends in ``Engine.park``; nothing here imports Trio, so
+actor code never does either.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from emu.trace import bind_logger
+
+if TYPE_CHECKING:
+    from emu.engine import Engine
+
+#: What an actor waits on: a description and, if known, who holds it.
+Waiting = tuple[str, Callable[[], list[str]] | None]
+
+_SLEEP: Waiting = ("sleep", None)
+_RECEIVE: Waiting = ("receive", None)
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """A message in flight: routing data around the payload.
+
+    Attributes:
+        src: the sending actor.
+        msg: the payload (a frozen attrs message class).
+        reply_gen: the sender's wait number when it used ``call``; ``None``
+            for a cast.
+    """
+
+    src: Actor
+    msg: Any
+    reply_gen: int | None = None
+
+
+class Actor:
+    """One process of the engine. Built by ``Engine.spawn``, never by hand."""
+
+    __slots__ = (
+        "engine",
+        "name",
+        "fn",
+        "args",
+        "daemon",
+        "mailbox",
+        "receiving",
+        "waiting",
+        "finished",
+        "log",
+        "_gen",
+        "_task",
+    )
+
+    def __init__(self, engine: Engine, name: str, fn: Callable[..., Any], args: tuple, *, daemon: bool) -> None:
+        self.engine = engine
+        self.name = name
+        self.fn = fn
+        self.args = args
+        self.daemon = daemon
+        self.mailbox: deque[Envelope] = deque()
+        self.receiving = False
+        self.waiting: Waiting | None = ("start", None)
+        self.finished = False
+        self.log = bind_logger(engine, engine.trace, actor=name)
+        self._gen = 0
+        self._task: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Actor {self.name}>"
+
+    @property
+    def now_ns(self) -> int:
+        """The engine's virtual time."""
+        return self.engine.now_ns
+
+    def rng(self, purpose: str) -> random.Random:
+        """This actor's random stream for *purpose* (independent of all others)."""
+        return self.engine.streams.get(self.name, purpose)
+
+    # -- waiting ----------------------------------------------------------
+
+    def prepare_wait(self, what: str, holders: Callable[[], list[str]] | None = None) -> int:
+        """Start a new wait; return its number for the wake-up sources.
+
+        The caller registers the number with whatever will wake it, then
+        ``await actor.wait()``. Used by ``WaitQueue`` and by killable waits
+        that can end two ways (the loser's resume is dropped as stale).
+        """
+        self._gen += 1
+        self.waiting = (what, holders)
+        return self._gen
+
+    async def wait(self) -> Any:
+        """Park until the wait prepared last is resumed; return its value."""
+        return await self.engine.park(self)
+
+    async def sleep(self, ns: int) -> None:
+        """Let *ns* nanoseconds of virtual time pass (0 yields to same-instant events)."""
+        self._gen += 1
+        self.waiting = _SLEEP
+        engine = self.engine
+        engine._push(engine.now_ns + ns, self, self._gen, None)
+        await engine.park(self)
+
+    async def sleep_until(self, time_ns: int) -> None:
+        """Sleep until virtual *time_ns* (at once if it has passed)."""
+        await self.sleep(max(0, time_ns - self.engine.now_ns))
+
+    # -- messages ---------------------------------------------------------
+
+    def send(self, dst: Actor, msg: Any, *, delay_ns: int = 0) -> None:
+        """Cast *msg* to *dst*; it arrives now, or after *delay_ns*."""
+        self.engine.deliver(dst, Envelope(src=self, msg=msg), delay_ns=delay_ns)
+
+    async def receive(self) -> Envelope:
+        """The next envelope in the mailbox, waiting for one if it is empty."""
+        if self.mailbox:
+            return self.mailbox.popleft()
+        self._gen += 1
+        self.receiving = True
+        self.waiting = _RECEIVE
+        return await self.engine.park(self)
+
+    async def call(self, dst: Actor, msg: Any) -> Any:
+        """Send *msg* to *dst* and wait for its ``reply``; return the reply value."""
+        self._gen += 1
+        self.waiting = (f"call {dst.name}", None)
+        self.engine.deliver(dst, Envelope(src=self, msg=msg, reply_gen=self._gen))
+        return await self.engine.park(self)
+
+    def reply(self, envelope: Envelope, value: Any = None, *, delay_ns: int = 0) -> None:
+        """Answer a ``call``: resume its sender with *value*."""
+        if envelope.reply_gen is None:
+            raise ValueError(f"{self.name}: reply to a cast from {envelope.src.name}")
+        self.engine.resume(envelope.src, envelope.reply_gen, value, delay_ns=delay_ns)

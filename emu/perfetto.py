@@ -1,0 +1,73 @@
+"""A Chrome trace-event writer (JSON), as ui.perfetto.dev opens it.
+
+Domain-free: callers name processes, threads, slices, async slices, flows and
+counters; this module only keeps the format right. Timestamps go in as
+virtual nanoseconds and come out in microseconds, as the format requires.
+
+Format reference: the "Trace Event Format" document (phases ``M`` metadata,
+``X`` complete, ``b``/``e`` async nestable, ``s``/``f`` flow, ``C`` counter).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import orjson
+
+
+def _us(ns: int) -> float:
+    return ns / 1000
+
+
+class PerfettoTrace:
+    """Trace events collected in order and written as one JSON object."""
+
+    __slots__ = ("events", "_named")
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._named: dict[tuple[int, int | None], str] = {}
+
+    def process(self, pid: int, name: str) -> None:
+        """Name process *pid* (once)."""
+        if (pid, None) not in self._named:
+            self._named[(pid, None)] = name
+            self.events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
+
+    def thread(self, pid: int, tid: int, name: str) -> None:
+        """Name thread *tid* of process *pid* (once)."""
+        if (pid, tid) not in self._named:
+            self._named[(pid, tid)] = name
+            self.events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
+
+    def complete(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, cat: str = "", args: dict | None = None) -> None:
+        """A slice on one thread; slices on a thread must nest."""
+        event = {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": _us(ts_ns), "dur": _us(dur_ns)}
+        if args:
+            event["args"] = args
+        self.events.append(event)
+
+    def async_slice(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, id: str, cat: str, args: dict | None = None) -> None:
+        """A begin/end pair that may overlap others (its own track in the UI)."""
+        begin = {"ph": "b", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns)}
+        if args:
+            begin["args"] = args
+        self.events.append(begin)
+        self.events.append({"ph": "e", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns + dur_ns)})
+
+    def flow(self, name: str, id: str, start: tuple[int, int, int], end: tuple[int, int, int], *, cat: str = "flow") -> None:
+        """An arrow from (pid, tid, ts_ns) *start* to *end*; each end binds to the enclosing slice."""
+        (spid, stid, sts), (epid, etid, ets) = start, end
+        self.events.append({"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": _us(sts)})
+        self.events.append({"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": _us(ets)})
+
+    def counter(self, name: str, pid: int, ts_ns: int, values: dict[str, int | float]) -> None:
+        """A sample of a counter track."""
+        self.events.append({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts_ns), "args": values})
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"traceEvents": self.events, "displayTimeUnit": "ns"})
+
+    def write(self, path: pathlib.Path) -> None:
+        pathlib.Path(path).write_bytes(self.to_json())

@@ -1,0 +1,128 @@
+"""The trace: every event of a run, stamped with virtual time, and its digest.
+
+Actors log through structlog bound loggers built per engine with
+``structlog.wrap_logger`` (never ``structlog.configure``, which is
+process-global). One processor turns the event dict into a record::
+
+    {"seq": 17, "ts": 2500000, "actor": "batch0.t0", "event": "mmap_lock_start_locking", ...}
+
+``seq`` is the record's index, ``ts`` virtual nanoseconds, then the actor, the
+event name and the fields in the order the call site gave them. The record is
+encoded once with orjson; the encoded line feeds a running BLAKE2b digest (the
+run's identity) and is kept for export. ``trace.jsonl`` is exactly these lines,
+so the file's own BLAKE2b-128 equals ``trace_digest``.
+
+Logging is synchronous (structlog's ``a*`` methods need asyncio), is never a
+schedule point, and stamps no wall-clock time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+
+class Clock(Protocol):
+    """Anything with a virtual ``now_ns``: the engine."""
+
+    now_ns: int
+
+
+class Trace:
+    """The run's records, encoded, with a running digest.
+
+    Args:
+        keep: keep the encoded lines for export (``False`` keeps only the
+            digest and count, for very long runs).
+    """
+
+    __slots__ = ("keep", "lines", "count", "_hash")
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self.keep = keep
+        self.lines: list[bytes] = []
+        self.count = 0
+        self._hash = hashlib.blake2b(digest_size=16)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Encode *record* canonically and add it."""
+        line = orjson.dumps(record)
+        self._hash.update(line + b"\n")
+        self.count += 1
+        if self.keep:
+            self.lines.append(line)
+
+    def digest(self) -> str:
+        """Hex BLAKE2b-128 of every line so far, newline-terminated."""
+        return self._hash.hexdigest()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The kept records, decoded, in order."""
+        for line in self.lines:
+            yield orjson.loads(line)
+
+    def write_jsonl(self, path: pathlib.Path) -> None:
+        """Write the kept records as JSON lines."""
+        with open(path, "wb") as out:
+            for line in self.lines:
+                out.write(line)
+                out.write(b"\n")
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    """Records of a ``trace.jsonl`` file, decoded."""
+    with open(path, "rb") as src:
+        return [orjson.loads(line) for line in src if line.strip()]
+
+
+class _TraceSink:
+    """The wrapped 'logger' at the end of the structlog chain."""
+
+    __slots__ = ("_append",)
+
+    def __init__(self, trace: Trace) -> None:
+        self._append = trace.append
+
+    def info(self, record: dict[str, Any]) -> None:
+        self._append(record)
+
+    debug = warning = error = critical = msg = info
+
+
+def _stamp(clock: Clock, trace: Trace):
+    def stamp_virtual_time(_logger: object, method: str, event_dict: dict[str, Any]) -> Any:
+        record = {
+            "seq": trace.count,
+            "ts": clock.now_ns,
+            "actor": event_dict.pop("actor", None),
+            "event": event_dict.pop("event"),
+        }
+        if method not in ("info", "msg"):
+            record["level"] = method
+        record.update(event_dict)
+        return (record,), {}
+
+    return stamp_virtual_time
+
+
+def bind_logger(clock: Clock, trace: Trace, **context: Any) -> Any:
+    """A structlog bound logger that writes records to *trace*.
+
+    Args:
+        clock: supplies ``now_ns`` for each record.
+        trace: where the records go.
+        context: fields bound into every record (``actor=...`` first).
+    """
+    return structlog.wrap_logger(
+        _TraceSink(trace),
+        processors=[_stamp(clock, trace)],
+        wrapper_class=structlog.BoundLogger,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+        **context,
+    )
