@@ -1,0 +1,60 @@
+"""``struct bio``: one IO travelling from a submitter to the device and back.
+
+Mirrors include/linux/blk_types.h at v4.19, reduced to what the fault path
+needs: the operation and flags, the pages it covers, the blkcg it is charged
+to, and the completion callback ``bi_end_io`` that runs in completion
+(softirq) context, so it must not block.
+
+Emulation notes:
+    A bio covers whole pages of one file (``pages``); sectors are derived
+    from the file's inode number and page index only for the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqFlag, ReqOp
+
+
+@attrs.define(eq=False, kw_only=True)
+class Bio:
+    """``struct bio``.
+
+    Attributes:
+        bio_id: a run-unique number (the trace's name for this bio).
+        op: read or write.
+        flags: ``REQ_META``, ``REQ_SWAP``, ``REQ_RAHEAD``...
+        pages: the page-cache pages it reads or writes, in index order.
+        blkcg: path of the cgroup it is charged to (``bio_blkcg``).
+        submitter: name of the task that called ``submit_bio``.
+        bi_end_io: completion callback; runs at completion, must not block.
+        status: set on completion.
+        nr_bytes: size of the IO.
+        issue_ns: when the device started it (set by the device).
+        complete_ns: when it completed (set by the device).
+    """
+
+    bio_id: int
+    op: ReqOp
+    flags: ReqFlag = ReqFlag(0)
+    pages: list[Any] = attrs.field(factory=list)
+    blkcg: str = ""
+    submitter: str = ""
+    bi_end_io: Callable[[Bio], None] | None = None
+    status: BlkStatus = BlkStatus.OK
+    nr_bytes: int = 0
+    queue_ns: int = 0
+    issue_ns: int = 0
+    complete_ns: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.nr_bytes:
+            self.nr_bytes = len(self.pages) * PAGE_SIZE
+
+    @property
+    def nr_sectors(self) -> int:
+        return self.nr_bytes // 512

@@ -1,0 +1,470 @@
+"""Experiment configuration: TOML in, a frozen attrs tree out.
+
+``ExperimentConfig.from_toml(path)`` parses with ``tomllib`` and structures
+with cattrs in strict mode (unknown keys rejected). Durations and sizes are
+spelled as people write them (``"10ms"``, ``"4KiB"``); cgroup knobs use the
+kernel's own syntax (``"io.latency" = "target=2000"``, microseconds, as
+``iolatency_set_limit()`` parses it). Every problem becomes one line naming
+the file, the key path and what was expected::
+
+    bad.toml: processes[1].threads[0].every: expected a duration like "10ms", got 'ten'
+
+and ``ConfigError`` carries all of them. Cross-references (a mapping's file, a
+process's cgroup, a proc_read target, policy names) are checked after
+structuring, with the same kind of message.
+
+The shape of a config (see ``configs/seed-inversion.toml`` for a full one)::
+
+    name, seed, horizon, policies
+    [device]            the block device and its timing model
+    [[cgroups]]         path and io.latency
+    [[files]]           size, filesystem kind, initially cached fraction
+    [btrfs], [writeback]
+    [[processes]]       cgroup, count (replicas), mappings, threads
+      [[processes.threads]]   name, program (a list of ops), iterations/every
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import pathlib
+import tomllib
+from typing import Literal
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.strategies import configure_tagged_union
+
+from actors.block.blk_cgroup import parse_io_latency
+from actors.policy import PRESETS, Policy
+from emu.time import parse_duration, parse_size
+
+
+class ConfigError(Exception):
+    """A config could not be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    if not isinstance(value, str):
+        raise ValueError(f'expected a duration like "10ms", got {value!r}')
+    return parse_duration(value)
+
+
+def _size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f'expected a size like "4KiB", got {value!r}')
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f'expected a size like "4KiB", got {value!r}')
+    return parse_size(value)
+
+
+def _positive_size(value: object) -> int:
+    size = _size(value)
+    if size <= 0:
+        raise ValueError(f"expected a size above zero, got {value!r}")
+    return size
+
+
+def _positive_duration(value: object) -> int:
+    ns = _duration(value)
+    if ns <= 0:
+        raise ValueError(f"expected a duration above zero, got {value!r}")
+    return ns
+
+
+def _optional(conv):
+    def convert(value: object):
+        return None if value is None else conv(value)
+
+    return convert
+
+
+def _int_at_least(low: int):
+    def check(_inst: object, attribute: attrs.Attribute, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"expected an integer >= {low}, got {value!r}")
+
+    return check
+
+
+def _fraction(_inst: object, _attribute: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"expected a fraction between 0 and 1, got {value!r}")
+
+
+# -- machine -------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DeviceConfig:
+    """The block device: queue depth and a per-IO timing model.
+
+    IO time = ``latency`` + bytes / ``bandwidth`` per second, scaled by a
+    seeded jitter of up to ``jitter_pct`` percent.
+    """
+
+    name: str = "sda"
+    dev: str = "8:0"
+    nr_requests: int = attrs.field(default=64, validator=_int_at_least(1))
+    rotational: bool = False
+    latency: int = attrs.field(default=100_000, converter=_duration)
+    bandwidth: int = attrs.field(default=512 * 1024**2, converter=_positive_size)
+    jitter_pct: int = attrs.field(default=10, validator=_int_at_least(0))
+
+
+@attrs.frozen(kw_only=True)
+class CgroupConfig:
+    """A cgroup v2 directory and its io.latency setting (``None`` = no target)."""
+
+    path: str
+    io_latency: int | None = attrs.field(default=None, converter=_optional(parse_io_latency))
+
+
+@attrs.frozen(kw_only=True)
+class FileConfig:
+    """A file on one of the filesystems; ``cached`` is the fraction in the page cache at start."""
+
+    name: str
+    size: int = attrs.field(converter=_positive_size)
+    fs: Literal["generic", "btrfs"] = "generic"
+    cached: float = attrs.field(default=0.0, validator=_fraction)
+
+
+@attrs.frozen(kw_only=True)
+class BtrfsConfig:
+    """The btrfs-like filesystem's space and costs (``page_mkwrite`` reservation)."""
+
+    space: int = attrs.field(default=256 * 1024**2, converter=_positive_size)
+    reserve_cost: int = attrs.field(default=20_000, converter=_duration)
+    flush_threshold: float = attrs.field(default=0.1, validator=_fraction)
+    commit_cost: int = attrs.field(default=2_000_000, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class WritebackConfig:
+    """The flusher: ``dirty_writeback_interval`` and the dirty limit for ``balance_dirty_pages``."""
+
+    interval: int = attrs.field(default=500_000_000, converter=_positive_duration)
+    dirty_limit_pages: int = attrs.field(default=4096, validator=_int_at_least(1))
+    batch_pages: int = attrs.field(default=32, validator=_int_at_least(1))
+
+
+# -- workload ops ----------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Touch:
+    """Touch pages of a mapping: each page access may fault."""
+
+    mapping: str
+    pattern: Literal["sequential", "random", "hotset"] = "random"
+    pages: int = attrs.field(default=1, validator=_int_at_least(1))
+    write: bool = False
+    hot_pages: int = attrs.field(default=64, validator=_int_at_least(1))
+
+
+@attrs.frozen(kw_only=True)
+class Mmap:
+    """``mmap()`` an anonymous region: mmap_sem held for write for ``hold``."""
+
+    length: int = attrs.field(default=4096, converter=_positive_size)
+    hold: int = attrs.field(default=20_000, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class Munmap:
+    """``munmap()`` the region this thread mapped last (or ``mapping``)."""
+
+    mapping: str | None = None
+    hold: int = attrs.field(default=20_000, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class Mprotect:
+    """``mprotect()`` a mapping (or this thread's last region): write-held for ``hold``."""
+
+    mapping: str | None = None
+    hold: int = attrs.field(default=10_000, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class ProcRead:
+    """Read ``/proc/<pid>/<file>`` of each process matching ``target`` (a glob)."""
+
+    target: str
+    file: Literal["cmdline", "maps"] = "cmdline"
+    cost: int = attrs.field(default=5_000, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class Io:
+    """Direct IO of ``size`` from the thread's cgroup, waited for (an IO-bound service)."""
+
+    size: int = attrs.field(default=4096, converter=_positive_size)
+    write: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Think:
+    """Compute or sleep for ``time`` (``dist = "exp"``: exponential with that mean)."""
+
+    time: int = attrs.field(converter=_duration)
+    dist: Literal["fixed", "exp"] = "fixed"
+
+
+Op = Touch | Mmap | Munmap | Mprotect | ProcRead | Io | Think
+OP_NAMES: dict[type, str] = {
+    Touch: "touch",
+    Mmap: "mmap",
+    Munmap: "munmap",
+    Mprotect: "mprotect",
+    ProcRead: "proc_read",
+    Io: "io",
+    Think: "think",
+}
+
+
+@attrs.frozen(kw_only=True)
+class MappingConfig:
+    """A file mapping in a process (``mmap(MAP_SHARED)`` by default) with its madvise hint."""
+
+    name: str
+    file: str
+    shared: bool = True
+    writable: bool = False
+    madvise: Literal["normal", "random", "sequential"] = "normal"
+
+
+@attrs.frozen(kw_only=True)
+class ThreadConfig:
+    """A thread running ``program`` ``iterations`` times (0 = until the horizon).
+
+    With ``every``, iterations start on a fixed schedule (open loop) and the
+    latency of an iteration's first op counts from its intended start.
+    """
+
+    name: str
+    program: list[Op]
+    iterations: int = attrs.field(default=0, validator=_int_at_least(0))
+    every: int | None = attrs.field(default=None, converter=_optional(_positive_duration))
+    start: int = attrs.field(default=0, converter=_duration)
+
+
+@attrs.frozen(kw_only=True)
+class ProcessConfig:
+    """``count`` processes named ``name`` (``name0``, ``name1``... when count > 1)."""
+
+    name: str
+    cgroup: str = ""
+    count: int = attrs.field(default=1, validator=_int_at_least(1))
+    mappings: list[MappingConfig] = attrs.field(factory=list)
+    threads: list[ThreadConfig] = attrs.field(factory=list)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyConfig:
+    """A custom policy: a preset with some switches changed."""
+
+    name: str
+    base: str = "v4.19"
+    rwsem: Literal["4.19", "5.3"] | None = None
+    fault_retry: Literal["never", "once", "many"] | None = None
+    filemap_fault: Literal["4.19", "v3", "v5.1"] | None = None
+    cached_page: bool | None = None
+    page_mkwrite: Literal["hold", "v3-btrfs"] | None = None
+    zero_readahead_fix: bool | None = None
+    bdp_drop_mmap_sem: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ExperimentConfig:
+    """One experiment: a machine, a workload, and the policies to compare."""
+
+    name: str
+    seed: int = 1
+    horizon: int = attrs.field(default=10 * 1_000_000_000, converter=_positive_duration)
+    policies: list[str] = attrs.field(factory=lambda: ["v4.19", "v3", "v5.1"])
+    device: DeviceConfig = attrs.field(factory=DeviceConfig)
+    cgroups: list[CgroupConfig] = attrs.field(factory=list)
+    files: list[FileConfig] = attrs.field(factory=list)
+    btrfs: BtrfsConfig = attrs.field(factory=BtrfsConfig)
+    writeback: WritebackConfig = attrs.field(factory=WritebackConfig)
+    processes: list[ProcessConfig] = attrs.field(factory=list)
+    policy: list[PolicyConfig] = attrs.field(factory=list)
+    source: str = attrs.field(default="<config>", eq=False)
+
+    @classmethod
+    def from_toml(cls, path: str | pathlib.Path) -> ExperimentConfig:
+        """Read, structure and check *path*.
+
+        Raises:
+            ConfigError: one line per problem, each naming the file and key path.
+        """
+        path = pathlib.Path(path)
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{path}: no such file"]) from None
+        except IsADirectoryError:
+            raise ConfigError([f"{path}: is a directory, expected a TOML file"]) from None
+        except UnicodeDecodeError as error:
+            raise ConfigError([f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "<config>") -> ExperimentConfig:
+        """Structure an already-parsed dict (same checks as ``from_toml``)."""
+        if not data:
+            raise ConfigError([f"{source}: empty config, expected at least a name and processes"])
+        try:
+            config = _converter.structure({**data, "source": source}, cls)
+        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+            raise ConfigError(_describe(error, source)) from None
+        problems = config.check()
+        if problems:
+            raise ConfigError([f"{source}: {p}" for p in problems])
+        return config
+
+    def check(self) -> list[str]:
+        """Cross-reference problems, as ``key.path: message`` lines."""
+        problems: list[str] = []
+        cgroups = {c.path for c in self.cgroups} | {""}
+        for i, cgroup in enumerate(self.cgroups):
+            parent = cgroup.path.rpartition("/")[0]
+            if not cgroup.path or cgroup.path.startswith("/") or "//" in cgroup.path:
+                problems.append(f'cgroups[{i}].path: expected a relative path like "a/b", got {cgroup.path!r}')
+            elif parent and parent not in cgroups:
+                problems.append(f"cgroups[{i}].path: parent {parent!r} is not a configured cgroup")
+        _unique(problems, "cgroups", [c.path for c in self.cgroups], "path")
+        _unique(problems, "files", [f.name for f in self.files], "name")
+        _unique(problems, "processes", [p.name for p in self.processes], "name")
+        files = {f.name for f in self.files}
+        policy_names = set(PRESETS) | {p.name for p in self.policy}
+        for i, policy in enumerate(self.policy):
+            if policy.base not in PRESETS:
+                problems.append(f"policy[{i}].base: unknown preset {policy.base!r}, expected one of {', '.join(PRESETS)}")
+        for i, name in enumerate(self.policies):
+            if name not in policy_names:
+                problems.append(f"policies[{i}]: unknown policy {name!r}, expected one of {', '.join(sorted(policy_names))}")
+        if not self.processes:
+            problems.append("processes: expected at least one process")
+        process_names = [name for p in self.processes for name in process_instance_names(p)]
+        for i, process in enumerate(self.processes):
+            at = f"processes[{i}]"
+            if process.cgroup not in cgroups:
+                problems.append(f"{at}.cgroup: unknown cgroup {process.cgroup!r}")
+            mappings = {m.name for m in process.mappings}
+            _unique(problems, f"{at}.mappings", [m.name for m in process.mappings], "name")
+            for j, mapping in enumerate(process.mappings):
+                if mapping.file not in files:
+                    problems.append(f"{at}.mappings[{j}].file: unknown file {mapping.file!r}")
+            if not process.threads:
+                problems.append(f"{at}.threads: expected at least one thread")
+            for j, thread in enumerate(process.threads):
+                if not thread.program:
+                    problems.append(f"{at}.threads[{j}].program: expected at least one op")
+                for k, op in enumerate(thread.program):
+                    where = f"{at}.threads[{j}].program[{k}]"
+                    mapping = getattr(op, "mapping", None)
+                    if mapping is not None and mapping not in mappings:
+                        problems.append(f"{where}.mapping: unknown mapping {mapping!r} in process {process.name!r}")
+                    if isinstance(op, Touch) and op.write and mapping in mappings:
+                        spec = next(m for m in process.mappings if m.name == mapping)
+                        if not spec.writable:
+                            problems.append(f"{where}.write: mapping {mapping!r} is not writable")
+                    if isinstance(op, ProcRead) and not fnmatch.filter(process_names, op.target):
+                        problems.append(f"{where}.target: no process matches {op.target!r}")
+        return problems
+
+
+def process_instance_names(process: ProcessConfig) -> list[str]:
+    """The names of a process entry's replicas: ``name`` or ``name0..nameN-1``."""
+    if process.count == 1:
+        return [process.name]
+    return [f"{process.name}{i}" for i in range(process.count)]
+
+
+def resolve_policy(config: ExperimentConfig, name: str) -> Policy:
+    """The policy called *name*: a preset or one of the config's custom policies."""
+    for custom in config.policy:
+        if custom.name == name:
+            changes = {k: v for k, v in attrs.asdict(custom).items() if v is not None and k not in ("name", "base")}
+            return attrs.evolve(PRESETS[custom.base], name=name, **changes)
+    return PRESETS[name]
+
+
+def _unique(problems: list[str], at: str, names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(f"{at}[{i}].{key}: duplicate {name!r}")
+        seen.add(name)
+
+
+def _describe(error: BaseException, source: str) -> list[str]:
+    def format_exception(exc: BaseException, type_: object) -> str:
+        if isinstance(exc, KeyError):
+            return "required key is missing"
+        if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+            return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
+        if isinstance(exc, ValueError) and str(exc):
+            return str(exc)
+        name = getattr(type_, "__name__", None) or str(type_)
+        return f"expected {name}, got {type(exc).__name__}: {exc}"
+
+    lines = cattrs.transform_error(error, path="", format_exception=format_exception)
+    out = []
+    for line in lines:
+        message, _, path = line.rpartition(" @ ")
+        path = path.lstrip(".") or "(top level)"
+        out.append(f"{source}: {path}: {message}")
+    return out
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, prefer_attrib_converters=True, detailed_validation=True)
+
+    def structure_int(value: object, _type: type) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        return value
+
+    def structure_float(value: object, _type: type) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+
+    def structure_bool(value: object, _type: type) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+
+    def structure_str(value: object, _type: type) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+
+    conv.register_structure_hook(int, structure_int)
+    conv.register_structure_hook(float, structure_float)
+    conv.register_structure_hook(bool, structure_bool)
+    conv.register_structure_hook(str, structure_str)
+    conv.register_structure_hook(
+        CgroupConfig,
+        make_dict_structure_fn(CgroupConfig, conv, io_latency=override(rename="io.latency"), _cattrs_forbid_extra_keys=True),
+    )
+    configure_tagged_union(Op, conv, tag_name="op", tag_generator=lambda cls: OP_NAMES[cls])
+    return conv
+
+
+_converter = _make_converter()

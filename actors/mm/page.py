@@ -1,0 +1,218 @@
+"""``struct page`` and the page lock: flags, references, and waiting on bits.
+
+Mirrors include/linux/mm_types.h (``struct page``), include/linux/pagemap.h
+(``trylock_page``, ``lock_page``, ``wait_on_page_locked``) and the page-wait
+half of mm/filemap.c (``wait_on_page_bit_common``, ``unlock_page``,
+``end_page_writeback``) at v4.19.
+
+Waiting: a page grows a wait queue when someone first waits on it and drops
+it when the last waiter leaves (the kernel hashes pages into a shared table;
+a per-page queue wakes the same waiters in the same order). ``unlock_page``
+wakes every non-exclusive waiter (``wait_on_page_locked``) and the first
+exclusive one (``lock_page``), as ``__wake_up_locked_key_bookmark`` does with
+``nr_exclusive = 1``; a woken locker retries ``trylock_page`` and queues again
+at the tail if somebody took the lock first.
+
+Accounting: every sleep on a page is reported to the task as an ``io`` sleep
+(``account_sleep``), so the task can count sleeps taken while it holds an
+mmap_sem.
+
+Emulation notes:
+    No LRU, no memcg charge, no compound pages. ``PG_readahead`` does not
+    alias ``PG_reclaim`` (see ``PageFlag``). Killable waits end early only
+    for a fatal signal already pending when they start or delivered while
+    they sleep (``TaskStruct.send_sigkill``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors.kernel_types import Errno, PageFlag
+from emu import KernelBug, WaitQueue
+
+if TYPE_CHECKING:
+    from actors.mm.filemap import AddressSpace
+    from actors.sched.task import TaskStruct
+
+_LOCKED = PageFlag.LOCKED
+_FATAL = "fatal_signal"
+
+
+class Page:
+    """``struct page`` of the page cache.
+
+    Attributes:
+        mapping: the ``address_space`` it belongs to; ``None`` once truncated.
+        index: its offset in the file, in pages.
+        flags: ``PageFlag`` bits.
+        refcount: ``page->_refcount``; the page cache holds one.
+        locker: who took ``PG_locked`` (a task name, or ``"io"`` when the
+            lock travels with a read bio), for reports and invariants.
+    """
+
+    __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "pin_owners")
+
+    def __init__(self, mapping: AddressSpace | None, index: int) -> None:
+        self.mapping = mapping
+        self.index = index
+        self.flags = 0
+        self.refcount = 1
+        self.locker: str | None = None
+        self.wq: WaitQueue | None = None
+        self.pin_owners: dict[str, int] | None = None
+
+    @property
+    def name(self) -> str:
+        ino = self.mapping.host.ino if self.mapping is not None else "x"
+        return f"ino{ino}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"<Page {self.name}>"
+
+    def test(self, flag: PageFlag) -> bool:
+        return bool(self.flags & flag)
+
+    def set(self, flag: PageFlag) -> None:
+        self.flags |= flag
+
+    def clear(self, flag: PageFlag) -> None:
+        self.flags &= ~flag
+
+
+# -- references ------------------------------------------------------------------
+
+
+def get_page(page: Page) -> None:
+    """``get_page()``: take a reference."""
+    if page.refcount <= 0:
+        raise KernelBug(f"get_page on freed {page.name}")
+    page.refcount += 1
+
+
+def put_page(page: Page) -> None:
+    """``put_page()``: drop a reference; the last one frees the page."""
+    if page.refcount <= 0:
+        raise KernelBug(f"put_page underflow on {page.name}")
+    page.refcount -= 1
+
+
+# -- the page lock ----------------------------------------------------------------
+
+
+def trylock_page(page: Page, who: str) -> bool:
+    """``trylock_page()``: take PG_locked if it is free."""
+    if page.flags & _LOCKED:
+        return False
+    page.flags |= _LOCKED
+    page.locker = who
+    return True
+
+
+def unlock_page(page: Page) -> None:
+    """``unlock_page()``: clear PG_locked and wake waiters (see module notes)."""
+    if not page.flags & _LOCKED:
+        raise KernelBug(f"unlock_page on unlocked {page.name}")
+    page.flags &= ~_LOCKED
+    page.locker = None
+    _wake_page(page, exclusive_too=True)
+
+
+def _wake_page(page: Page, *, exclusive_too: bool) -> None:
+    wq = page.wq
+    if wq is None:
+        return
+    woke_exclusive = not exclusive_too
+    for key in wq:
+        _name, exclusive = key
+        if not exclusive:
+            wq.wake(key)
+        elif not woke_exclusive:
+            wq.wake(key)
+            woke_exclusive = True
+
+
+def _holders(page: Page):
+    def holders() -> list[str]:
+        return [page.locker] if page.locker else []
+
+    return holders
+
+
+async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str, killable: bool) -> bool:
+    """Sleep on the page's queue until woken; ``False`` if a fatal signal ended it."""
+    if killable and current.fatal_signal_pending():
+        return False
+    if page.wq is None:
+        page.wq = WaitQueue(current.actor.engine, f"page {page.name} ({what})", _holders(page))
+    wq = page.wq
+    start = current.actor.now_ns
+    current.killable_queue = wq if killable else None
+    try:
+        value = await wq.wait(current.actor, (current.comm, exclusive))
+    finally:
+        current.killable_queue = None
+        if not len(wq) and page.wq is wq:
+            page.wq = None
+    current.account_sleep("io", current.actor.now_ns - start)
+    return value != _FATAL
+
+
+async def __lock_page(current: TaskStruct, page: Page) -> None:
+    """``__lock_page()``: sleep until PG_locked is ours (uninterruptible)."""
+    while not trylock_page(page, current.comm):
+        await _sleep_on(current, page, True, "PG_locked", killable=False)
+
+
+async def lock_page(current: TaskStruct, page: Page) -> None:
+    """``lock_page()``: trylock, else ``__lock_page``."""
+    if not trylock_page(page, current.comm):
+        await __lock_page(current, page)
+
+
+async def __lock_page_killable(current: TaskStruct, page: Page) -> int:
+    """``__lock_page_killable()``: 0 once locked, ``-EINTR`` on a fatal signal."""
+    while not trylock_page(page, current.comm):
+        if not await _sleep_on(current, page, True, "PG_locked", killable=True):
+            return -Errno.EINTR
+    return 0
+
+
+async def lock_page_killable(current: TaskStruct, page: Page) -> int:
+    """``lock_page_killable()``."""
+    if trylock_page(page, current.comm):
+        return 0
+    return await __lock_page_killable(current, page)
+
+
+async def wait_on_page_locked(current: TaskStruct, page: Page) -> None:
+    """``wait_on_page_locked()``: wait for PG_locked to clear, without taking it."""
+    while page.flags & _LOCKED:
+        await _sleep_on(current, page, False, "PG_locked", killable=False)
+
+
+async def wait_on_page_locked_killable(current: TaskStruct, page: Page) -> int:
+    """``wait_on_page_locked_killable()``: 0, or ``-EINTR`` on a fatal signal."""
+    while page.flags & _LOCKED:
+        if not await _sleep_on(current, page, False, "PG_locked", killable=True):
+            return -Errno.EINTR
+    return 0
+
+
+async def wait_on_page_writeback(current: TaskStruct, page: Page) -> None:
+    """``wait_on_page_writeback()``: wait for PG_writeback to clear."""
+    while page.flags & PageFlag.WRITEBACK:
+        await _sleep_on(current, page, False, "PG_writeback", killable=False)
+
+
+def end_page_writeback(page: Page) -> None:
+    """``end_page_writeback()``: clear PG_writeback and wake its waiters."""
+    page.flags &= ~PageFlag.WRITEBACK
+    _wake_page(page, exclusive_too=False)
+
+
+def wake_fatal(wq: WaitQueue, current: Any) -> None:
+    """End a killable page wait of *current* because of a fatal signal."""
+    for key in wq:
+        if key[0] == current.comm:
+            wq.wake(key, _FATAL)

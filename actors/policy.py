@@ -1,0 +1,86 @@
+"""Kernel variants as named sets of switches.
+
+Each experiment compares policies on the same workload and seed. A policy
+names the behaviour of each piece that changed across the history of the
+series (DESIGN.md section 2.3, KERNEL.md section 1):
+
+================  ============================================================
+switch            values
+================  ============================================================
+rwsem             ``4.19`` (writer preference, wake the readers at the head);
+                  ``5.3`` (handoff after 4 ms, wake up to 256 readers)
+fault_retry       ``never`` (before d065bd810b6d: faults never set
+                  ALLOW_RETRY); ``once`` (4.19 x86: the second attempt has
+                  ALLOW_RETRY cleared and TRIED set); ``many`` (5.7+,
+                  4064b9827063: retries unbounded, sem dropped only on the
+                  first attempt)
+filemap_fault     ``4.19`` (only the page-lock wait drops the sem); ``v3``
+                  (the seed's patches 2-5 as posted); ``v5.1`` (6b4c9f446981:
+                  fpin, RETRY only once the page is uptodate)
+cached_page       V3's ``vmf->cached_page`` (patches 1, 4, 5) on or off
+page_mkwrite      ``hold`` (sem held across ->page_mkwrite); ``v3-btrfs``
+                  (patches 6-7 as posted)
+zero_readahead_fix  5c72feee3e45: do not drop the sem for async readahead
+                  when ``ra_pages == 0``
+bdp_drop_mmap_sem 89b15332af7c: drop the sem before balance_dirty_pages()
+                  in a write fault and return RETRY
+================  ============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """One kernel variant."""
+
+    name: str
+    rwsem: Literal["4.19", "5.3"] = "4.19"
+    fault_retry: Literal["never", "once", "many"] = "once"
+    filemap_fault: Literal["4.19", "v3", "v5.1"] = "4.19"
+    cached_page: bool = False
+    page_mkwrite: Literal["hold", "v3-btrfs"] = "hold"
+    zero_readahead_fix: bool = False
+    bdp_drop_mmap_sem: bool = False
+    description: str = ""
+
+
+PRESETS: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy(
+            name="v2.6.36",
+            fault_retry="never",
+            description="before d065bd810b6d: no ALLOW_RETRY, every wait under mmap_sem",
+        ),
+        Policy(name="v4.19", description="baseline: sem dropped only to wait for a locked page"),
+        Policy(
+            name="v3",
+            filemap_fault="v3",
+            cached_page=True,
+            page_mkwrite="v3-btrfs",
+            description="the V3 series as posted (patches 1-7), flaws included",
+        ),
+        Policy(
+            name="v3-no-cached-page",
+            filemap_fault="v3",
+            cached_page=False,
+            page_mkwrite="hold",
+            description="V3 patches 2-3 only: drop for IO, no cached_page (Kara's question)",
+        ),
+        Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
+        Policy(
+            name="v5.7",
+            rwsem="5.3",
+            fault_retry="many",
+            filemap_fault="v5.1",
+            zero_readahead_fix=True,
+            bdp_drop_mmap_sem=True,
+            description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
+        ),
+    )
+}
