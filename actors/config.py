@@ -383,7 +383,7 @@ class ExperimentConfig:
                         spec = next(m for m in process.mappings if m.name == mapping)
                         if not spec.writable:
                             problems.append(f"{where}.write: mapping {mapping!r} is not writable")
-                    if isinstance(op, ProcRead) and not fnmatch.filter(process_names, op.target):
+                    if isinstance(op, ProcRead) and not any(fnmatch.fnmatchcase(n, op.target) for n in process_names):
                         problems.append(f"{where}.target: no process matches {op.target!r}")
         return problems
 

@@ -122,6 +122,9 @@ class Signal(enum.IntEnum):
     SIGSEGV = 11
 
 
+#: The value a killable wait is resumed with when a fatal signal ends it.
+FATAL_WAKE = "fatal_signal"
+
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 

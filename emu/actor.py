@@ -22,8 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from emu.trace import bind_logger
 
 if TYPE_CHECKING:
@@ -32,13 +30,18 @@ if TYPE_CHECKING:
 #: What an actor waits on: a description and, if known, who holds it.
 Waiting = tuple[str, Callable[[], list[str]] | None]
 
+#: ``Engine`` entry kind for a mailbox delivery (mirrors ``emu.engine._DELIVER``).
+_DELIVER = -2
+
 _SLEEP: Waiting = ("sleep", None)
 _RECEIVE: Waiting = ("receive", None)
 
 
-@attrs.frozen(kw_only=True)
 class Envelope:
     """A message in flight: routing data around the payload.
+
+    A plain slotted class rather than an attrs one: one is built per message,
+    on the engine's hottest path. Treat it as immutable.
 
     Attributes:
         src: the sending actor.
@@ -47,9 +50,22 @@ class Envelope:
             for a cast.
     """
 
-    src: Actor
-    msg: Any
-    reply_gen: int | None = None
+    __slots__ = ("src", "msg", "reply_gen")
+
+    def __init__(self, src: Actor, msg: Any, reply_gen: int | None = None) -> None:
+        self.src = src
+        self.msg = msg
+        self.reply_gen = reply_gen
+
+    def __repr__(self) -> str:
+        return f"Envelope(src={self.src!r}, msg={self.msg!r}, reply_gen={self.reply_gen!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Envelope:
+            return NotImplemented
+        return (self.src, self.msg, self.reply_gen) == (other.src, other.msg, other.reply_gen)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Actor:
@@ -68,6 +84,8 @@ class Actor:
         "log",
         "_gen",
         "_task",
+        "_value",
+        "_called",
     )
 
     def __init__(self, engine: Engine, name: str, fn: Callable[..., Any], args: tuple, *, daemon: bool) -> None:
@@ -83,6 +101,8 @@ class Actor:
         self.log = bind_logger(engine, engine.trace, actor=name)
         self._gen = 0
         self._task: Any = None
+        self._value: Any = None  # the value of the resume that ended the last wait
+        self._called: Waiting = (f"call {name}", None)  # what a caller of this actor waits on
 
     def __repr__(self) -> str:
         return f"<Actor {self.name}>"
@@ -115,10 +135,10 @@ class Actor:
 
     async def sleep(self, ns: int) -> None:
         """Let *ns* nanoseconds of virtual time pass (0 yields to same-instant events)."""
-        self._gen += 1
+        self._gen = gen = self._gen + 1
         self.waiting = _SLEEP
         engine = self.engine
-        engine._push(engine.now_ns + ns, self, self._gen, None)
+        engine._push(engine.now_ns + ns, self, gen, None)
         await engine.park(self)
 
     async def sleep_until(self, time_ns: int) -> None:
@@ -129,12 +149,14 @@ class Actor:
 
     def send(self, dst: Actor, msg: Any, *, delay_ns: int = 0) -> None:
         """Cast *msg* to *dst*; it arrives now, or after *delay_ns*."""
-        self.engine.deliver(dst, Envelope(src=self, msg=msg), delay_ns=delay_ns)
+        engine = self.engine
+        engine._push(engine.now_ns + delay_ns, dst, _DELIVER, Envelope(self, msg))
 
     async def receive(self) -> Envelope:
         """The next envelope in the mailbox, waiting for one if it is empty."""
-        if self.mailbox:
-            return self.mailbox.popleft()
+        mailbox = self.mailbox
+        if mailbox:
+            return mailbox.popleft()
         self._gen += 1
         self.receiving = True
         self.waiting = _RECEIVE
@@ -142,13 +164,15 @@ class Actor:
 
     async def call(self, dst: Actor, msg: Any) -> Any:
         """Send *msg* to *dst* and wait for its ``reply``; return the reply value."""
-        self._gen += 1
-        self.waiting = (f"call {dst.name}", None)
-        self.engine.deliver(dst, Envelope(src=self, msg=msg, reply_gen=self._gen))
-        return await self.engine.park(self)
+        self._gen = gen = self._gen + 1
+        self.waiting = dst._called
+        engine = self.engine
+        engine._push(engine.now_ns, dst, _DELIVER, Envelope(self, msg, gen))
+        return await engine.park(self)
 
     def reply(self, envelope: Envelope, value: Any = None, *, delay_ns: int = 0) -> None:
         """Answer a ``call``: resume its sender with *value*."""
         if envelope.reply_gen is None:
             raise ValueError(f"{self.name}: reply to a cast from {envelope.src.name}")
-        self.engine.resume(envelope.src, envelope.reply_gen, value, delay_ns=delay_ns)
+        engine = self.engine
+        engine._push(engine.now_ns + delay_ns, envelope.src, envelope.reply_gen, value)

@@ -16,7 +16,9 @@ itself, as a discrete-event simulator does:
   receive, call, wait queue) pops the next entry itself and hands the baton to
   that entry's actor with ``trio.lowlevel.reschedule``, then parks in
   ``wait_task_rescheduled``. If the next entry is its own, it continues
-  without a Trio switch at all.
+  without a Trio switch at all. An actor spawned while the run is going is
+  started as a Trio task only when its start entry comes up, so it too runs
+  only while holding the baton.
 
 ::
 
@@ -38,6 +40,24 @@ each, what it waits on and who holds it), ``LivelockError`` when the step
 budget runs out, ``ActorCrashed`` when actor code raises. Teardown cancels the
 parked actors; nothing hangs.
 
+Same-instant fast path: in canonical runs (no tie seed) an entry due *now*
+goes on a FIFO deque instead of the heap. Heap entries due now were pushed
+before time reached now, so they carry smaller sequence numbers than anything
+on the deque; popping heap-entries-due-now first and then the deque is exactly
+``(time_ns, 0, seq)`` order, without a heap operation per message.
+
+The baton, fast: the engine sends a constant ``_BATON`` into the parked
+coroutine (the resume value travels in ``Actor._value``) through Trio's own
+``WaitTaskRescheduled`` trap and ``Runner.reschedule``, so a switch allocates
+no ``outcome.Value`` and no extra coroutine frames. These are Trio internals
+(stable for years); if they are missing the engine uses the public
+``trio.lowlevel`` pair instead, with identical scheduling.
+
+The direct driver (``Engine(driver="direct")``) runs the same actor
+coroutines without Trio: ``park`` yields to a plain loop that ``send``s the
+baton into the next actor's coroutine. Order comes from the same heap, so both
+drivers produce the same trace digest; teardown closes unfinished coroutines.
+
 Not here: any kernel vocabulary. Actors see the engine through ``Actor``
 (``emu.actor``) and ``WaitQueue`` (``emu.waitqueue``).
 """
@@ -45,14 +65,16 @@ Not here: any kernel vocabulary. Actors see the engine through ``Actor``
 from __future__ import annotations
 
 import heapq
-import math
-from collections.abc import Callable, Coroutine
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final
 
 import attrs
 import outcome
 import trio
 
+from emu.actor import _DELIVER as _ACTOR_DELIVER
 from emu.actor import Actor
 from emu.errors import ActorCrashed, HungTaskError, LivelockError
 from emu.rng import Streams
@@ -60,12 +82,36 @@ from emu.trace import Trace
 
 # Entry kinds, stored where a resume keeps its generation number.
 _CALLBACK: Final = -1
-_DELIVER: Final = -2
+_DELIVER: Final = _ACTOR_DELIVER  # shared with emu.actor, which pushes deliveries itself
+
+#: Larger than any virtual time a run reaches (int, so comparisons stay int/int).
+_NO_LIMIT: Final = 1 << 126
+
+
+class _Baton:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<baton>"
+
+
+#: What the engine sends into a parked actor; the value rides in ``Actor._value``.
+_BATON: Final = _Baton()
 
 
 def _abort(_raise_cancel: object) -> trio.lowlevel.Abort:
     # Parked actors may be cancelled at teardown; nothing to undo.
     return trio.lowlevel.Abort.SUCCEEDED
+
+
+try:  # Trio's own trap message and run context (internal, see the header).
+    from trio._core._run import GLOBAL_RUN_CONTEXT as _RUN_CONTEXT
+    from trio._core._traps import WaitTaskRescheduled as _WaitTaskRescheduled
+
+    _WAIT: Any = _WaitTaskRescheduled(_abort)
+except ImportError:  # pragma: no cover - depends on the installed Trio
+    _RUN_CONTEXT = None
+    _WAIT = None
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +144,14 @@ class Engine:
         horizon_ns: stop once the next event lies beyond this virtual time.
         max_steps: heap entries to process before declaring a livelock.
         trace: where records go; a fresh in-memory ``Trace`` by default.
+        driver: ``"trio"`` (actors are Trio tasks in one nursery) or
+            ``"direct"`` (the engine steps the same actor coroutines itself,
+            no Trio; several times faster, same order, same digest).
+
+    Attributes:
+        tasks: the Trio tasks this engine runs (its main task and one per
+            started actor), task → name. Emptied when teardown starts. Read by
+            ``emu.testing.OneRunnable``; nothing else should need it.
     """
 
     def __init__(
@@ -108,25 +162,40 @@ class Engine:
         horizon_ns: int | None = None,
         max_steps: int | None = None,
         trace: Trace | None = None,
+        driver: str = "trio",
     ) -> None:
+        if driver not in ("trio", "direct"):
+            raise ValueError(f"driver must be 'trio' or 'direct', not {driver!r}")
+        self.driver = driver
+        self._direct = driver == "direct"
+        self._runnext: Actor | None = None
         self.now_ns = 0
         self.seed = seed
         self.tie_seed = tie_seed
-        self.horizon_ns = math.inf if horizon_ns is None else horizon_ns
-        self.max_steps = math.inf if max_steps is None else max_steps
+        self.horizon_ns = _NO_LIMIT if horizon_ns is None else horizon_ns
+        self.max_steps = _NO_LIMIT if max_steps is None else max_steps
         self.streams = Streams(seed)
         self.trace = Trace() if trace is None else trace
         self.steps = 0
         self.actors: list[Actor] = []
+        self.tasks: dict[trio.lowlevel.Task, str] = {}
+        self._names: set[str] = set()
         self._heap: list[tuple[int, int, int, Any, int, Any]] = []
+        self._now_q: deque[tuple[Any, int, Any]] = deque()
         self._seq = 0
         self._tie = None if tie_seed is None else Streams(tie_seed).get("engine", "tie")
+        # Same-instant FIFO fast path, canonical runs only (see the header).
+        self._fast_now = tie_seed is None
+        # Trio's internal trap (see the header); tests may turn it off.
+        self._fast_trio = _WAIT is not None and not self._direct
+        self._reschedule: Callable[..., None] = trio.lowlevel.reschedule
         self._live = 0
         self._started = False
         self._reason: str | None = None
         self._error: BaseException | None = None
         self._main_task: trio.lowlevel.Task | None = None
         self._main_woken = False
+        self._nursery: trio.Nursery | None = None
         self.current: Actor | None = None
 
     # -- building ---------------------------------------------------------
@@ -141,17 +210,17 @@ class Engine:
         """Create an actor that will run ``fn(actor, *args)``.
 
         Actors start in spawn order at the current virtual time. A daemon
-        actor (a server loop) does not keep the run alive.
+        actor (a server loop) does not keep the run alive. An actor spawned
+        during the run starts (as a Trio task) when its start entry comes up.
         """
-        if any(actor.name == name for actor in self.actors):
+        if name in self._names:
             raise ValueError(f"an actor named {name!r} already exists")
         actor = Actor(self, name, fn, args, daemon=daemon)
+        self._names.add(name)
         self.actors.append(actor)
         if not daemon:
             self._live += 1
         self._push(self.now_ns, actor, actor._gen, None)
-        if self._started:
-            self._nursery.start_soon(self._actor_main, actor, name=name)
         return actor
 
     def call_at(self, time_ns: int, fn: Callable[..., object], *args: object) -> None:
@@ -160,32 +229,46 @@ class Engine:
         The function runs on the engine's baton, between actor steps, and must
         not block; use it for timers (``mod_timer``) and interrupts.
         """
-        self._push(max(time_ns, self.now_ns), None, _CALLBACK, (fn, args))
+        self._push(time_ns, None, _CALLBACK, (fn, args))
 
     def call_later(self, delay_ns: int, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` *delay_ns* from now (see ``call_at``)."""
-        self.call_at(self.now_ns + delay_ns, fn, *args)
+        self._push(self.now_ns + delay_ns, None, _CALLBACK, (fn, args))
 
     # -- running ----------------------------------------------------------
 
     def run(self) -> RunStats:
-        """Run to the end in a fresh ``trio.run``; return how it ended."""
+        """Run to the end (in a fresh ``trio.run`` with the Trio driver); return how it ended."""
+        if self._direct:
+            return self._run_direct()
         return trio.run(self.run_async)
 
     async def run_async(self) -> RunStats:
-        """Run to the end inside an existing Trio run."""
+        """Run to the end inside an existing Trio run (the direct driver just runs)."""
+        if self._direct:
+            return self._run_direct()
         if self._started:
             raise RuntimeError("an Engine runs once")
         self._started = True
+        if self._fast_trio:
+            self._reschedule = _RUN_CONTEXT.runner.reschedule
         self._main_task = trio.lowlevel.current_task()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for actor in list(self.actors):
-                await nursery.start(self._actor_main, actor, name=actor.name)
-            self._handoff(self._next())
-            if self._reason is None:
-                await trio.lowlevel.wait_task_rescheduled(_abort)
-            nursery.cancel_scope.cancel()
+        self.tasks[self._main_task] = "<engine>"
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for actor in list(self.actors):
+                    await nursery.start(self._actor_main, actor, False, name=actor.name)
+                self._handoff(self._next())
+                if self._reason is None:
+                    await self._wait_baton()
+                self.tasks.clear()  # teardown: cancelled tasks wake together
+                nursery.cancel_scope.cancel()
+        finally:
+            self.tasks.clear()
+        return self._stats()
+
+    def _stats(self) -> RunStats:
         if self._error is not None:
             raise self._error
         return RunStats(
@@ -196,10 +279,13 @@ class Engine:
             trace_digest=self.trace.digest(),
         )
 
-    async def _actor_main(self, actor: Actor, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        actor._task = trio.lowlevel.current_task()
-        task_status.started()
-        await trio.lowlevel.wait_task_rescheduled(_abort)
+    async def _actor_main(self, actor: Actor, has_baton: bool, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task = trio.lowlevel.current_task()
+        actor._task = task
+        self.tasks[task] = actor.name
+        if not has_baton:
+            task_status.started()
+            await self._wait_baton()
         try:
             await actor.fn(actor, *actor.args)
         except trio.Cancelled:
@@ -212,53 +298,142 @@ class Engine:
                 self._live -= 1
                 if self._live == 0:
                     self._end("finished")
+        actor.waiting = None
+        self.tasks.pop(task, None)
         self._handoff(None if self._reason is not None else self._next())
+
+    # -- the direct driver ------------------------------------------------
+
+    def _run_direct(self) -> RunStats:
+        """Step the actor coroutines in engine order, without Trio.
+
+        The same ``park`` yields to this loop instead of to Trio. Each actor's
+        coroutine is created when its start entry comes up (so actors still
+        start one at a time, in spawn order). At the end, unfinished
+        coroutines are closed (``GeneratorExit`` at their ``await``), which
+        runs their ``finally`` blocks and cannot hang.
+        """
+        if self._started:
+            raise RuntimeError("an Engine runs once")
+        self._started = True
+        try:
+            self._runnext = self._next()
+            while (actor := self._runnext) is not None:
+                self._runnext = None
+                coro = actor._task
+                try:
+                    if coro is None:
+                        actor._task = coro = self._actor_body(actor)
+                        coro.send(None)
+                    else:
+                        coro.send(_BATON)
+                except StopIteration:
+                    pass
+        finally:
+            for actor in self.actors:
+                if actor._task is not None:
+                    actor._task.close()
+        return self._stats()
+
+    async def _actor_body(self, actor: Actor) -> None:
+        try:
+            await actor.fn(actor, *actor.args)
+        except GeneratorExit:
+            raise
+        except BaseException as error:  # any other exception is an emulator bug
+            self._fail(ActorCrashed(actor.name, self.now_ns, error), error)
+        else:
+            actor.finished = True
+            if not actor.daemon:
+                self._live -= 1
+                if self._live == 0:
+                    self._end("finished")
+        actor.waiting = None
+        self._runnext = None if self._reason is not None else self._next()
 
     # -- the baton --------------------------------------------------------
 
-    async def park(self, actor: Actor) -> Any:
+    @types.coroutine
+    def _wait_baton(self) -> Generator[Any, Any, None]:
+        """Park the current Trio task until the engine hands it the baton."""
+        if self._fast_trio:
+            msg = yield _WAIT
+            if msg is not _BATON:
+                msg.unwrap()  # teardown's Cancelled (or an interrupt)
+        else:
+            yield from trio.lowlevel.wait_task_rescheduled(_abort).__await__()
+
+    @types.coroutine
+    def park(self, actor: Actor) -> Generator[Any, Any, Any]:
         """Block *actor* (the running one) until an entry resumes it.
 
         The caller registered its wake-up sources with ``actor._gen`` first.
-        Returns the value the resume carries.
+        Returns the value the resume carries. (A generator-based coroutine:
+        ``await engine.park(actor)`` costs one frame, not three.)
         """
-        if self._reason is not None:
-            # The run is over; wait to be cancelled by teardown.
-            return await trio.lowlevel.wait_task_rescheduled(_abort)
-        nxt = self._next()
-        if nxt is not None and nxt[0] is actor:
-            actor.waiting = None
-            return nxt[1]
-        self._handoff(nxt)
-        return await trio.lowlevel.wait_task_rescheduled(_abort)
+        if self._reason is None:
+            nxt = self._next()
+            if nxt is actor:
+                return actor._value
+            if nxt is not None and nxt._task is not None and self._fast_trio:
+                self._reschedule(nxt._task, _BATON)  # _handoff's common case, inlined
+            else:
+                self._handoff(nxt)
+        # Parked; if the run is over, teardown cancels us here.
+        if self._fast_trio or self._direct:
+            msg = yield _WAIT
+            if msg is not _BATON:
+                msg.unwrap()  # teardown's Cancelled (or an interrupt)
+        else:
+            yield from trio.lowlevel.wait_task_rescheduled(_abort).__await__()
+        return actor._value
 
-    def _handoff(self, nxt: tuple[Actor, Any] | None) -> None:
-        """Make the resumed actor of *nxt* runnable, or end the run if ``None``."""
-        if nxt is None:
+    def _handoff(self, actor: Actor | None) -> None:
+        """Make *actor* (resumed by ``_next``) runnable, or end the run if ``None``."""
+        if self._direct:
+            self._runnext = actor
+            return
+        if actor is None:
             # The run is over: wake the main task, which tears down.
             main = self._main_task
             if main is not None and not self._main_woken and main is not trio.lowlevel.current_task():
                 self._main_woken = True
-                trio.lowlevel.reschedule(main, outcome.Value(None))
+                self._reschedule(main, _BATON if self._fast_trio else outcome.Value(None))
             return
-        actor, value = nxt
-        actor.waiting = None
-        self.current = actor
-        trio.lowlevel.reschedule(actor._task, outcome.Value(value))
+        task = actor._task
+        if task is None:
+            # Spawned during the run: its Trio task starts now, holding the baton.
+            self._nursery.start_soon(self._actor_main, actor, True, name=actor.name)
+        elif self._fast_trio:
+            self._reschedule(task, _BATON)
+        else:
+            self._reschedule(task, outcome.Value(None))
 
-    def _next(self) -> tuple[Actor, Any] | None:
-        """Pop entries until one resumes an actor; ``None`` if the run ended."""
+    def _next(self) -> Actor | None:
+        """Pop entries until one resumes an actor; ``None`` if the run ended.
+
+        The resumed actor gets its value in ``_value``, stops waiting and
+        becomes ``current``.
+        """
         heap = self._heap
+        now_q = self._now_q
         pop = heapq.heappop
-        while heap:
-            if heap[0][0] > self.horizon_ns:
-                self._end("horizon")
-                return None
-            time_ns, _tie, _seq, actor, gen, value = pop(heap)
-            self.now_ns = time_ns
-            self.steps += 1
-            if self.steps > self.max_steps:
-                self._fail(LivelockError(self.now_ns, self.steps - 1, self.blocked_report()))
+        popleft = now_q.popleft
+        while True:
+            if heap and (not now_q or heap[0][0] == self.now_ns):
+                if heap[0][0] > self.horizon_ns:
+                    self._end("horizon")
+                    return None
+                time_ns, _tie, _seq, actor, gen, value = pop(heap)
+                self.now_ns = time_ns
+            elif now_q:
+                actor, gen, value = popleft()
+            else:
+                break
+            steps = self.steps = self.steps + 1
+            if steps > self.max_steps:
+                self.steps = steps - 1
+                self._fail(LivelockError(self.now_ns, steps - 1, self.blocked_report()))
                 return None
             if gen == _CALLBACK:
                 fn, args = value
@@ -271,14 +446,18 @@ class Engine:
                     return None
                 continue
             if gen == _DELIVER:
-                actor.mailbox.append(value)
-                if actor.receiving:
-                    actor.receiving = False
-                    return actor, actor.mailbox.popleft()
-                continue
-            if gen == actor._gen and actor.waiting is not None:
-                return actor, value
-            # stale: that wait already ended another way
+                mailbox = actor.mailbox
+                mailbox.append(value)
+                if not actor.receiving:
+                    continue
+                actor.receiving = False
+                value = mailbox.popleft()
+            elif gen != actor._gen or actor.waiting is None:
+                continue  # stale: that wait already ended another way
+            actor._value = value
+            actor.waiting = None
+            self.current = actor
+            return actor
         if self._live > 0:
             self._fail(HungTaskError(self.now_ns, self.blocked_report()))
         else:
@@ -286,9 +465,14 @@ class Engine:
         return None
 
     def _push(self, time_ns: int, actor: Actor | None, gen: int, value: Any) -> None:
-        self._seq += 1
+        if time_ns <= self.now_ns:
+            if self._fast_now:
+                self._now_q.append((actor, gen, value))
+                return
+            time_ns = self.now_ns
+        self._seq = seq = self._seq + 1
         tie = 0 if self._tie is None else self._tie.getrandbits(32)
-        heapq.heappush(self._heap, (time_ns, tie, self._seq, actor, gen, value))
+        heapq.heappush(self._heap, (time_ns, tie, seq, actor, gen, value))
 
     def resume(self, actor: Actor, gen: int, value: Any = None, *, delay_ns: int = 0) -> None:
         """Schedule the end of *actor*'s wait number *gen*, carrying *value*."""

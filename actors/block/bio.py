@@ -34,8 +34,12 @@ class Bio:
         bi_end_io: completion callback; runs at completion, must not block.
         status: set on completion.
         nr_bytes: size of the IO.
+        queue_ns: when ``submit_bio`` received it (``bi_issue``: io.latency
+            times a bio from here, throttle wait included).
         issue_ns: when the device started it (set by the device).
         complete_ns: when it completed (set by the device).
+        bi_disk: the ``BlockDevice`` (request queue) it goes to; set by the
+            submitter before ``submit_bio`` (``bio_set_dev``).
     """
 
     bio_id: int
@@ -50,6 +54,7 @@ class Bio:
     queue_ns: int = 0
     issue_ns: int = 0
     complete_ns: int = 0
+    bi_disk: Any = None
 
     def __attrs_post_init__(self) -> None:
         if not self.nr_bytes:

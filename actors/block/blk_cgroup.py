@@ -46,7 +46,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from emu.time import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC
+from emu import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC
 
 #: The cgroup v2 root's path.
 ROOT = ""

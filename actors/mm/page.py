@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actors.kernel_types import Errno, PageFlag
+from actors.kernel_types import FATAL_WAKE, Errno, PageFlag
 from emu import KernelBug, WaitQueue
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
 
 _LOCKED = PageFlag.LOCKED
-_FATAL = "fatal_signal"
 
 
 class Page:
@@ -47,11 +46,12 @@ class Page:
         index: its offset in the file, in pages.
         flags: ``PageFlag`` bits.
         refcount: ``page->_refcount``; the page cache holds one.
-        locker: who took ``PG_locked`` (a task name, or ``"io"`` when the
-            lock travels with a read bio), for reports and invariants.
+        locker: who took ``PG_locked`` (the task that locked it; a read
+            keeps it locked until the bio completes), for reports.
+        rmap: ``(mm, address)`` of every PTE mapping it (``page_mapcount``).
     """
 
-    __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "pin_owners")
+    __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "rmap")
 
     def __init__(self, mapping: AddressSpace | None, index: int) -> None:
         self.mapping = mapping
@@ -60,7 +60,7 @@ class Page:
         self.refcount = 1
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
-        self.pin_owners: dict[str, int] | None = None
+        self.rmap: list[tuple[Any, int]] = []
 
     @property
     def name(self) -> str:
@@ -155,7 +155,7 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str,
         if not len(wq) and page.wq is wq:
             page.wq = None
     current.account_sleep("io", current.actor.now_ns - start)
-    return value != _FATAL
+    return value != FATAL_WAKE
 
 
 async def __lock_page(current: TaskStruct, page: Page) -> None:
@@ -215,4 +215,4 @@ def wake_fatal(wq: WaitQueue, current: Any) -> None:
     """End a killable page wait of *current* because of a fatal signal."""
     for key in wq:
         if key[0] == current.comm:
-            wq.wake(key, _FATAL)
+            wq.wake(key, FATAL_WAKE)

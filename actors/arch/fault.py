@@ -1,0 +1,122 @@
+"""The x86 user page-fault entry and its ``VM_FAULT_RETRY`` loop.
+
+Mirrors arch/x86/mm/fault.c:__do_page_fault() at v4.19 (with V3 patch 1/7's
+``vm_fault_init``/``handle_mm_fault_cacheable``/``vm_fault_cleanup`` when the
+policy has ``cached_page``), and the retry rules the policy names:
+
+* ``never`` (before d065bd810b6d, 2.6.36): ALLOW_RETRY is never set, so the
+  fault path waits for everything with the sem held;
+* ``once`` (4.19 to 5.6): on RETRY, clear ALLOW_RETRY, set TRIED, re-take the
+  sem with a *blocking* ``down_read`` (queueing behind any waiting writer),
+  re-find the VMA and fault again; a second RETRY returns to user space;
+* ``many`` (5.7+, 4064b9827063): keep ALLOW_RETRY, set TRIED, retry until the
+  fault completes (the sem is still dropped only on the first attempt).
+
+A fault that returns without installing the PTE (RETRY exhausted, a killed
+wait) simply returns; the access re-executes and faults again, as on real
+hardware. ``VM_FAULT_MAJOR`` is OR-ed across attempts and counted once.
+
+V3 keeps one ``vm_fault`` across attempts and cleans it up only on the
+RETRY-exhausted branch and before the final ``up_read``: the ``bad_area``
+exits of a retried attempt (its VMA unmapped while the sem was dropped)
+leak the cached page reference (KERNEL.md defect 5), which this emulation
+reproduces rather than fixes.
+
+Emulation notes:
+    No kernel-mode faults, no stack expansion, no pkeys, no vsyscall. A
+    SIGSEGV or SIGBUS kills the faulting thread (not its whole process).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, Signal, VmFaultResult, flag_names
+from actors.mm.memory import VmFault, handle_mm_fault, handle_mm_fault_cacheable, vm_fault_cleanup, vm_fault_init
+from actors.mm.mmap import VmFlag, down_read, down_read_trylock, up_read
+
+if TYPE_CHECKING:
+    from actors.sched.task import TaskStruct
+
+
+@attrs.frozen
+class FaultOutcome:
+    """What one ``__do_page_fault`` did: attempts, major, and a signal if any."""
+
+    attempts: int
+    major: bool
+    signal: Signal | None
+
+
+def access_error(write: bool, vma) -> bool:
+    """``access_error()``: a write to a VMA without VM_WRITE, or a read without VM_READ."""
+    if write:
+        return not vma.vm_flags & VmFlag.WRITE
+    return not vma.vm_flags & VmFlag.READ
+
+
+async def do_page_fault(current: TaskStruct, address: int, write: bool) -> FaultOutcome:
+    """``__do_page_fault()`` for a user access to page *address*."""
+    kernel = current.kernel
+    policy = kernel.policy
+    mm = current.mm
+    flags = FaultFlag.KILLABLE | FaultFlag.USER
+    if policy.fault_retry != "never":
+        flags |= FaultFlag.ALLOW_RETRY
+    if write:
+        flags |= FaultFlag.WRITE
+    cacheable = policy.cached_page
+    vmf = VmFault()
+    start_ns = current.actor.now_ns
+    sleeps_before = current.sleep_totals()
+    current.actor.log.info("page_fault_user", address=address, write=write)
+    kernel.counters["faults"] += 1
+    major = VmFaultResult(0)
+    attempts = 0
+    signal: Signal | None = None
+
+    if not down_read_trylock(current, mm):
+        await down_read(current, mm)
+    while True:
+        attempts += 1
+        vma = mm.find_vma(address)
+        if vma is None or vma.vm_start > address or access_error(write, vma):
+            up_read(current, mm)  # bad_area / bad_area_access_error
+            signal = Signal.SIGSEGV
+            break
+        current.dropped_vma = None
+        if cacheable:
+            vm_fault_init(vmf, vma, address, flags)
+            fault = await handle_mm_fault_cacheable(current, vmf)
+        else:
+            fault = await handle_mm_fault(current, vma, address, flags)
+        major |= fault & VmFaultResult.MAJOR
+        if fault & VmFaultResult.RETRY:
+            kernel.counters["fault_retries"] += 1
+            if flags & FaultFlag.ALLOW_RETRY:
+                if policy.fault_retry == "once":
+                    flags &= ~FaultFlag.ALLOW_RETRY
+                flags |= FaultFlag.TRIED
+                if not current.fatal_signal_pending():
+                    await down_read(current, mm)
+                    continue
+            if cacheable:
+                vm_fault_cleanup(vmf)
+            break
+        if cacheable:
+            vm_fault_cleanup(vmf)
+        up_read(current, mm)
+        if fault & VM_FAULT_ERROR:
+            signal = Signal.SIGSEGV if fault & VmFaultResult.SIGSEGV else Signal.SIGBUS
+        break
+
+    kernel.invariant_checks += 1
+    if vmf.cached_page is not None:
+        # The vm_fault dies here with a reference (bad_area after a retry, defect 5).
+        kernel.violation("page_ref_leak", task=current.comm, page=vmf.cached_page.name, address=address)
+    if major:
+        kernel.counters["major_faults"] += 1
+    current.fault_done(start_ns, sleeps_before, address=address, flags=flag_names(flags), attempts=attempts, major=bool(major), signal=signal)
+    return FaultOutcome(attempts, bool(major), signal)

@@ -1,0 +1,187 @@
+"""Running experiments: one config, several policies, results in schema 1.
+
+``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``, runs to
+the horizon (or until every non-daemon task ends) and returns a ``RunResult``
+whose ``results`` is one entry of ``results.json``'s ``runs`` (DESIGN.md
+section 3) and whose ``trace`` holds the records. ``run_experiment`` does the
+same for every policy the config (or the caller) names, on the same seed.
+
+A run is a pure function of (config, policy, seed, tie seed): same inputs,
+same ``trace_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import attrs
+import numpy as np
+
+from actors.config import ExperimentConfig, resolve_policy
+from actors.invariants import check_invariants
+from actors.kernel import Kernel
+from emu import Engine, RunStats, Trace
+
+SCHEMA = 1
+#: Livelock guard: heap entries per virtual second of horizon, at least.
+STEPS_PER_SECOND = 5_000_000
+#: Counters every run reports, even when zero.
+BASE_COUNTERS = (
+    "faults",
+    "major_faults",
+    "fault_retries",
+    "bios",
+    "throttled_bios",
+    "mmap_sem_held_across_io",
+    "mmap_sem_held_across_io_ns",
+)
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """One policy's run: the results entry, the trace and the engine's end state."""
+
+    policy: str
+    results: dict[str, Any]
+    trace: Trace
+    stats: RunStats
+
+
+@attrs.frozen(kw_only=True)
+class ExperimentResult:
+    """Every run of an experiment, plus what ``results.json`` needs at the top."""
+
+    config: ExperimentConfig
+    config_sha256: str
+    runs: list[RunResult]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``results.json`` document (schema 1)."""
+        return {
+            "schema": SCHEMA,
+            "experiment": self.config.name,
+            "config_sha256": self.config_sha256,
+            "runs": [run.results for run in self.runs],
+        }
+
+
+def config_digest(config: ExperimentConfig) -> str:
+    """SHA-256 of the config's source text if it came from a file, else of its repr."""
+    try:
+        with open(config.source, "rb") as src:
+            return hashlib.sha256(src.read()).hexdigest()
+    except OSError:
+        return hashlib.sha256(repr(config).encode()).hexdigest()
+
+
+def run_policy(
+    config: ExperimentConfig,
+    policy: str,
+    *,
+    seed: int | None = None,
+    tie_seed: int | None = None,
+    keep_trace: bool = True,
+) -> RunResult:
+    """Run *config* under *policy*; see the module docstring."""
+    seed = config.seed if seed is None else seed
+    engine = Engine(
+        seed=seed,
+        tie_seed=tie_seed,
+        horizon_ns=config.horizon,
+        max_steps=max(1_000_000, STEPS_PER_SECOND * config.horizon // 1_000_000_000),
+        trace=Trace(keep=keep_trace),
+    )
+    kernel = Kernel(engine, config, resolve_policy(config, policy))
+    stats = engine.run()
+    results = {
+        "policy": policy,
+        "seed": seed,
+        "tie_seed": tie_seed,
+        "trace_digest": stats.trace_digest,
+        "virtual_ns": stats.now_ns,
+        "events": stats.events,
+        "end": stats.reason,
+        "latency": latency_summary(kernel.latency),
+        "counters": counters(kernel),
+        "mmap_sem": mmap_sem_summary(kernel),
+        "iolatency": iolatency_summary(kernel),
+        "invariants": check_invariants(kernel),
+    }
+    return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    policies: list[str] | None = None,
+    *,
+    seed: int | None = None,
+    tie_seed: int | None = None,
+    keep_trace: bool = True,
+) -> ExperimentResult:
+    """Run every policy of *policies* (default: the config's) on the same seed."""
+    names = list(config.policies if not policies else policies)
+    runs = [run_policy(config, name, seed=seed, tie_seed=tie_seed, keep_trace=keep_trace) for name in names]
+    return ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
+
+
+def latency_summary(samples: dict[tuple[str, str], list[int]]) -> dict[str, dict[str, int]]:
+    """Exact percentiles (a real sample each) of every ``<task>/<op>``, in ns."""
+    out: dict[str, dict[str, int]] = {}
+    for (task, op), values in sorted(samples.items()):
+        data = np.asarray(values, dtype=np.int64)
+        p50, p90, p99, p999 = np.percentile(data, [50, 90, 99, 99.9], method="inverted_cdf")
+        out[f"{task}/{op}"] = {
+            "count": int(data.size),
+            "min_ns": int(data.min()),
+            "p50_ns": int(p50),
+            "p90_ns": int(p90),
+            "p99_ns": int(p99),
+            "p999_ns": int(p999),
+            "max_ns": int(data.max()),
+            "mean_ns": int(data.sum() // data.size),
+        }
+    return out
+
+
+def counters(kernel: Kernel) -> dict[str, int]:
+    """Run counters: the base set, the block layer's, then everything counted, sorted."""
+    bdev = kernel.bdev.statistics()
+    out = {name: 0 for name in BASE_COUNTERS}
+    out.update(sorted(kernel.counters.items()))
+    out["bios"] = bdev.nr_submitted
+    out["throttled_bios"] = bdev.nr_throttled
+    out["throttle_wait_ns"] = bdev.throttle_wait_ns
+    out["bio_errors"] = bdev.nr_errors
+    return out
+
+
+def mmap_sem_summary(kernel: Kernel) -> dict[str, dict[str, int]]:
+    """Per-process mmap_sem statistics, ``perf lock contention`` style."""
+    out = {}
+    for name, mm in kernel.mms.items():
+        st = mm.mmap_sem.statistics()
+        out[name] = {
+            "read_acquires": st.read_acquires,
+            "write_acquires": st.write_acquires,
+            "contended": st.contended,
+            "wait_max_ns": st.wait_max_ns,
+            "wait_total_ns": st.wait_total_ns,
+            "hold_max_ns": st.hold_max_ns,
+        }
+    return out
+
+
+def iolatency_summary(kernel: Kernel) -> dict[str, dict[str, int]]:
+    """io.latency state of every group at the end of the run."""
+    out = {}
+    iolat = kernel.bdev.iolat
+    for path in iolat.groups():
+        st = iolat.statistics(path)
+        out[path or "/"] = {
+            "depth": st.depth,
+            "use_delay": st.use_delay,
+            "scale_cookie": st.scale_cookie,
+            "min_lat_nsec": st.min_lat_nsec or 0,
+        }
+    return out

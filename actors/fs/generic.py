@@ -1,0 +1,106 @@
+"""A generic block-based filesystem: ``readpage``/``readpages`` and a cheap ``page_mkwrite``.
+
+Mirrors what ext2-like filesystems get from the generic helpers at v4.19:
+``mpage_readpage``/``mpage_readpages`` (fs/mpage.c: pages inserted into the
+cache locked, contiguous pages merged into one bio, the completion marks them
+uptodate or errored and unlocks them), ``generic_file_vm_ops`` (``.fault =
+filemap_fault``, ``.page_mkwrite = filemap_page_mkwrite``, mm/filemap.c) and
+a writepage that the flusher uses.
+
+Emulation notes:
+    Blocks map 1:1 to pages (no block mapping lookups, no buffer heads); a
+    bio covers at most ``BIO_MAX_PAGES`` contiguous pages. ``file_update_time``
+    and ``sb_start_pagefault`` cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+from actors.block.bio import Bio
+from actors.block.blkdev import submit_bio
+from actors.kernel_types import BlkStatus, PageFlag, ReqFlag, ReqOp, VmFaultResult
+from actors.mm.filemap import add_to_page_cache_lru
+from actors.mm.filemap_fault import filemap_fault
+from actors.mm.memory import VmOperations
+from actors.mm.page import Page, lock_page, unlock_page
+
+if TYPE_CHECKING:
+    from actors.kernel import Kernel
+    from actors.mm.filemap import File
+    from actors.mm.memory import VmFault
+    from actors.sched.task import TaskStruct
+
+BIO_MAX_PAGES = 256
+
+
+def read_end_io(bio: Bio) -> None:
+    """``mpage_end_io()`` for reads: uptodate (or error), then unlock each page."""
+    ok = bio.status == BlkStatus.OK
+    for page in bio.pages:
+        if ok:
+            page.flags |= PageFlag.UPTODATE
+        else:
+            page.flags &= ~PageFlag.UPTODATE
+            page.flags |= PageFlag.ERROR
+        unlock_page(page)
+
+
+@final
+class GenericFs:
+    """The generic filesystem of one block device: its ``a_ops`` and ``vm_ops``."""
+
+    kind = "generic"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.vm_ops = VmOperations(fault=filemap_fault, page_mkwrite=self.page_mkwrite)
+
+    def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io) -> Bio:
+        return Bio(
+            bio_id=self.kernel.next_bio_id(),
+            op=op,
+            flags=flags,
+            pages=pages,
+            blkcg=current.blkcg,
+            submitter=current.comm,
+            bi_end_io=end_io,
+            bi_disk=self.kernel.bdev,
+        )
+
+    async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
+        """``mpage_readpage()``: one locked page, one bio; unlocked at completion."""
+        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), read_end_io))
+        return 0
+
+    async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
+        """``mpage_readpages()``: insert each page locked, merge contiguous runs into bios."""
+        mapping = file.f_mapping
+        run: list[Page] = []
+        for page in pages:
+            if not add_to_page_cache_lru(current, page, mapping, page.index):
+                continue
+            if run and (page.index != run[-1].index + 1 or len(run) == BIO_MAX_PAGES):
+                await self._submit_read(current, run)
+                run = []
+            run.append(page)
+        if run:
+            await self._submit_read(current, run)
+
+    async def _submit_read(self, current: TaskStruct, run: list[Page]) -> None:
+        await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, read_end_io))
+
+    async def writepages(self, current: TaskStruct, pages: list[Page], end_io) -> None:
+        """``mpage_writepages()`` for the flusher: one bio for the given pages (already PG_writeback)."""
+        await submit_bio(current, self._bio(current, pages, ReqOp.WRITE, ReqFlag(0), end_io))
+
+    async def page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+        """``filemap_page_mkwrite()``: lock, check the mapping, dirty; return LOCKED."""
+        page = vmf.page
+        inode = vmf.vma.vm_file.f_mapping.host
+        await lock_page(current, page)
+        if page.mapping is not inode.i_mapping:
+            unlock_page(page)
+            return VmFaultResult.NOPAGE
+        self.kernel.writeback.set_page_dirty(page)
+        return VmFaultResult.LOCKED

@@ -1,0 +1,448 @@
+"""``filemap_fault()`` three ways: v4.19, the V3 series as posted, and v5.1.
+
+Mirrors mm/filemap.c:
+
+* ``filemap_fault_419``: v4.19. Readahead and ``page_cache_read`` are
+  submitted **with mmap_sem held** (so io.latency can put the faulting task
+  to sleep inside ``submit_bio`` while it holds the sem); only
+  ``lock_page_or_retry`` drops it, to wait for a page that is locked.
+* ``filemap_fault_v3``: v4.19 with the seed's patches 2/7-5/7 as posted:
+  ``maybe_unlock_mmap_for_io`` before sync/async readahead, page_cache_read
+  and the re-read; RETRY **as soon as readahead is submitted**, without
+  waiting for it (KERNEL.md defect 2); the open-coded trylock with the
+  shadowed ``ret`` (defect 1, harmless); ``vmf->cached_page`` reuse and
+  ``FAULT_FLAG_USED_CACHED`` (patches 4-5, policy ``cached_page``).
+* ``filemap_fault_v51``: 6b4c9f446981 as merged in v5.1: an ``fpin``
+  travels through the function, the sem is dropped at most once, and RETRY
+  is returned only once the page is uptodate; ``pagecache_get_page`` with
+  ``FGP_FOR_MMAP`` replaces ``page_cache_read``.
+
+The retry rule of the caller decides the rest: with ``fault_retry = "once"``
+(4.19/5.1 x86) the second attempt has no ALLOW_RETRY, so every drop helper
+below keeps the sem and every wait happens under it.
+
+Emulation notes:
+    ``max_off`` checks use ``i_size`` at the time of the check; ``-ENOMEM``
+    never happens; ``AOP_TRUNCATED_PAGE`` is treated as success (retry).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from actors.kernel_types import Errno, FaultFlag, PageFlag, VmFaultResult
+from actors.mm.filemap import (
+    File,
+    find_get_page,
+    fput,
+    get_file,
+    page_cache_async_readahead,
+    page_cache_read,
+    page_cache_sync_readahead,
+    pagecache_get_page_for_mmap,
+    ra_submit,
+)
+from actors.mm.mmap import VmFlag, up_read
+from actors.mm.page import (
+    __lock_page,
+    __lock_page_killable,
+    lock_page,
+    lock_page_killable,
+    put_page,
+    trylock_page,
+    unlock_page,
+    wait_on_page_locked,
+    wait_on_page_locked_killable,
+)
+from actors.mm.readahead import mmap_read_around
+
+if TYPE_CHECKING:
+    from actors.mm.memory import VmFault
+    from actors.mm.page import Page
+    from actors.sched.task import TaskStruct
+
+RETRY = VmFaultResult.RETRY
+MAJOR = VmFaultResult.MAJOR
+SIGBUS = VmFaultResult.SIGBUS
+LOCKED = VmFaultResult.LOCKED
+ALLOW_RETRY = FaultFlag.ALLOW_RETRY
+RETRY_NOWAIT = FaultFlag.RETRY_NOWAIT
+KILLABLE = FaultFlag.KILLABLE
+TRIED = FaultFlag.TRIED
+
+
+def fault_flag_allow_retry_first(current: TaskStruct, flags: FaultFlag) -> bool:
+    """May this attempt drop the sem? 4.19: ALLOW_RETRY; 5.7+ (4064b9827063): and not TRIED."""
+    if current.kernel.policy.fault_retry == "many":
+        return bool(flags & ALLOW_RETRY) and not flags & TRIED
+    return bool(flags & ALLOW_RETRY)
+
+
+def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | None, flags: FaultFlag | None = None) -> File | None:
+    """``maybe_unlock_mmap_for_io()``: pin the file and ``up_read`` if the flags allow.
+
+    V3 (patch 2/7) takes ``(vma, flags)`` and has no *fpin*; v5.1 returns an
+    existing *fpin* unchanged (never drops twice). RETRY_NOWAIT keeps the sem.
+    """
+    if fpin is not None:
+        return fpin
+    flags = vmf.flags if flags is None else flags
+    if fault_flag_allow_retry_first(current, flags) and not flags & RETRY_NOWAIT:
+        vma = vmf.vma
+        fpin = get_file(vma.vm_file)
+        up_read(current, vma.vm_mm)
+        current.dropped_vma = vma
+        current.actor.log.info("maybe_unlock_mmap_for_io", mm=vma.vm_mm.owner, ino=vma.vm_file.f_mapping.host.ino)
+        return fpin
+    return None
+
+
+async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flags: FaultFlag) -> bool:
+    """``lock_page_or_retry()`` = trylock || ``__lock_page_or_retry()`` (v4.19).
+
+    With retry allowed: RETRY_NOWAIT → 0 with the sem held; else ``up_read``,
+    wait for the page to be *unlocked* (not taking it), 0. Otherwise lock it
+    (killable: on a fatal signal ``up_read`` and 0), 1.
+    """
+    if trylock_page(page, current.comm):
+        return True
+    mm = vmf.vma.vm_mm
+    if fault_flag_allow_retry_first(current, flags):
+        if flags & RETRY_NOWAIT:
+            return False
+        up_read(current, mm)
+        current.dropped_vma = vmf.vma
+        if flags & KILLABLE:
+            await wait_on_page_locked_killable(current, page)
+        else:
+            await wait_on_page_locked(current, page)
+        return False
+    if flags & KILLABLE:
+        if await __lock_page_killable(current, page):
+            up_read(current, mm)
+            return False
+    else:
+        await __lock_page(current, page)
+    return True
+
+
+# -- readahead entry points of the fault path ---------------------------------------
+
+
+async def do_sync_mmap_readahead(current: TaskStruct, vmf: VmFault, file: File, offset: int, *, drop: bool, fpin: File | None = None) -> File | None:
+    """``do_sync_mmap_readahead()``: read-around (or ondemand for VM_SEQ_READ).
+
+    *drop* selects the V3/v5.1 behaviour (``maybe_unlock_mmap_for_io`` right
+    before submitting); returns the pin if the sem was dropped.
+    """
+    vma = vmf.vma
+    ra = file.f_ra
+    if vma.vm_flags & VmFlag.RAND_READ or not ra.ra_pages:
+        return fpin
+    if vma.vm_flags & VmFlag.SEQ_READ:
+        if drop:
+            fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
+        await page_cache_sync_readahead(current, file, offset, ra.ra_pages)
+        return fpin
+    window = mmap_read_around(ra, offset)
+    if window is None:
+        return fpin
+    if drop:
+        fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
+    await ra_submit(current, file, window)
+    return fpin
+
+
+async def do_async_mmap_readahead(current: TaskStruct, vmf: VmFault, file: File, page: Page, offset: int, *, drop: bool) -> File | None:
+    """``do_async_mmap_readahead()``: extend readahead when the fault hits ``PG_readahead``.
+
+    V3 drops whenever the page has PG_readahead, even with ``ra_pages == 0``
+    (defect 4); 5c72feee3e45 (policy ``zero_readahead_fix``) does not drop then.
+    """
+    ra = file.f_ra
+    if vmf.vma.vm_flags & VmFlag.RAND_READ:
+        return None
+    if current.kernel.policy.zero_readahead_fix and not ra.ra_pages:
+        return None
+    if ra.mmap_miss > 0:
+        ra.mmap_miss -= 1
+    if not page.flags & PageFlag.READAHEAD:
+        return None
+    fpin = maybe_unlock_mmap_for_io(current, vmf, None) if drop else None
+    await page_cache_async_readahead(current, file, page, offset, ra.ra_pages)
+    return fpin
+
+
+def _major(current: TaskStruct) -> VmFaultResult:
+    current.kernel.count_vm_event("PGMAJFAULT", current)
+    return MAJOR
+
+
+# -- v4.19 ----------------------------------------------------------------------------
+
+
+async def filemap_fault_419(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``filemap_fault()`` at v4.19 (before the series)."""
+    file = vmf.vma.vm_file
+    mapping = file.f_mapping
+    inode = mapping.host
+    offset = vmf.pgoff
+    ret = VmFaultResult(0)
+    if offset >= inode.nr_pages:
+        return SIGBUS
+    page = find_get_page(mapping, offset)
+    if page is not None and not vmf.flags & TRIED:
+        await do_async_mmap_readahead(current, vmf, file, page, offset, drop=False)
+    elif page is None:
+        await do_sync_mmap_readahead(current, vmf, file, offset, drop=False)
+        ret = _major(current)
+    while True:  # retry_find
+        if page is None:
+            page = find_get_page(mapping, offset)
+            if page is None:  # no_cached_page
+                error = await page_cache_read(current, file, offset)
+                if error < 0:
+                    return SIGBUS
+                continue
+        if not await lock_page_or_retry(current, page, vmf, vmf.flags):
+            put_page(page)
+            return ret | RETRY
+        if page.mapping is not mapping:  # truncated
+            unlock_page(page)
+            put_page(page)
+            page = None
+            continue
+        if not page.flags & PageFlag.UPTODATE:  # page_not_uptodate
+            error = await _reread(current, file, page)
+            put_page(page)
+            page = None
+            if error:
+                return SIGBUS
+            continue
+        if offset >= inode.nr_pages:
+            unlock_page(page)
+            put_page(page)
+            return SIGBUS
+        vmf.page = page
+        return ret | LOCKED
+
+
+async def _reread(current: TaskStruct, file: File, page: Page) -> int:
+    """The ``page_not_uptodate`` re-read: ``->readpage`` and wait, ``-EIO`` if still bad."""
+    page.clear(PageFlag.ERROR)
+    error = await file.f_mapping.a_ops.readpage(current, file, page)
+    if not error:
+        await wait_on_page_locked(current, page)
+        if not page.flags & PageFlag.UPTODATE:
+            error = -Errno.EIO
+    if error:
+        current.kernel.count_vm_event("EIO_REREAD", current)
+    return error
+
+
+# -- V3 as posted ------------------------------------------------------------------------
+
+
+async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``filemap_fault()`` with V3 patches 2/7-5/7 applied to v4.19, as posted."""
+    file = vmf.vma.vm_file
+    mapping = file.f_mapping
+    inode = mapping.host
+    mm = vmf.vma.vm_mm
+    offset = vmf.pgoff
+    flags = vmf.flags  # the local copy Dave Chinner pointed at
+    use_cache = current.kernel.policy.cached_page
+    fpin: File | None = None
+    page: Page | None = None
+    ret = VmFaultResult(0)
+    if offset >= inode.nr_pages:
+        return SIGBUS
+
+    have_cached_page = False
+    cached_page = vmf.cached_page
+    if cached_page is not None:  # patch 4/7
+        if flags & KILLABLE:
+            if await lock_page_killable(current, cached_page):
+                up_read(current, mm)
+                return ret | RETRY  # out_retry with page == NULL: cached_page stays stashed
+        else:
+            await lock_page(current, cached_page)
+        vmf.cached_page = None
+        if cached_page.mapping is mapping and cached_page.index == offset:
+            page = cached_page
+            have_cached_page = True
+            vmf.flags |= FaultFlag.USED_CACHED  # patch 5/7
+            current.kernel.count_vm_event("V3_CACHED_PAGE_REUSED", current)
+        else:
+            unlock_page(cached_page)
+            put_page(cached_page)
+
+    if not have_cached_page:
+        page = find_get_page(mapping, offset)
+        if page is not None and not flags & TRIED:
+            if await do_async_mmap_readahead(current, vmf, file, page, offset, drop=True):
+                fput(file)
+                return await _v3_out_retry_wait(current, vmf, page, flags, ret)
+        elif page is None:
+            ret = _major(current)
+            if await do_sync_mmap_readahead(current, vmf, file, offset, drop=True):
+                fput(file)
+                return await _v3_out_retry_wait(current, vmf, None, flags, ret)
+    while True:
+        if not have_cached_page:
+            if page is None:  # retry_find
+                page = find_get_page(mapping, offset)
+                if page is None:  # no_cached_page
+                    fpin = maybe_unlock_mmap_for_io(current, vmf, None, flags=vmf.flags)
+                    error = await page_cache_read(current, file, offset)
+                    if fpin is not None:
+                        return _v3_out_retry(current, vmf, None, fpin, ret)
+                    if error < 0:
+                        return SIGBUS
+                    continue
+            if not trylock_page(page, current.comm):
+                if flags & ALLOW_RETRY:
+                    if flags & RETRY_NOWAIT:
+                        return _v3_out_retry(current, vmf, page, None, ret)
+                    up_read(current, mm)
+                    current.dropped_vma = vmf.vma
+                    return await _v3_out_retry_wait(current, vmf, page, flags, ret)
+                if flags & KILLABLE:
+                    shadowed_ret = await __lock_page_killable(current, page)  # `int ret` shadows (defect 1)
+                    if shadowed_ret:
+                        up_read(current, mm)
+                        return _v3_out_retry(current, vmf, page, None, ret)
+                else:
+                    await __lock_page(current, page)
+            if page.mapping is not mapping:  # truncated
+                unlock_page(page)
+                put_page(page)
+                page = None
+                continue
+        have_cached_page = False
+        if not page.flags & PageFlag.UPTODATE:
+            vmf.flags &= ~FaultFlag.USED_CACHED
+            # page_not_uptodate (patch 3/7): drop, re-read, RETRY
+            fpin = maybe_unlock_mmap_for_io(current, vmf, None, flags=vmf.flags)
+            error = await _reread(current, file, page)
+            if fpin is not None:
+                return _v3_out_retry(current, vmf, page, fpin, ret)
+            put_page(page)
+            page = None
+            if error:
+                return SIGBUS
+            continue
+        if offset >= inode.nr_pages:
+            unlock_page(page)
+            put_page(page)
+            return SIGBUS
+        vmf.page = page
+        return ret | LOCKED
+
+
+async def _v3_out_retry_wait(current: TaskStruct, vmf: VmFault, page: Page | None, flags: FaultFlag, ret: VmFaultResult) -> VmFaultResult:
+    """``out_retry_wait``: wait for the page (if there is one) to unlock, then ``out_retry``."""
+    if page is not None:
+        if flags & KILLABLE:
+            await wait_on_page_locked_killable(current, page)
+        else:
+            await wait_on_page_locked(current, page)
+    return _v3_out_retry(current, vmf, page, None, ret)
+
+
+def _v3_out_retry(current: TaskStruct, vmf: VmFault, page: Page | None, fpin: File | None, ret: VmFaultResult) -> VmFaultResult:
+    """``out_retry``: drop the pin; stash the page in ``vmf->cached_page`` (patch 4/7) or put it."""
+    if fpin is not None:
+        fput(fpin)
+    if page is not None:
+        if current.kernel.policy.cached_page:
+            vmf.cached_page = page
+        else:
+            put_page(page)
+    return ret | RETRY
+
+
+# -- v5.1 (6b4c9f446981) -------------------------------------------------------------
+
+
+async def lock_page_maybe_drop_mmap(current: TaskStruct, vmf: VmFault, page: Page, fpin: File | None) -> tuple[bool, File | None]:
+    """``lock_page_maybe_drop_mmap()`` (v5.1): ``(True, fpin)`` once the page is locked."""
+    if trylock_page(page, current.comm):
+        return True, fpin
+    if vmf.flags & RETRY_NOWAIT:
+        return False, fpin
+    fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
+    if vmf.flags & KILLABLE:
+        if await __lock_page_killable(current, page):
+            if fpin is None:
+                up_read(current, vmf.vma.vm_mm)
+            return False, fpin
+    else:
+        await __lock_page(current, page)
+    return True, fpin
+
+
+async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``filemap_fault()`` as merged in v5.1 (6b4c9f446981, a75d4c333772)."""
+    file = vmf.vma.vm_file
+    mapping = file.f_mapping
+    inode = mapping.host
+    offset = vmf.pgoff
+    fpin: File | None = None
+    ret = VmFaultResult(0)
+    if offset >= inode.nr_pages:
+        return SIGBUS
+    page = find_get_page(mapping, offset)
+    if page is not None and not vmf.flags & TRIED:
+        fpin = await do_async_mmap_readahead(current, vmf, file, page, offset, drop=True)
+    elif page is None:
+        ret = _major(current)
+        fpin = await do_sync_mmap_readahead(current, vmf, file, offset, drop=True)
+    while True:
+        if page is None:  # retry_find
+            page = pagecache_get_page_for_mmap(current, mapping, offset)
+        locked, fpin = await lock_page_maybe_drop_mmap(current, vmf, page, fpin)
+        if not locked:
+            return _v51_out_retry(page, fpin, ret)
+        if page.mapping is not mapping:
+            unlock_page(page)
+            put_page(page)
+            page = None
+            continue
+        if not page.flags & PageFlag.UPTODATE:  # page_not_uptodate
+            fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
+            error = await _reread(current, file, page)
+            if fpin is not None:
+                return _v51_out_retry(page, fpin, ret)
+            put_page(page)
+            page = None
+            if error:
+                return SIGBUS
+            continue
+        if fpin is not None:
+            unlock_page(page)
+            return _v51_out_retry(page, fpin, ret)
+        if offset >= inode.nr_pages:
+            unlock_page(page)
+            put_page(page)
+            return SIGBUS
+        vmf.page = page
+        return ret | LOCKED
+
+
+def _v51_out_retry(page: Page | None, fpin: File | None, ret: VmFaultResult) -> VmFaultResult:
+    if page is not None:
+        put_page(page)
+    if fpin is not None:
+        fput(fpin)
+    return ret | RETRY
+
+
+async def filemap_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``vm_ops->fault``: the policy's ``filemap_fault``."""
+    variant = current.kernel.policy.filemap_fault
+    if variant == "v5.1":
+        return await filemap_fault_v51(current, vmf)
+    if variant == "v3":
+        return await filemap_fault_v3(current, vmf)
+    return await filemap_fault_419(current, vmf)

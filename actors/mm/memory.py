@@ -1,0 +1,307 @@
+"""The generic fault path: ``handle_mm_fault`` down to ``->fault`` and ``->page_mkwrite``.
+
+Mirrors mm/memory.c at v4.19 for file-backed VMAs, with the V3 series'
+changes behind the policy switches:
+
+* patch 1/7: ``struct vm_fault`` gains ``cached_page``; x86 keeps one
+  ``vm_fault`` across attempts through ``handle_mm_fault_cacheable`` while
+  ``handle_mm_fault`` (every other caller, e.g. GUP) still builds and
+  cleans up its own;
+* patch 6/7: ``do_page_mkwrite`` passes ``FAULT_FLAG_ALLOW_RETRY`` down and
+  its callers treat ``VM_FAULT_RETRY`` like an error (policy
+  ``page_mkwrite = "v3-btrfs"``);
+* 89b15332af7c (policy ``bdp_drop_mmap_sem``): ``fault_dirty_shared_page``
+  drops the sem before ``balance_dirty_pages_ratelimited`` and returns RETRY.
+
+Call graph (read fault on a file VMA)::
+
+    handle_mm_fault → handle_pte_fault → do_fault → do_read_fault
+        → do_fault_around (filemap_map_pages) | __do_fault → vm_ops.fault
+        → finish_fault → unlock_page
+
+Emulation notes:
+    No page-table levels, THP, NUMA, userfaultfd or memcg OOM. PTEs are
+    ``mm.ptes`` entries holding one page reference each. Private (COW) write
+    faults copy into an anonymous page outside the page cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResult
+from actors.mm.filemap import fput
+from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
+from actors.mm.mmap import Pte, VmAreaStruct, VmFlag
+from actors.mm.page import Page, get_page, lock_page, put_page, trylock_page, unlock_page
+
+if TYPE_CHECKING:
+    from actors.sched.task import TaskStruct
+
+FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+_FAIL = VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY
+
+
+@attrs.frozen
+class VmOperations:
+    """``struct vm_operations_struct``: the filesystem's ``fault`` and ``page_mkwrite``."""
+
+    fault: Callable[[TaskStruct, VmFault], Awaitable[VmFaultResult]]
+    page_mkwrite: Callable[[TaskStruct, VmFault], Awaitable[VmFaultResult]]
+
+
+class VmFault:
+    """``struct vm_fault`` (with V3's ``cached_page`` and ``cached_size``)."""
+
+    __slots__ = ("vma", "address", "pgoff", "flags", "page", "cached_page", "cached_size")
+
+    def __init__(self) -> None:
+        self.vma: VmAreaStruct | None = None
+        self.address = 0
+        self.pgoff = 0
+        self.flags = FaultFlag(0)
+        self.page: Page | None = None
+        self.cached_page: Page | None = None
+        self.cached_size = 0
+
+
+def vm_fault_init(vmf: VmFault, vma: VmAreaStruct, address: int, flags: FaultFlag) -> None:
+    """``vm_fault_init()`` (V3 patch 1/7): reset only vma, address and flags."""
+    vmf.vma = vma
+    vmf.address = address
+    vmf.flags = flags
+
+
+def vm_fault_cleanup(vmf: VmFault) -> None:
+    """``vm_fault_cleanup()`` (V3 patch 1/7): put a leftover cached page."""
+    if vmf.cached_page is not None:
+        put_page(vmf.cached_page)
+        vmf.cached_page = None
+
+
+async def handle_mm_fault(current: TaskStruct, vma: VmAreaStruct, address: int, flags: FaultFlag) -> VmFaultResult:
+    """``handle_mm_fault()``: fault with a private ``vm_fault`` (cleaned up at once)."""
+    vmf = VmFault()
+    vm_fault_init(vmf, vma, address, flags)
+    ret = await handle_mm_fault_cacheable(current, vmf)
+    vm_fault_cleanup(vmf)
+    return ret
+
+
+async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``handle_mm_fault_cacheable()`` (V3) ≡ ``__handle_mm_fault`` + ``handle_pte_fault``."""
+    vma = vmf.vma
+    vmf.pgoff = vmf.address - vma.vm_start + vma.vm_pgoff
+    vmf.page = None
+    pte = vma.vm_mm.ptes.get(vmf.address)
+    if pte is None:
+        if vma.vm_file is None:
+            return do_anonymous_page(current, vmf)
+        return await do_fault(current, vmf)
+    if vmf.flags & FaultFlag.WRITE and not pte.write:
+        return await do_wp_page(current, vmf, pte)
+    return VmFaultResult(0)
+
+
+def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_anonymous_page()``: a zeroed private page, no IO."""
+    page = Page(None, vmf.address)
+    page.flags = PageFlag.UPTODATE
+    vmf.vma.vm_mm.set_pte(vmf.address, page, bool(vmf.flags & FaultFlag.WRITE))
+    return VmFaultResult(0)
+
+
+async def do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_fault()``: pick the read, COW or shared path."""
+    if not vmf.flags & FaultFlag.WRITE:
+        return await do_read_fault(current, vmf)
+    if not vmf.vma.vm_flags & VmFlag.SHARED:
+        return await do_cow_fault(current, vmf)
+    return await do_shared_fault(current, vmf)
+
+
+async def __do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``__do_fault()``: call ``vm_ops->fault``; the page comes back locked."""
+    ret = await vmf.vma.vm_ops.fault(current, vmf)
+    if ret & _FAIL:
+        return ret
+    if not ret & VmFaultResult.LOCKED:
+        await lock_page(current, vmf.page)
+    return ret
+
+
+def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> VmFaultResult:
+    """``finish_fault()`` → ``alloc_set_pte()``: install the PTE (its reference is the fault's)."""
+    mm = vmf.vma.vm_mm
+    if vmf.address in mm.ptes:
+        return VmFaultResult.NOPAGE  # another thread mapped it meanwhile
+    mm.set_pte(vmf.address, vmf.page, write)
+    return VmFaultResult(0)
+
+
+def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_fault_around()`` → ``filemap_map_pages()``: map cached neighbours, no IO.
+
+    Maps uptodate, unlocked pages without ``PG_readahead`` in the aligned
+    16-page window, decrementing ``mmap_miss`` for each; returns
+    ``VM_FAULT_NOPAGE`` if that mapped the faulting address.
+    """
+    vma = vmf.vma
+    start = max(vmf.address - (vmf.address % FAULT_AROUND_PAGES), vma.vm_start)
+    end = min(start + FAULT_AROUND_PAGES, vma.vm_end)
+    file = vma.vm_file
+    mapping = file.f_mapping
+    ra = file.f_ra
+    max_idx = mapping.host.nr_pages
+    ptes = vma.vm_mm.ptes
+    delta = vma.vm_pgoff - vma.vm_start
+    for address in range(start, end):
+        if address in ptes:
+            continue
+        page = mapping.pages.get(address + delta)
+        if page is None or page.flags & (PageFlag.READAHEAD | PageFlag.LOCKED) or not page.flags & PageFlag.UPTODATE:
+            continue
+        if page.index >= max_idx or not trylock_page(page, current.comm):
+            continue
+        get_page(page)
+        if ra.mmap_miss > 0:
+            ra.mmap_miss -= 1
+        vma.vm_mm.set_pte(address, page, False)
+        unlock_page(page)
+    return VmFaultResult.NOPAGE if vmf.address in ptes else VmFaultResult(0)
+
+
+async def do_read_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_read_fault()``: fault-around first, then ``__do_fault``; map read-only."""
+    ret = do_fault_around(current, vmf)
+    if ret:
+        return ret
+    ret = await __do_fault(current, vmf)
+    if ret & _FAIL:
+        return ret
+    ret |= finish_fault(current, vmf, write=False)
+    unlock_page(vmf.page)
+    if ret & _FAIL:
+        put_page(vmf.page)
+    return ret
+
+
+async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_cow_fault()``: read the file page, copy it into a private writable page."""
+    ret = await __do_fault(current, vmf)
+    if ret & _FAIL:
+        return ret
+    copy = Page(None, vmf.address)
+    copy.flags = PageFlag.UPTODATE
+    unlock_page(vmf.page)
+    put_page(vmf.page)
+    vmf.page = copy
+    return ret | finish_fault(current, vmf, write=True)
+
+
+async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_page_mkwrite()``: tell the filesystem the page becomes writable.
+
+    ``vmf->flags`` is overwritten with ``WRITE|MKWRITE`` for the call (so
+    V3's ``FAULT_FLAG_USED_CACHED`` never reaches ``->page_mkwrite``: KERNEL.md
+    defect 7); under V3 patch 6/7 only ALLOW_RETRY is copied back in.
+    """
+    page = vmf.page
+    old_flags = vmf.flags
+    v3 = current.kernel.policy.page_mkwrite == "v3-btrfs"
+    vmf.flags = FaultFlag.WRITE | FaultFlag.MKWRITE
+    if v3:
+        vmf.flags |= old_flags & FaultFlag.ALLOW_RETRY
+    ret = await vmf.vma.vm_ops.page_mkwrite(current, vmf)
+    vmf.flags = old_flags
+    fail = VM_FAULT_ERROR | VmFaultResult.NOPAGE | (VmFaultResult.RETRY if v3 else 0)
+    if ret & fail:
+        return ret
+    if not ret & VmFaultResult.LOCKED:
+        await lock_page(current, page)
+        if page.mapping is None:
+            unlock_page(page)
+            return VmFaultResult(0)
+        ret |= VmFaultResult.LOCKED
+    return ret
+
+
+async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``fault_dirty_shared_page()``: dirty, unlock, then ``balance_dirty_pages_ratelimited``.
+
+    With ``bdp_drop_mmap_sem`` (89b15332af7c) the sem is dropped first, as
+    ``maybe_unlock_mmap_for_io`` would, and the fault returns RETRY.
+    """
+    page = vmf.page
+    mapping = page.mapping
+    writeback = current.kernel.writeback
+    writeback.set_page_dirty(page)
+    unlock_page(page)
+    if mapping is None:
+        return VmFaultResult(0)
+    fpin = None
+    if current.kernel.policy.bdp_drop_mmap_sem:
+        fpin = maybe_unlock_mmap_for_io(current, vmf, None)
+    await writeback.balance_dirty_pages_ratelimited(current, mapping)
+    if fpin is not None:
+        fput(fpin)
+        return VmFaultResult.RETRY
+    return VmFaultResult(0)
+
+
+async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``do_shared_fault()``: read the page, ``page_mkwrite`` it, map it writable."""
+    ret = await __do_fault(current, vmf)
+    if ret & _FAIL:
+        return ret
+    unlock_page(vmf.page)
+    tmp = await do_page_mkwrite(current, vmf)
+    if not tmp or tmp & (VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY):
+        # RETRY only reaches here under V3 patch 6/7 (do_page_mkwrite filters it otherwise)
+        put_page(vmf.page)
+        return tmp
+    ret |= finish_fault(current, vmf, write=True)
+    if ret & _FAIL:
+        unlock_page(vmf.page)
+        put_page(vmf.page)
+        return ret
+    return ret | await fault_dirty_shared_page(current, vmf)
+
+
+async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResult:
+    """``do_wp_page()`` for a shared writable VMA → ``wp_page_shared()``.
+
+    The retried attempt of a V3 btrfs mkwrite lands here (the PTE is present
+    read-only), where ``filemap_fault`` and its cached page are never
+    consulted: the whole ``page_mkwrite`` runs again, under the sem.
+    """
+    vma = vmf.vma
+    if not vma.vm_flags & VmFlag.SHARED:
+        copy = Page(None, vmf.address)
+        copy.flags = PageFlag.UPTODATE
+        old = pte.page
+        del vma.vm_mm.ptes[vmf.address]
+        if old.mapping is not None:
+            old.rmap.remove((vma.vm_mm, vmf.address))
+        put_page(old)
+        vma.vm_mm.set_pte(vmf.address, copy, True)
+        return VmFaultResult.WRITE
+    vmf.page = page = pte.page
+    get_page(page)
+    tmp = await do_page_mkwrite(current, vmf)
+    if not tmp or tmp & (VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY):
+        put_page(page)
+        return tmp
+    # finish_mkwrite_fault(): the PTE may have changed while we slept
+    current_pte = vma.vm_mm.ptes.get(vmf.address)
+    if current_pte is not pte:
+        unlock_page(page)
+        put_page(page)
+        return VmFaultResult.NOPAGE
+    pte.write = True
+    ret = await fault_dirty_shared_page(current, vmf)
+    put_page(page)
+    return VmFaultResult.WRITE | ret

@@ -1,0 +1,257 @@
+"""Trace records → a Perfetto (Chrome JSON) timeline.
+
+The emulator's trace (``emu.Trace``) is a flat list of records stamped with
+virtual time, sequence and actor; ``to_perfetto`` reads those records, in
+order, and draws what a kernel engineer looks for in the inversion:
+
+=========================  ====================================================
+what                       how it is drawn
+=========================  ====================================================
+emulated process           a Perfetto process, named after the config's
+                           process (``batch0``); its threads (actors named
+                           ``process.thread``) are named threads
+kernel actor               its own process (the block device ``sda``, the
+                           flusher, ...): actor names without a ``.``
+page fault                 a complete slice on the thread, from
+                           ``page_fault_user`` to ``fault_done`` (a thread
+                           runs one fault at a time, so they nest)
+mmap_sem wait              a complete slice on the thread, from
+                           ``mmap_lock_start_locking`` to
+                           ``mmap_lock_acquire_returned``
+mmap_sem hold              an async slice in the mm owner's process, from
+                           ``mmap_lock_acquire_returned`` (success) to
+                           ``mmap_lock_released`` of the same actor and mm
+                           (holds of different tasks overlap)
+io.latency throttle        a complete slice on the thread, ``rq_qos_throttle``
+                           → ``rq_qos_throttle_done``; the induced delay
+                           (``blkcg_maybe_throttle_current``) likewise
+bio                        an async slice in the device's process, from
+                           ``block_bio_queue`` (or ``block_rq_issue``) to
+                           ``block_rq_complete``, keyed by bio id
+fault → IO                 a flow arrow from the fault that queued the bio to
+                           a zero-length completion slice on the device's
+                           ``completions`` thread
+counters                   io.latency ``depth``/``use_delay`` per group (from
+                           ``iolatency_scale``), mmap_sem ``waiters`` per mm
+                           (from ``mmap_lock_start_locking``)
+=========================  ====================================================
+
+Numbering is by first appearance in the trace, so the output is a pure
+function of the records (same trace, same bytes). Process *k* (from 1) has
+pid *k*; its threads have tids ``1000 * k + j`` (from 1), unique across the
+whole trace as Perfetto prefers. Slices still open at the end of the trace
+are closed at the last record's time and marked ``unfinished``.
+
+Emulation notes:
+    A trylock that succeeds (``trylock=True``) opens a hold with no wait
+    slice. A failed acquire (``success=False``, a fatal signal) ends the wait
+    slice and opens no hold. io.latency's "unlimited" depth (``UINT_MAX``) is
+    drawn as *depth_cap* (the device's queue depth) when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from emu import PerfettoTrace
+
+#: ``UINT_MAX``: io.latency's "no depth limit".
+_UNLIMITED_DEPTH = 0xFFFF_FFFF
+#: Thread names for tracks that are not actors.
+_COMPLETIONS = "completions"
+
+
+class _Ids:
+    """Stable pid/tid numbering by first appearance."""
+
+    def __init__(self, out: PerfettoTrace) -> None:
+        self.out = out
+        self.pids: dict[str, int] = {}
+        self.tids: dict[tuple[str, str], int] = {}
+        self.nthreads: dict[str, int] = {}
+
+    def process(self, name: str) -> int:
+        pid = self.pids.get(name)
+        if pid is None:
+            pid = self.pids[name] = len(self.pids) + 1
+            self.nthreads[name] = 0
+            self.out.process(pid, name)
+        return pid
+
+    def thread(self, process: str, thread: str) -> tuple[int, int]:
+        pid = self.process(process)
+        tid = self.tids.get((process, thread))
+        if tid is None:
+            self.nthreads[process] += 1
+            tid = self.tids[(process, thread)] = 1000 * pid + self.nthreads[process]
+            self.out.thread(pid, tid, thread)
+        return pid, tid
+
+    def actor(self, actor: str) -> tuple[int, int]:
+        """(pid, tid) of an actor: ``process.thread``, or a kernel actor alone in its process."""
+        process, dot, _thread = actor.partition(".")
+        return self.thread(process if dot else actor, actor)
+
+
+def _args(record: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    skip = ("seq", "ts", "actor", "event", *drop)
+    return {k: v for k, v in record.items() if k not in skip}
+
+
+def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = None) -> PerfettoTrace:
+    """Draw *records* (trace records, in order) as a Perfetto timeline.
+
+    Args:
+        records: the run's trace records (``Trace.records()`` or ``read_jsonl``).
+        depth_cap: draw io.latency's unlimited depth as this value (the
+            device's ``nr_requests``); without it, unlimited depth samples are
+            left out of the depth counter.
+
+    Returns:
+        The timeline; ``.write(path)`` renders ``trace.perfetto.json``.
+    """
+    out = PerfettoTrace()
+    ids = _Ids(out)
+    faults: dict[str, dict[str, Any]] = {}  # actor → open fault
+    waits: dict[str, dict[str, Any]] = {}  # actor → open mmap_sem wait
+    throttles: dict[tuple[str, int], dict[str, Any]] = {}  # (actor, bio) → open throttle
+    holds: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (actor, mm) → open holds
+    bios: dict[int, dict[str, Any]] = {}  # bio id → queued/issued, not complete
+    delays: list[tuple[str, int, int, dict[str, Any]]] = []
+    devices: dict[str | None, str] = {}  # dev "8:0" → the device actor
+    hold_seq = 0
+    last_ts = 0
+
+    for record in records:
+        ts = record["ts"]
+        last_ts = max(last_ts, ts)
+        event = record["event"]
+        actor = record.get("actor") or "<engine>"
+        if event == "page_fault_user":
+            ids.actor(actor)
+            faults[actor] = {"ts": ts, "args": _args(record)}
+        elif event == "fault_done":
+            pid, tid = ids.actor(actor)
+            opened = faults.pop(actor, None)
+            start = ts - record.get("latency_ns", 0) if opened is None else opened["ts"]
+            args = {**(opened or {}).get("args", {}), **_args(record)}
+            name = "major fault" if record.get("major") else "fault"
+            out.complete(name, pid, tid, start, ts - start, cat="fault", args=args)
+        elif event == "mmap_lock_start_locking":
+            ids.actor(actor)
+            waits[actor] = {"ts": ts, "args": _args(record)}
+            mm = record.get("mm")
+            if mm is not None and "waiters" in record:
+                out.counter(f"mmap_sem waiters {mm}", ids.process(mm), ts, {"waiters": record["waiters"]})
+        elif event == "mmap_lock_acquire_returned":
+            pid, tid = ids.actor(actor)
+            opened = waits.pop(actor, None)
+            if opened is not None:
+                mode = "write" if record.get("write") else "read"
+                args = {**opened["args"], **_args(record)}
+                out.complete(f"mmap_sem wait ({mode})", pid, tid, opened["ts"], ts - opened["ts"], cat="mmap_sem", args=args)
+            if record.get("success", True):
+                hold_seq += 1
+                holds.setdefault((actor, record.get("mm", "")), []).append(
+                    {"ts": ts, "write": bool(record.get("write")), "n": hold_seq}
+                )
+        elif event == "mmap_lock_released":
+            stack = holds.get((actor, record.get("mm", "")))
+            if stack:
+                _hold_slice(out, ids, actor, record.get("mm", ""), stack.pop(), ts, finished=True)
+        elif event == "rq_qos_throttle":
+            ids.actor(actor)
+            throttles[(actor, record.get("bio", -1))] = {"ts": ts, "args": _args(record)}
+        elif event == "rq_qos_throttle_done":
+            pid, tid = ids.actor(actor)
+            opened = throttles.pop((actor, record.get("bio", -1)), None)
+            start = ts - record.get("waited_ns", 0) if opened is None else opened["ts"]
+            args = {**(opened or {}).get("args", {}), **_args(record)}
+            out.complete("io.latency throttle", pid, tid, start, ts - start, cat="throttle", args=args)
+        elif event == "blkcg_maybe_throttle_current":
+            ids.actor(actor)
+            delays.append((actor, ts, record.get("delay_ns", 0), _args(record)))
+        elif event == "block_bio_queue":
+            pid, tid = ids.actor(actor)
+            bio = bios.setdefault(record["bio"], {"ts": ts, "args": {}})
+            bio["args"].update(_args(record))
+            bio["ts"] = ts
+            if actor in faults:
+                bio["flow_from"] = (pid, tid, ts)
+        elif event == "block_rq_issue":
+            ids.actor(actor)
+            bio = bios.setdefault(record["bio"], {"ts": ts, "args": _args(record)})
+            bio["issue_ts"] = ts
+            devices.setdefault(record.get("dev"), actor)
+        elif event == "block_rq_complete":
+            pid, tid = ids.actor(actor)
+            devices.setdefault(record.get("dev"), actor)
+            bio_id = record["bio"]
+            opened = bios.pop(bio_id, {"ts": ts, "args": {}})
+            args = {**opened["args"], **_args(record)}
+            if "issue_ts" in opened:
+                args["issue_ts_ns"] = opened["issue_ts"]
+            name = f"bio {record.get('op', '')}".rstrip()
+            out.async_slice(name, pid, tid, opened["ts"], ts - opened["ts"], id=f"bio:{bio_id}", cat="block", args=args)
+            if "flow_from" in opened:
+                cpid, ctid = ids.thread(actor, _COMPLETIONS)
+                out.complete(f"complete bio {bio_id}", cpid, ctid, ts, 0, cat="block", args={"bio": bio_id})
+                out.flow("bio", f"bio:{bio_id}", opened["flow_from"], (cpid, ctid, ts), cat="block")
+        elif event == "iolatency_scale":
+            _iolatency_counter(out, ids, actor, record, ts, depth_cap)
+
+    # Close what the end of the trace cut off.
+    for actor, opened in faults.items():
+        pid, tid = ids.actor(actor)
+        out.complete("fault", pid, tid, opened["ts"], last_ts - opened["ts"], cat="fault", args={**opened["args"], "unfinished": True})
+    for actor, opened in waits.items():
+        pid, tid = ids.actor(actor)
+        out.complete("mmap_sem wait", pid, tid, opened["ts"], last_ts - opened["ts"], cat="mmap_sem", args={**opened["args"], "unfinished": True})
+    for (actor, _bio), opened in throttles.items():
+        pid, tid = ids.actor(actor)
+        out.complete("io.latency throttle", pid, tid, opened["ts"], last_ts - opened["ts"], cat="throttle", args={**opened["args"], "unfinished": True})
+    for (actor, mm), stack in holds.items():
+        for hold in stack:
+            _hold_slice(out, ids, actor, mm, hold, last_ts, finished=False)
+    for bio_id, opened in bios.items():
+        device = devices.get(opened["args"].get("dev"))
+        pid, tid = ids.actor(device) if device is not None else ids.thread("block", "unknown device")
+        args = {**opened["args"], "unfinished": True}
+        name = f"bio {opened['args'].get('op', '')}".rstrip()
+        out.async_slice(name, pid, tid, opened["ts"], last_ts - opened["ts"], id=f"bio:{bio_id}", cat="block", args=args)
+    for actor, ts, delay, args in delays:
+        pid, tid = ids.actor(actor)
+        end = min(ts + delay, last_ts)
+        out.complete("io.latency delay", pid, tid, ts, end - ts, cat="throttle", args=args)
+    return out
+
+
+def _hold_slice(out: PerfettoTrace, ids: _Ids, actor: str, mm: str, hold: dict[str, Any], end: int, *, finished: bool) -> None:
+    mode = "write" if hold["write"] else "read"
+    pid = ids.process(mm) if mm else ids.actor(actor)[0]
+    _pid, tid = ids.actor(actor)
+    args: dict[str, Any] = {"holder": actor, "mm": mm, "mode": mode}
+    if not finished:
+        args["unfinished"] = True
+    out.async_slice(
+        f"mmap_sem {mode}", pid, tid, hold["ts"], end - hold["ts"], id=f"hold:{mm}:{actor}:{hold['n']}", cat="mmap_sem", args=args
+    )
+
+
+def _iolatency_counter(out: PerfettoTrace, ids: _Ids, actor: str, record: dict[str, Any], ts: int, depth_cap: int | None) -> None:
+    if record.get("max_depth") is None and record.get("use_delay") is None:
+        return  # a parent's cookie event
+    pid, _tid = ids.actor(actor)
+    values: dict[str, int] = {}
+    depth = record.get("max_depth")
+    if depth is not None:
+        if depth >= _UNLIMITED_DEPTH:
+            if depth_cap is not None:
+                values["depth"] = depth_cap
+        else:
+            values["depth"] = depth
+    if record.get("use_delay") is not None:
+        values["use_delay"] = record["use_delay"]
+    if values:
+        out.counter(f"io.latency {record.get('blkcg') or '/'}", pid, ts, values)

@@ -1,0 +1,289 @@
+"""``task_struct`` and the workload a task runs.
+
+Each thread of the config is one ``TaskStruct`` running as one engine actor.
+Kernel paths (a page fault, an mmap, a /proc read) run as coroutines inside
+that actor, exactly as the kernel runs them in task context, and the task is
+the explicit ``current`` they receive.
+
+The workload program (``actors.config`` ops) runs in "user space": it
+touches pages (each access that finds no usable PTE enters
+``do_page_fault``), makes system calls (``mmap``, ``munmap``, ``mprotect``,
+reading ``/proc/<pid>/cmdline`` or ``maps``, direct IO) and thinks. After
+every fault and system call the task returns to user space, where
+``blkcg_maybe_throttle_current`` makes it pay io.latency's induced delay with
+no lock held.
+
+Accounting: every sleep is reported through ``account_sleep(kind, ns)``;
+a sleep on IO or on io.latency throttling while the task holds any
+``mmap_sem`` counts as ``mmap_sem_held_across_io``, the inversion's
+signature. Each fault ends with one canonical ``fault_done`` record.
+
+Emulation notes:
+    A user page access costs ``ACCESS_NS`` and a fault's entry/exit
+    ``FAULT_ENTRY_NS`` of CPU time. The pages that /proc/<pid>/cmdline reads
+    (the target's stack) are taken as present, so the reader never faults.
+    SIGSEGV/SIGBUS kill the faulting thread only. Fatal signals are sent
+    with ``send_sigkill`` and end killable waits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from actors.arch.fault import do_page_fault
+from actors.block.bio import Bio
+from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
+from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, ProcRead, Think, ThreadConfig, Touch
+from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from actors.mm.mmap import VmAreaStruct, VmFlag, down_read, down_write, up_read, up_write
+from actors.mm.page import Page, wake_fatal
+from emu import WaitQueue
+
+if TYPE_CHECKING:
+    from actors.kernel import Kernel
+    from actors.mm.mmap import MmStruct
+    from emu import Actor
+
+ACCESS_NS = 50
+FAULT_ENTRY_NS = 1_000
+IO_SLEEPS = ("io", "throttle")
+
+
+class TaskStruct:
+    """``struct task_struct`` of one thread.
+
+    Attributes:
+        comm: unique name (``process.thread``), also the actor's name.
+        thread: the thread's name in the config (latency keys use it).
+        pid, tgid: thread and process ids.
+        mm: the process's ``mm_struct`` (shared by its threads).
+        blkcg: the cgroup path its IO is charged to.
+        mmap_sem_held: ``(mm, "read"|"write")`` for every mmap_sem it holds.
+    """
+
+    def __init__(self, kernel: Kernel, comm: str, thread: str, pid: int, tgid: int, mm: MmStruct | None, blkcg: str) -> None:
+        self.kernel = kernel
+        self.comm = comm
+        self.thread = thread
+        self.pid = pid
+        self.tgid = tgid
+        self.mm = mm
+        self.blkcg = blkcg
+        self.actor: Actor = None  # type: ignore[assignment]  # set by Kernel.spawn_task
+        self.mmap_sem_held: list[tuple[MmStruct, str]] = []
+        self.killable_queue: WaitQueue | None = None
+        self.dropped_vma: VmAreaStruct | None = None
+        self.throttle_queue = None
+        self.pending_sigkill = False
+        self.killed_by: str | None = None
+        self.sleep_ns = {"io": 0, "throttle": 0, "delay": 0, "fs": 0, "mmap_sem": 0}
+        self.maj_flt = 0
+        self.min_flt = 0
+
+    def __repr__(self) -> str:
+        return f"<task {self.comm} pid={self.pid}>"
+
+    # -- signals and sleeps -------------------------------------------------------
+
+    def fatal_signal_pending(self) -> bool:
+        """``fatal_signal_pending(current)``."""
+        return self.pending_sigkill
+
+    def send_sigkill(self) -> None:
+        """Deliver SIGKILL: end a killable wait now, fail later ones."""
+        self.pending_sigkill = True
+        if self.killable_queue is not None:
+            wake_fatal(self.killable_queue, self)
+
+    def account_sleep(self, kind: str, ns: int) -> None:
+        """Record a sleep of *kind*; under an mmap_sem, IO and throttle sleeps count as the inversion."""
+        self.sleep_ns[kind] += ns
+        if kind in IO_SLEEPS and self.mmap_sem_held:
+            kernel = self.kernel
+            kernel.count("mmap_sem_held_across_io")
+            kernel.count("mmap_sem_held_across_io_ns", ns)
+            self.actor.log.info(
+                "mmap_sem_held_across_io", kind=kind, ns=ns, held=[f"{mm.owner}:{mode}" for mm, mode in self.mmap_sem_held]
+            )
+
+    def sleep_totals(self) -> tuple[int, ...]:
+        return tuple(self.sleep_ns.values())
+
+    def fault_done(self, start_ns: int, before: tuple[int, ...], **fields: object) -> None:
+        """The canonical per-fault record, with the fault's waits broken down."""
+        after = self.sleep_totals()
+        waits = {f"{kind}_wait_ns": a - b for kind, a, b in zip(self.sleep_ns, after, before, strict=True)}
+        if fields.get("major"):
+            self.maj_flt += 1
+        else:
+            self.min_flt += 1
+        signal = fields.pop("signal")
+        self.actor.log.info(
+            "fault_done",
+            **fields,
+            signal=None if signal is None else signal.name,
+            latency_ns=self.actor.now_ns - start_ns,
+            **waits,
+        )
+
+
+# -- the workload ------------------------------------------------------------------
+
+
+class Workload:
+    """Runs one thread's program in "user space" (see the module docstring)."""
+
+    def __init__(self, current: TaskStruct, config: ThreadConfig) -> None:
+        self.current = current
+        self.config = config
+        self.rng = current.actor.rng("workload")
+        self.cursor: dict[str, int] = {}
+        self.regions: list[VmAreaStruct] = []
+
+    async def run(self) -> None:
+        current, config = self.current, self.config
+        actor = current.actor
+        await actor.sleep(config.start)
+        origin = actor.now_ns
+        iteration = 0
+        while config.iterations == 0 or iteration < config.iterations:
+            intended = None
+            if config.every is not None:
+                intended = origin + iteration * config.every
+                await actor.sleep_until(intended)
+            for op in config.program:
+                start = actor.now_ns if intended is None else intended
+                intended = None
+                ok = await self.run_op(op)
+                if not isinstance(op, Think):
+                    current.kernel.record_latency(current.thread, OP_NAMES[type(op)], actor.now_ns - start)
+                if not ok:
+                    return
+            iteration += 1
+
+    async def run_op(self, op: object) -> bool:
+        """Run one op; ``False`` if the thread died (a fatal fault signal)."""
+        current = self.current
+        if isinstance(op, Touch):
+            return await self.touch(op)
+        if isinstance(op, Think):
+            ns = op.time if op.dist == "fixed" else _exponential(self.rng, op.time)
+            await current.actor.sleep(ns)
+            return True
+        if isinstance(op, ProcRead):
+            await proc_read(current, op)
+        elif isinstance(op, Mmap | Munmap | Mprotect):
+            await self.vma_op(op)
+        elif isinstance(op, Io):
+            await direct_io(current, op)
+        await return_to_user(current)
+        return True
+
+    def _pages(self, op: Touch, vma: VmAreaStruct) -> list[int]:
+        size = vma.vm_end - vma.vm_start
+        if op.pattern == "sequential":
+            first = self.cursor.get(vma.name, 0)
+            self.cursor[vma.name] = (first + op.pages) % size
+            return [vma.vm_start + (first + i) % size for i in range(op.pages)]
+        span = size if op.pattern == "random" else min(op.hot_pages, size)
+        return [vma.vm_start + self.rng.randrange(span) for _ in range(op.pages)]
+
+    async def touch(self, op: Touch) -> bool:
+        """User accesses to pages of a mapping; each unusable PTE means a fault."""
+        current = self.current
+        mm = current.mm
+        vma = current.kernel.mapping_vma(current, op.mapping)
+        if vma is None:
+            return True  # unmapped by a racing munmap: the process would get SIGSEGV on access
+        for address in self._pages(op, vma):
+            await current.actor.sleep(ACCESS_NS)
+            while True:
+                pte = mm.ptes.get(address)
+                if pte is not None and (pte.write or not op.write):
+                    break
+                await current.actor.sleep(FAULT_ENTRY_NS)
+                outcome = await do_page_fault(current, address, op.write)
+                await return_to_user(current)
+                if outcome.signal is not None:
+                    current.killed_by = outcome.signal.name
+                    current.kernel.count(f"{outcome.signal.name.lower()}_delivered")
+                    current.actor.log.info("signal_deliver", sig=outcome.signal.name, address=address)
+                    return False
+                if current.fatal_signal_pending():
+                    return False
+        return True
+
+    async def vma_op(self, op: Mmap | Munmap | Mprotect) -> None:
+        """``mmap``/``munmap``/``mprotect``: mmap_sem for write (killable) around the VMA change."""
+        current = self.current
+        mm = current.mm
+        if await down_write(current, mm, killable=True):
+            return
+        if isinstance(op, Mmap):
+            self.regions.append(mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}"))
+        elif isinstance(op, Munmap):
+            vma = current.kernel.mapping_vma(current, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
+            if vma is not None:
+                mm.remove_vma(vma)
+        await current.actor.sleep(op.hold)
+        up_write(current, mm)
+
+
+async def return_to_user(current: TaskStruct) -> None:
+    """``exit_to_usermode_loop``: pay io.latency's induced delay, holding no lock."""
+    if current.mmap_sem_held:
+        raise AssertionError(f"{current.comm} returns to user space holding {current.mmap_sem_held}")
+    await blkcg_maybe_throttle_current(current)
+
+
+async def proc_read(current: TaskStruct, op: ProcRead) -> None:
+    """``proc_pid_cmdline_read``/``show_map``: read another process's mm under its mmap_sem.
+
+    Mirrors fs/proc/base.c and fs/proc/task_mmu.c at v4.19: ``access_remote_vm``
+    takes ``down_read(&mm->mmap_sem)`` (not killable in 4.19) and faults, if
+    it must, through GUP without ALLOW_RETRY; ``maps`` holds the sem across
+    the seq_file chunk and walks every VMA.
+    """
+    for mm in current.kernel.mms_matching(op.target):
+        await down_read(current, mm)
+        cost = op.cost if op.file == "cmdline" else op.cost * max(1, len(mm.vmas))
+        await current.actor.sleep(cost)
+        up_read(current, mm)
+
+
+async def direct_io(current: TaskStruct, op: Io) -> None:
+    """An O_DIRECT read or write: one bio from the task's cgroup, waited for."""
+    kernel = current.kernel
+    pages = [Page(None, i) for i in range(-(-op.size // 4096))]
+    done = WaitQueue(current.actor.engine, f"dio {current.comm}")
+    state = {"done": False}
+
+    def end_io(bio: Bio) -> None:
+        state["done"] = True
+        done.wake(current.comm)
+
+    bio = Bio(
+        bio_id=kernel.next_bio_id(),
+        op=ReqOp.WRITE if op.write else ReqOp.READ,
+        flags=ReqFlag.SYNC,
+        pages=pages,
+        blkcg=current.blkcg,
+        submitter=current.comm,
+        bi_end_io=end_io,
+        bi_disk=kernel.bdev,
+    )
+    await submit_bio(current, bio)
+    if not state["done"]:
+        start = current.actor.now_ns
+        await done.wait(current.actor, current.comm)
+        current.account_sleep("io", current.actor.now_ns - start)
+    if bio.status != BlkStatus.OK:
+        kernel.count("dio_errors")
+
+
+def _exponential(rng, mean_ns: int) -> int:
+    """An exponential draw with mean *mean_ns*, from 53 random bits."""
+    u = (rng.getrandbits(53) + 1) / (1 << 53)
+    return int(-math.log(u) * mean_ns)
+

@@ -1,0 +1,279 @@
+"""Tests for actors/block/blkdev.py through a real emu.Engine: submit_bio, completion, io.latency sleeps."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import emu
+from actors.block.bio import Bio
+from actors.block.blk_iolatency import UINT_MAX
+from actors.block.blkdev import BlockDevice, blkcg_maybe_throttle_current, submit_bio
+from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from emu import NSEC_PER_MSEC
+
+MS = NSEC_PER_MSEC
+PROT, NOISY = "w/prot", "w/noisy"
+
+
+class FakeTask:
+    """A minimal ``Current``: the task protocol blkdev relies on."""
+
+    def __init__(self, actor: emu.Actor, pid: int, blkcg: str) -> None:
+        self.actor = actor
+        self.comm = actor.name
+        self.pid = pid
+        self.blkcg = blkcg
+        self.throttle_queue: BlockDevice | None = None
+        self.fatal = False
+        self.slept: dict[str, int] = {"throttle": 0, "io": 0, "delay": 0}
+
+    def fatal_signal_pending(self) -> bool:
+        return self.fatal
+
+    def account_sleep(self, kind: str, ns: int) -> None:
+        self.slept[kind] += ns
+
+
+class Harness:
+    """An engine, one device, and helpers to submit bios and wait for them."""
+
+    def __init__(self, **dev_kwargs: Any) -> None:
+        self.engine = emu.Engine(seed=7, horizon_ns=30_000 * MS)
+        self.dev = BlockDevice(self.engine, **dev_kwargs)
+        self.ids = itertools.count(1)
+        self.done: dict[int, Bio] = {}
+        self.io_wait = emu.WaitQueue(self.engine, "bio completion")
+        self.tasks: dict[str, FakeTask] = {}
+
+    def bio(self, blkcg: str, flags: ReqFlag = ReqFlag(0), op: ReqOp = ReqOp.READ) -> Bio:
+        def end_io(bio: Bio) -> None:
+            self.done[bio.bio_id] = bio
+            self.io_wait.wake(bio.bio_id)
+
+        return Bio(bio_id=next(self.ids), op=op, flags=flags, nr_bytes=4096, blkcg=blkcg, bi_disk=self.dev,
+                   bi_end_io=end_io)  # fmt: skip
+
+    async def wait_io(self, current: FakeTask, bio: Bio) -> None:
+        if bio.bio_id not in self.done:
+            start = current.actor.now_ns
+            await self.io_wait.wait(current.actor, bio.bio_id)
+            current.account_sleep("io", current.actor.now_ns - start)
+
+    def spawn(self, name: str, blkcg: str, program: Any) -> None:
+        async def main(actor: emu.Actor) -> None:
+            current = FakeTask(actor, len(self.tasks) + 1, blkcg)
+            self.tasks[name] = current
+            await program(current)
+
+        self.engine.spawn(name, main)
+
+    def records(self, event: str | None = None) -> list[dict]:
+        return [r for r in self.engine.trace.records() if event is None or r["event"] == event]
+
+
+def contended(*, noisy_target: str | None = None, qd: int = 4, **kwargs: Any) -> Harness:
+    """Protected reads take 10 ms against a 2 ms target; noisy reads take 5 ms."""
+    limits = {PROT: "8:0 target=2000"}
+    if noisy_target is not None:
+        limits[NOISY] = noisy_target
+
+    def service_time(bio: Bio) -> int:
+        return 10 * MS if bio.blkcg == PROT else 5 * MS
+
+    return Harness(nr_requests=qd, parallelism=qd, io_latency=limits, service_time=service_time, **kwargs)
+
+
+def protected_reader(h: Harness, until_ns: int):
+    async def program(current: FakeTask) -> None:
+        while current.actor.now_ns < until_ns:
+            bio = h.bio(PROT)
+            await submit_bio(current, bio)
+            await h.wait_io(current, bio)
+
+    return program
+
+
+def test_submit_and_complete_trace_and_statistics() -> None:
+    """A bio is queued, issued and completed with tracepoint-named records, then bi_end_io runs."""
+    h = Harness(base_latency_ns=100_000, bandwidth_bytes_per_s=4096 * 10_000)
+
+    async def program(current: FakeTask) -> None:
+        bio = h.bio("a")
+        await submit_bio(current, bio)
+        assert current.actor.now_ns == 0  # returned without waiting for the IO
+        await h.wait_io(current, bio)
+        assert bio.complete_ns == 200_000 and bio.status == BlkStatus.OK
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert [r["event"] for r in h.records()] == ["block_bio_queue", "block_rq_issue", "block_rq_complete"]
+    complete = h.records("block_rq_complete")[0]
+    assert complete["ts"] == 200_000
+    assert (complete["dev"], complete["bio"], complete["op"], complete["nr_sector"], complete["error"]) == (
+        "8:0", 1, "READ", 8, 0,
+    )  # fmt: skip
+    stats = h.dev.statistics()
+    assert (stats.nr_submitted, stats.nr_completed, stats.in_flight, stats.queued) == (1, 1, 0, 0)
+
+
+def test_requests_beyond_nr_requests_wait_fifo_for_a_tag() -> None:
+    """With 2 tags, the third bio is issued only when the first completes."""
+    h = Harness(nr_requests=2, parallelism=2, service_time=lambda bio: 10 * MS)
+
+    async def program(current: FakeTask) -> None:
+        bios = [h.bio("a") for _ in range(3)]
+        for bio in bios:
+            await submit_bio(current, bio)
+        for bio in bios:
+            await h.wait_io(current, bio)
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert [(r["bio"], r["ts"]) for r in h.records("block_rq_issue")] == [(1, 0), (2, 0), (3, 10 * MS)]
+
+
+def test_read_error_hook_fails_the_bio() -> None:
+    """The injection hook turns a read into BlkStatus.IOERR, visible in the trace."""
+    h = Harness(read_error=lambda bio: bio.bio_id == 2)
+
+    async def program(current: FakeTask) -> None:
+        for _ in range(2):
+            bio = h.bio("a")
+            await submit_bio(current, bio)
+            await h.wait_io(current, bio)
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert [r["error"] for r in h.records("block_rq_complete")] == [0, int(BlkStatus.IOERR)]
+    assert h.dev.statistics().nr_errors == 1
+
+
+def test_jitter_is_seeded_and_deterministic() -> None:
+    """Two runs with the same seed produce the same trace; jitter stays within bounds."""
+    digests = []
+    for _ in range(2):
+        h = Harness(base_latency_ns=1_000_000, bandwidth_bytes_per_s=1 << 40, jitter_permille=200)
+
+        async def program(current: FakeTask, h: Harness = h) -> None:
+            for _ in range(20):
+                bio = h.bio("a")
+                await submit_bio(current, bio)
+                await h.wait_io(current, bio)
+
+        h.spawn("t1", "a", program)
+        digests.append(h.engine.run().trace_digest)
+        lats = [r["lat_ns"] for r in h.records("block_rq_complete")]
+        assert all(800_000 <= lat <= 1_200_000 for lat in lats) and len(set(lats)) > 1
+    assert digests[0] == digests[1]
+
+
+def test_submitter_sleeps_in_rq_qos_wait() -> None:
+    """Behaviour 14: once its depth is 1, a noisy submitter blocks inside submit_bio until a completion."""
+    h = contended()
+    returns: list[tuple[int, int, int]] = []  # (bio, queued at, submit_bio returned at)
+
+    async def noisy(current: FakeTask) -> None:
+        while current.actor.now_ns < 3000 * MS:
+            bio = h.bio(NOISY)
+            await submit_bio(current, bio)
+            returns.append((bio.bio_id, bio.queue_ns, current.actor.now_ns))
+            await current.actor.sleep(1 * MS)
+
+    h.spawn("prot", PROT, protected_reader(h, 3000 * MS))
+    h.spawn("noisy", NOISY, noisy)
+    h.engine.run()
+    assert h.dev.iolatency_statistics(NOISY).depth == 1
+    throttles = h.records("rq_qos_throttle")
+    dones = h.records("rq_qos_throttle_done")
+    assert throttles and len(dones) == len(throttles)
+    first, first_done = throttles[0], dones[0]
+    assert first["blkcg"] == NOISY and first["inflight"] >= first["max_depth"]
+    # The task stayed inside submit_bio for the whole wait, and was woken by a completion.
+    bio, queued, returned = next(r for r in returns if r[0] == first["bio"])
+    assert returned - queued == first_done["waited_ns"] > 0
+    completions = {r["ts"] for r in h.records("block_rq_complete")}
+    assert first_done["ts"] in completions
+    noisy_task = h.tasks["noisy"]
+    assert noisy_task.slept["throttle"] == sum(d["waited_ns"] for d in dones)
+    # Depth 1: never more than one noisy bio on the device at once.
+    issued = [r for r in h.records() if r["event"] in ("block_rq_issue", "block_rq_complete") and r["blkcg"] == NOISY]
+    busy = peak = 0
+    for r in issued:
+        if r["ts"] > 2000 * MS:
+            busy += 1 if r["event"] == "block_rq_issue" else -1
+            peak = max(peak, busy)
+    assert peak <= 1
+    # The protected group is never throttled.
+    assert all(r["blkcg"] != PROT for r in throttles)
+    scale = [r for r in h.records("iolatency_scale") if r["what"] == "max_depth"]
+    assert [(r["old"], r["new"]) for r in scale] == [(UINT_MAX, 2), (2, 1)]
+
+
+def test_fatal_signal_skips_the_throttle() -> None:
+    """A task with a fatal signal pending takes a slot without sleeping."""
+    h = contended()
+
+    async def noisy(current: FakeTask) -> None:
+        while current.actor.now_ns < 2000 * MS:
+            await submit_bio(current, h.bio(NOISY))
+            await current.actor.sleep(1 * MS)
+        current.fatal = True
+        before = len(h.records("rq_qos_throttle"))
+        for _ in range(5):
+            await submit_bio(current, h.bio(NOISY))
+        assert current.actor.now_ns < 2002 * MS
+        assert len(h.records("rq_qos_throttle")) == before
+
+    h.spawn("prot", PROT, protected_reader(h, 2100 * MS))
+    h.spawn("noisy", NOISY, noisy)
+    h.engine.run()
+
+
+def test_return_to_user_pays_delay_capped_250ms() -> None:
+    """Behaviour 15: meta bios of a use_delay group charge delay; return to user sleeps min(delay, 250 ms)."""
+    h = contended(noisy_target="target=50000")  # 50 ms
+    paid: list[int] = []
+
+    async def noisy(current: FakeTask) -> None:
+        while h.dev.iolat.use_delay(NOISY) == 0:
+            await submit_bio(current, h.bio(NOISY))
+            await current.actor.sleep(1 * MS)
+        assert h.dev.blk_cgroup_congested(NOISY)
+        for _ in range(10):  # REQ_META: never waits, each 5 ms instead of 50 ms → 45 ms delay
+            bio = h.bio(NOISY, ReqFlag.META)
+            start = current.actor.now_ns
+            await submit_bio(current, bio)
+            assert current.actor.now_ns == start
+            await h.wait_io(current, bio)
+        assert h.dev.iolatency_statistics(NOISY).delay_nsec >= 250 * MS
+        assert current.throttle_queue is h.dev
+        start = current.actor.now_ns
+        paid.append(await blkcg_maybe_throttle_current(current))
+        assert current.actor.now_ns - start == paid[0]
+        assert current.throttle_queue is None
+        paid.append(await blkcg_maybe_throttle_current(current))  # not marked again: no sleep
+
+    h.spawn("prot", PROT, protected_reader(h, 6000 * MS))
+    h.spawn("noisy", NOISY, noisy)
+    h.engine.run()
+    assert paid == [250 * MS, 0]
+    assert h.tasks["noisy"].slept["delay"] == 250 * MS
+    rec = h.records("blkcg_maybe_throttle_current")
+    assert [(r["blkcg"], r["delay_ns"]) for r in rec] == [(NOISY, 250 * MS)]
+
+
+def test_io_latency_timer_runs_only_while_io_flows() -> None:
+    """The 1 s timer is armed by submissions and stops once IO stops."""
+    h = contended()
+
+    async def short(current: FakeTask) -> None:
+        bio = h.bio(PROT)
+        await submit_bio(current, bio)
+        await h.wait_io(current, bio)
+        assert h.dev.statistics().timer_pending
+        await current.actor.sleep(1500 * MS)
+        assert not h.dev.statistics().timer_pending
+
+    h.spawn("prot", PROT, short)
+    h.engine.run()

@@ -1,0 +1,56 @@
+"""Tests for emu/perfetto.py: Chrome trace-event structure as ui.perfetto.dev reads it."""
+
+from __future__ import annotations
+
+import pathlib
+
+import orjson
+
+from emu import PerfettoTrace
+
+
+def test_metadata_names_processes_and_threads_once() -> None:
+    """``M`` events name processes and threads, each only once."""
+    trace = PerfettoTrace()
+    trace.process(1, "tasks")
+    trace.process(1, "tasks again")
+    trace.thread(1, 7, "pid 7")
+    trace.thread(1, 7, "pid 7 again")
+    assert trace.events == [
+        {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "tasks"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "pid 7"}},
+    ]
+
+
+def test_timestamps_are_microseconds() -> None:
+    """Virtual nanoseconds go in; trace-event microseconds come out."""
+    trace = PerfettoTrace()
+    trace.complete("fault", 1, 7, ts_ns=2_500, dur_ns=1_000_000, cat="mm", args={"addr": 4096})
+    trace.counter("depth", 1, ts_ns=3_000, values={"depth": 4})
+    x, c = trace.events
+    assert (x["ph"], x["ts"], x["dur"], x["args"]) == ("X", 2.5, 1000.0, {"addr": 4096})
+    assert (c["ph"], c["ts"], c["args"]) == ("C", 3.0, {"depth": 4})
+
+
+def test_async_slices_and_flows_come_in_pairs() -> None:
+    """Async slices are b/e pairs with one id; flows are s/f pairs binding to enclosing slices."""
+    trace = PerfettoTrace()
+    trace.async_slice("bio", 2, 0, ts_ns=1_000, dur_ns=4_000, id="bio1", cat="block")
+    trace.flow("wake", "f1", (1, 7, 2_000), (1, 8, 3_000))
+    phases = [(e["ph"], e["ts"]) for e in trace.events]
+    assert phases == [("b", 1.0), ("e", 5.0), ("s", 2.0), ("f", 3.0)]
+    assert trace.events[0]["id"] == trace.events[1]["id"] == "bio1"
+    assert trace.events[3]["bp"] == "e"
+
+
+def test_written_file_is_a_trace_event_object(tmp_path: pathlib.Path) -> None:
+    """The file is one JSON object with ``traceEvents`` and a display unit."""
+    trace = PerfettoTrace()
+    trace.process(1, "p")
+    trace.complete("x", 1, 1, 0, 10)
+    path = tmp_path / "trace.perfetto.json"
+    trace.write(path)
+    data = orjson.loads(path.read_bytes())
+    assert set(data) == {"traceEvents", "displayTimeUnit"}
+    assert len(data["traceEvents"]) == 2
+    assert path.read_bytes() == trace.to_json()
