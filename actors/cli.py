@@ -132,11 +132,7 @@ def run(
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
 
-    stdout = Console(highlight=False)
-    table = comparison_table(result)
-    if not stdout.is_terminal:
-        stdout = Console(highlight=False, width=max(80, stdout.measure(table).maximum))
-    stdout.print(table)
+    _print_table(comparison_table(result))
     click.echo(f"wrote {out}", err=True)
 
     if strict:
@@ -194,6 +190,15 @@ def _run_failed(error: BaseException, config_path: pathlib.Path, policy: str, se
     sys.exit(EXIT_FAILED)
 
 
+def _print_table(table: Table) -> None:
+    """Print *table* on stdout: fitted to a terminal, at its natural width into a file or pipe."""
+    stdout = Console(highlight=False)
+    if not stdout.is_terminal:
+        natural = Console(highlight=False, width=100_000).measure(table).maximum
+        stdout = Console(highlight=False, width=max(80, natural))
+    stdout.print(table)
+
+
 def comparison_table(result: ExperimentResult) -> Table:
     """One row per policy: latencies (p50/p99/max per ``<task>/<op>``), faults, mmap_sem."""
     runs = [run.results for run in result.runs]
@@ -202,7 +207,7 @@ def comparison_table(result: ExperimentResult) -> Table:
     table.add_column("policy", no_wrap=True)
     for key in keys:
         for stat in ("p50", "p99", "max"):
-            table.add_column(f"{key}\n{stat}", justify="right", no_wrap=True)
+            table.add_column(f"{key}\n{stat}", justify="right")
     for header in (
         "fault\nretries",
         "major\nfaults",
@@ -213,7 +218,7 @@ def comparison_table(result: ExperimentResult) -> Table:
         "mmap_sem\nwait max",
         "invariant\nviolations",
     ):
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right")
     for r in runs:
         row = [r["policy"]]
         for key in keys:

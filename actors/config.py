@@ -50,14 +50,16 @@ class ConfigError(Exception):
 
 
 def _duration(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-        return 0
+    """A duration: a string with a unit ("10ms"), or an integer of nanoseconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
     if not isinstance(value, str):
         raise ValueError(f'expected a duration like "10ms", got {value!r}')
     return parse_duration(value)
 
 
 def _size(value: object) -> int:
+    """A size: a string with a unit ("4KiB"), or an integer of bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f'expected a size like "4KiB", got {value!r}')
@@ -116,7 +118,7 @@ class DeviceConfig:
     dev: str = "8:0"
     nr_requests: int = attrs.field(default=64, validator=_int_at_least(1))
     rotational: bool = False
-    latency: int = attrs.field(default=100_000, converter=_duration)
+    latency: int = attrs.field(default="100us", converter=_duration)
     bandwidth: int = attrs.field(default=512 * 1024**2, converter=_positive_size)
     jitter_pct: int = attrs.field(default=10, validator=_int_at_least(0))
 
@@ -144,16 +146,16 @@ class BtrfsConfig:
     """The btrfs-like filesystem's space and costs (``page_mkwrite`` reservation)."""
 
     space: int = attrs.field(default=256 * 1024**2, converter=_positive_size)
-    reserve_cost: int = attrs.field(default=20_000, converter=_duration)
+    reserve_cost: int = attrs.field(default="20us", converter=_duration)
     flush_threshold: float = attrs.field(default=0.1, validator=_fraction)
-    commit_cost: int = attrs.field(default=2_000_000, converter=_duration)
+    commit_cost: int = attrs.field(default="2ms", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
 class WritebackConfig:
     """The flusher: ``dirty_writeback_interval`` and the dirty limit for ``balance_dirty_pages``."""
 
-    interval: int = attrs.field(default=500_000_000, converter=_positive_duration)
+    interval: int = attrs.field(default="500ms", converter=_positive_duration)
     dirty_limit_pages: int = attrs.field(default=4096, validator=_int_at_least(1))
     batch_pages: int = attrs.field(default=32, validator=_int_at_least(1))
 
@@ -177,7 +179,7 @@ class Mmap:
     """``mmap()`` an anonymous region: mmap_sem held for write for ``hold``."""
 
     length: int = attrs.field(default=4096, converter=_positive_size)
-    hold: int = attrs.field(default=20_000, converter=_duration)
+    hold: int = attrs.field(default="20us", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
@@ -185,7 +187,7 @@ class Munmap:
     """``munmap()`` the region this thread mapped last (or ``mapping``)."""
 
     mapping: str | None = None
-    hold: int = attrs.field(default=20_000, converter=_duration)
+    hold: int = attrs.field(default="20us", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
@@ -193,7 +195,7 @@ class Mprotect:
     """``mprotect()`` a mapping (or this thread's last region): write-held for ``hold``."""
 
     mapping: str | None = None
-    hold: int = attrs.field(default=10_000, converter=_duration)
+    hold: int = attrs.field(default="10us", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
@@ -202,7 +204,7 @@ class ProcRead:
 
     target: str
     file: Literal["cmdline", "maps"] = "cmdline"
-    cost: int = attrs.field(default=5_000, converter=_duration)
+    cost: int = attrs.field(default="5us", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
@@ -256,7 +258,7 @@ class ThreadConfig:
     program: list[Op]
     iterations: int = attrs.field(default=0, validator=_int_at_least(0))
     every: int | None = attrs.field(default=None, converter=_optional(_positive_duration))
-    start: int = attrs.field(default=0, converter=_duration)
+    start: int = attrs.field(default="0s", converter=_duration)
 
 
 @attrs.frozen(kw_only=True)
@@ -291,7 +293,7 @@ class ExperimentConfig:
 
     name: str
     seed: int = 1
-    horizon: int = attrs.field(default=10 * 1_000_000_000, converter=_positive_duration)
+    horizon: int = attrs.field(default="10s", converter=_positive_duration)
     policies: list[str] = attrs.field(factory=lambda: ["v4.19", "v3", "v5.1"])
     device: DeviceConfig = attrs.field(factory=DeviceConfig)
     cgroups: list[CgroupConfig] = attrs.field(factory=list)

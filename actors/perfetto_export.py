@@ -18,7 +18,8 @@ page fault                 a complete slice on the thread, from
 mmap_sem wait              a complete slice on the thread, from
                            ``mmap_lock_start_locking`` to
                            ``mmap_lock_acquire_returned``
-mmap_sem hold              an async slice in the mm owner's process, from
+mmap_sem hold              an async slice in the mm owner's process (on its
+                           ``mmap_sem`` pseudo-thread), from
                            ``mmap_lock_acquire_returned`` (success) to
                            ``mmap_lock_released`` of the same actor and mm
                            (holds of different tasks overlap)
@@ -229,8 +230,8 @@ def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = No
 
 def _hold_slice(out: PerfettoTrace, ids: _Ids, actor: str, mm: str, hold: dict[str, Any], end: int, *, finished: bool) -> None:
     mode = "write" if hold["write"] else "read"
-    pid = ids.process(mm) if mm else ids.actor(actor)[0]
-    _pid, tid = ids.actor(actor)
+    # Async tracks belong to a process; the tid only has to be a named thread of it.
+    pid, tid = ids.thread(mm, "mmap_sem") if mm else ids.actor(actor)
     args: dict[str, Any] = {"holder": actor, "mm": mm, "mode": mode}
     if not finished:
         args["unfinished"] = True

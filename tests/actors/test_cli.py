@@ -1,0 +1,212 @@
+"""The ``emu`` command line (actors.cli), driven through click's CliRunner and a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from actors.cli import main, replay_command
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+TINY = """\
+name = "tiny"
+seed = 3
+horizon = "1s"
+policies = ["v4.19", "v5.1"]
+
+[[files]]
+name = "data"
+size = "1MiB"
+
+[[processes]]
+name = "app"
+mappings = [ { name = "data", file = "data" } ]
+
+  [[processes.threads]]
+  name = "toucher"
+  iterations = 4
+  program = [
+    { op = "touch", mapping = "data", pattern = "sequential", pages = 4 },
+    { op = "think", time = "1ms" },
+  ]
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A tiny config: one file, one process, a toucher thread, four iterations, a 1 s horizon."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_validate_good_config_exits_0(tiny: pathlib.Path) -> None:
+    """``emu validate`` prints the effective config, defaults filled in, and the resolved policies."""
+    result = _run("validate", str(tiny))
+    assert result.exit_code == 0, result.output
+    document = orjson.loads(result.stdout)
+    config = document["config"]
+    assert config["name"] == "tiny" and config["horizon"] == 1_000_000_000
+    assert config["device"]["nr_requests"] == 64  # a default
+    assert config["processes"][0]["threads"][0]["program"][0]["op"] == "touch"
+    assert list(document["policies"]) == ["v4.19", "v5.1"]
+    assert document["policies"]["v5.1"]["filemap_fault"] == "v5.1"
+
+
+def test_run_writes_results_and_both_traces(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``emu run`` writes results.json (schema 1, one run per policy) and both traces per policy."""
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots")
+    assert result.exit_code == 0, result.output
+    results = orjson.loads((out / "results.json").read_bytes())
+    assert results["schema"] == 1 and results["experiment"] == "tiny"
+    assert [r["policy"] for r in results["runs"]] == ["v4.19", "v5.1"]
+    for run in results["runs"]:
+        assert run["seed"] == 3 and run["tie_seed"] is None
+        assert "toucher/touch" in run["latency"]
+        jsonl = out / run["policy"] / "trace.jsonl"
+        assert hashlib.blake2b(jsonl.read_bytes(), digest_size=16).hexdigest() == run["trace_digest"]
+        perfetto = orjson.loads((out / run["policy"] / "trace.perfetto.json").read_bytes())
+        assert perfetto["traceEvents"]
+    assert (out / "config.toml").read_text() == TINY
+    # The table: a row per policy, the latency columns, the mmap_sem columns.
+    assert "v4.19" in result.stdout and "v5.1" in result.stdout
+    assert "toucher/touch" in result.stdout and "contended" in result.stdout
+    assert "toucher/think" not in result.stdout
+
+
+def test_run_twice_gives_identical_digests(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """Two runs of the same config have the same trace digests (and the same results)."""
+    docs = []
+    for name in ("a", "b"):
+        result = _run("run", str(tiny), "--out", str(tmp_path / name), "--no-plots")
+        assert result.exit_code == 0, result.output
+        docs.append(orjson.loads((tmp_path / name / "results.json").read_bytes()))
+    assert [r["trace_digest"] for r in docs[0]["runs"]] == [r["trace_digest"] for r in docs[1]["runs"]]
+    assert docs[0] == docs[1]
+
+
+def test_run_policy_seed_and_tie_seed_options(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``--policy`` picks the runs and ``--seed``/``--tie-seed`` reach results and replay.json."""
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out), "--policy", "v5.7", "--seed", "11", "--tie-seed", "5", "--no-plots")
+    assert result.exit_code == 0, result.output
+    (run,) = orjson.loads((out / "results.json").read_bytes())["runs"]
+    assert (run["policy"], run["seed"], run["tie_seed"]) == ("v5.7", 11, 5)
+    replay = orjson.loads((out / "replay.json").read_bytes())
+    assert replay == {"config": str(tiny), "policies": ["v5.7"], "seed": 11, "tie_seed": 5}
+
+
+def test_unknown_policy_exits_2_listing_valid_names(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """An unknown ``--policy`` exits 2 naming it and the valid policies, and writes nothing."""
+    result = _run("run", str(tiny), "--out", str(tmp_path / "out"), "--policy", "v9.99")
+    assert result.exit_code == 2
+    assert "v9.99" in result.stderr and "v4.19" in result.stderr and "v5.1" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_non_empty_out_dir_unless_forced(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """An existing non-empty DIR is refused with exit 2 before running; ``--force`` replaces it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("old")
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots")
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["old"]
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "replay.json", "results.json", "v4.19", "v5.1"]
+
+
+def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
+    """An EmulatorError in a run exits 1 with the error and one command that replays it; nothing is written."""
+    import actors.experiment
+    from emu import HungTaskError
+
+    real = actors.experiment.run_policy
+
+    def hangs_on_v51(config, policy, **kwargs):
+        if policy == "v5.1":
+            raise HungTaskError(123, ["app.toucher: waits on app.mmap_sem, held by nobody"])
+        return real(config, policy, **kwargs)
+
+    monkeypatch.setattr(actors.experiment, "run_policy", hangs_on_v51)
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9")
+    assert result.exit_code == 1
+    assert "HungTaskError" in result.stderr and "app.mmap_sem" in result.stderr
+    replay = [line for line in result.stderr.splitlines() if line.startswith("replay: ")]
+    assert replay == [f"replay: emu run {tiny} --policy v5.1 --seed 3 --tie-seed 9 --out {out}-replay"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_strict_fails_on_invariant_violations(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
+    """``--strict`` exits 1 printing each violation and a replay command; without it the run succeeds."""
+    import actors.experiment
+
+    real = actors.experiment.run_policy
+
+    def leaky(config, policy, **kwargs):
+        run = real(config, policy, **kwargs)
+        if policy == "v4.19":
+            run.results["invariants"]["violations"].append({"invariant": "page_ref_leak", "ts": 5000, "page": "ino1:7"})
+        return run
+
+    monkeypatch.setattr(actors.experiment, "run_policy", leaky)
+    result = _run("run", str(tiny), "--out", str(tmp_path / "lax"), "--no-plots")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "strict"
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "--strict")
+    assert result.exit_code == 1
+    assert "page_ref_leak" in result.stderr and "ino1:7" in result.stderr
+    assert f"replay: emu run {tiny} --policy v4.19 --seed 3 --out {out}-replay" in result.stderr
+    assert (out / "results.json").exists()  # the evidence is kept
+
+
+def test_replay_command_quotes_paths() -> None:
+    """The replay command is one shell-safe line."""
+    assert replay_command("my configs/a.toml", "v3", 1, None, "out dir") == "emu run 'my configs/a.toml' --policy v3 --seed 1 --out 'out dir'"
+
+
+def test_bench_pingpong_json_prints_one_line() -> None:
+    """``emu bench pingpong --json`` prints one JSON line with name, ops, wall_s and ops_per_s."""
+    result = _run("bench", "pingpong", "--json", "--messages", "2000")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    record = orjson.loads(line)
+    assert list(record) == ["name", "ops", "wall_s", "ops_per_s"]
+    assert record["name"] == "pingpong" and record["ops"] == 2000 and record["wall_s"] > 0
+
+
+def test_bench_rwsem_json_counts_acquisitions() -> None:
+    """``emu bench rwsem`` runs the peer's workload through the mmap_sem path and counts acquisitions."""
+    result = _run("bench", "rwsem", "--json", "--t-end", "20")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    # 100 tasks thinking ~1 s each for 20 s: about 2000 acquisitions.
+    assert record["name"] == "rwsem" and 1500 < record["ops"] < 2500
+
+
+def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
+    """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", "from actors.cli import main; main()"]
+    ok = subprocess.run([*cmd, "validate", str(tiny)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(
+        [*cmd, "validate", str(ROOT / "tests/actors/bad_configs/duration_ten.toml")], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "ten" in bad.stderr

@@ -1,0 +1,252 @@
+"""The run directory (actors.output) and its Perfetto timeline (actors.perfetto_export)."""
+
+from __future__ import annotations
+
+import pathlib
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+
+from actors.output import OutputError, write_run_dir
+from actors.perfetto_export import to_perfetto
+
+TINY = """\
+name = "tiny"
+seed = 3
+horizon = "1s"
+policies = ["v4.19", "v5.1"]
+
+[[files]]
+name = "data"
+size = "1MiB"
+
+[[processes]]
+name = "app"
+mappings = [ { name = "data", file = "data" } ]
+
+  [[processes.threads]]
+  name = "toucher"
+  iterations = 4
+  program = [
+    { op = "touch", mapping = "data", pattern = "sequential", pages = 4 },
+    { op = "think", time = "1ms" },
+  ]
+
+  [[processes.threads]]
+  name = "mapper"
+  iterations = 4
+  program = [ { op = "mmap", length = "64KiB" }, { op = "munmap" }, { op = "think", time = "500us" } ]
+"""
+
+
+def _records() -> list[dict[str, Any]]:
+    """A hand-written trace with every event kind the exporter draws."""
+    rows = [
+        (1000, "app.t0", "page_fault_user", {"address": 42, "write": False}),
+        (1000, "app.t0", "mmap_lock_start_locking", {"mm": "app", "write": False, "waiters": 1}),
+        (1500, "app.t0", "mmap_lock_acquire_returned", {"mm": "app", "write": False, "success": True, "waited_ns": 500}),
+        (2000, "app.t0", "block_bio_queue", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch", "comm": "app.t0", "pid": 101}),
+        (2000, "app.t0", "rq_qos_throttle", {"dev": "8:0", "bio": 1, "blkcg": "batch", "inflight": 1, "max_depth": 1}),
+        (2500, "sda", "iolatency_scale", {"dev": "8:0", "what": "max_depth", "blkcg": "batch", "by": "batch", "direction": -1,
+                                          "old": 2, "new": 1, "max_depth": 1, "use_delay": 0, "scale_cookie": 99, "scale_grp": None}),
+        (2500, "sda", "iolatency_scale", {"dev": "8:0", "what": "scale_cookie", "blkcg": "", "by": "batch", "direction": -1,
+                                          "old": 100, "new": 99, "max_depth": None, "use_delay": None, "scale_cookie": 99, "scale_grp": "batch"}),
+        (3000, "app.t0", "rq_qos_throttle_done", {"dev": "8:0", "bio": 1, "blkcg": "batch", "waited_ns": 1000}),
+        (3000, "sda", "block_rq_issue", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch"}),
+        (3500, "app.t1", "mmap_lock_start_locking", {"mm": "app", "write": True, "waiters": 0}),
+        (4000, "app.t2", "block_bio_queue", {"dev": "8:0", "bio": 3, "op": "WRITE", "nr_sector": 8, "blkcg": "", "comm": "app.t2", "pid": 103}),
+        (4000, "sda", "block_rq_issue", {"dev": "8:0", "bio": 3, "op": "WRITE", "nr_sector": 8, "blkcg": ""}),
+        (4500, "sda", "block_rq_complete", {"dev": "8:0", "bio": 3, "op": "WRITE", "nr_sector": 8, "blkcg": "", "error": 0, "lat_ns": 500}),
+        (5000, "sda", "block_rq_complete", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch", "error": 0, "lat_ns": 3000}),
+        (5500, "app.t0", "mmap_lock_released", {"mm": "app", "write": False}),
+        (5500, "app.t1", "mmap_lock_acquire_returned", {"mm": "app", "write": True, "success": True, "waited_ns": 2000}),
+        (6000, "app.t0", "fault_done", {"address": 42, "major": True, "attempts": 1, "latency_ns": 5000}),
+        (6000, "app.t0", "blkcg_maybe_throttle_current", {"dev": "8:0", "blkcg": "batch", "delay_ns": 1000}),
+        (7000, "app.t1", "mmap_lock_released", {"mm": "app", "write": True}),
+        (7000, "monitor.m", "mmap_lock_acquire_returned", {"mm": "app", "write": False, "success": True, "trylock": True}),
+        (7100, "monitor.m", "mmap_lock_released", {"mm": "app", "write": False}),
+        (7200, "sda", "iolatency_scale", {"dev": "8:0", "what": "unthrottle", "blkcg": "batch", "by": "timer", "direction": 1,
+                                          "old": 1, "new": 0xFFFF_FFFF, "max_depth": 0xFFFF_FFFF, "use_delay": 0, "scale_cookie": 100, "scale_grp": None}),
+        (8000, "app.t0", "page_fault_user", {"address": 43, "write": False}),
+        (8000, "app.t0", "mmap_lock_acquire_returned", {"mm": "app", "write": False, "success": True, "trylock": True}),
+        (8100, "app.t0", "block_bio_queue", {"dev": "8:0", "bio": 2, "op": "READ", "nr_sector": 8, "blkcg": "batch", "comm": "app.t0", "pid": 101}),
+        (9000, "flush-8:0", "mmap_lock_start_locking", {"mm": "app", "write": False, "waiters": 0}),
+    ]
+    return [{"seq": i, "ts": ts, "actor": actor, "event": event, **fields} for i, (ts, actor, event, fields) in enumerate(rows)]
+
+
+def check_perfetto_structure(doc: dict[str, Any]) -> dict[str, Any]:
+    """Assert the timeline is well formed; return the events grouped for further checks."""
+    events = doc["traceEvents"]
+    named_threads = {(e["pid"], e["tid"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    named_procs = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    for e in events:
+        if e["ph"] == "M":
+            assert e["args"]["name"]
+            continue
+        assert e["pid"] in named_procs, e
+        if e["ph"] != "C":
+            assert (e["pid"], e["tid"]) in named_threads, e
+    # Async slices: every begin has exactly one end, later or at the same time.
+    begins: dict[tuple, list[float]] = defaultdict(list)
+    for e in events:
+        key = (e.get("cat"), e.get("id"), e["pid"], e.get("name"))
+        if e["ph"] == "b":
+            begins[key].append(e["ts"])
+        elif e["ph"] == "e":
+            assert begins[key], f"end without begin: {e}"
+            assert e["ts"] >= begins[key].pop(0)
+    assert all(not v for v in begins.values()), {k: v for k, v in begins.items() if v}
+    # Complete slices nest per thread (integer ns recovered from µs).
+    by_thread: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for e in events:
+        if e["ph"] == "X":
+            assert e["dur"] >= 0, e
+            start = round(e["ts"] * 1000)
+            by_thread[(e["pid"], e["tid"])].append((start, start + round(e["dur"] * 1000)))
+    for thread, slices in by_thread.items():
+        stack: list[int] = []
+        for start, end in sorted(slices, key=lambda s: (s[0], -s[1])):
+            while stack and stack[-1] <= start:
+                stack.pop()
+            assert not stack or end <= stack[-1], f"slice [{start}, {end}) crosses its parent on {thread}"
+            stack.append(end)
+    # Flows: each start has its finish.
+    flows = defaultdict(list)
+    for e in events:
+        if e["ph"] in "sf":
+            flows[e["id"]].append(e["ph"])
+    assert all(sorted(v) == ["f", "s"] for v in flows.values()), flows
+    return {"events": events, "threads": named_threads, "procs": named_procs}
+
+
+def test_perfetto_async_begins_have_ends_and_slices_nest() -> None:
+    """Every async begin has its end, complete slices nest per thread and every thread is named."""
+    doc = orjson.loads(to_perfetto(_records(), depth_cap=32).to_json())
+    check_perfetto_structure(doc)
+
+
+def test_perfetto_timestamps_are_microseconds() -> None:
+    """A fault from 1000 ns to 6000 ns becomes a slice at 1.0 µs lasting 5.0 µs."""
+    events = orjson.loads(to_perfetto(_records()).to_json())["traceEvents"]
+    (fault,) = [e for e in events if e["ph"] == "X" and e["cat"] == "fault" and not e.get("args", {}).get("unfinished")]
+    assert (fault["ts"], fault["dur"]) == (1.0, 5.0)
+    assert fault["name"] == "major fault"
+
+
+def test_perfetto_names_processes_and_threads_after_actors() -> None:
+    """``process.thread`` actors become named threads of their process; kernel actors get a process each."""
+    events = orjson.loads(to_perfetto(_records()).to_json())["traceEvents"]
+    procs = {e["args"]["name"] for e in events if e.get("name") == "process_name"}
+    threads = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert {"app", "sda", "monitor", "flush-8:0"} <= procs
+    assert {"app.t0", "app.t1", "app.t2", "monitor.m", "sda"} <= threads
+    tids = [e["tid"] for e in events if e.get("name") == "thread_name"]
+    assert len(tids) == len(set(tids))
+
+
+def test_perfetto_draws_holds_waits_bios_throttles_flows_and_counters() -> None:
+    """Each kind of record becomes its kind of slice, arrow or counter."""
+    events = orjson.loads(to_perfetto(_records(), depth_cap=32).to_json())["traceEvents"]
+    pid_of = {e["args"]["name"]: e["pid"] for e in events if e.get("name") == "process_name"}
+    holds = [e for e in events if e["ph"] == "b" and e["cat"] == "mmap_sem"]
+    assert [h["args"]["holder"] for h in holds] == ["app.t0", "app.t1", "monitor.m", "app.t0"]
+    assert {h["pid"] for h in holds} == {pid_of["app"]}  # drawn in the mm owner's process
+    waits = [e for e in events if e["ph"] == "X" and e["name"].startswith("mmap_sem wait")]
+    assert [(round(w["ts"] * 1000), round(w["dur"] * 1000)) for w in waits][:2] == [(1000, 500), (3500, 2000)]
+    bios = {e["id"]: e for e in events if e["ph"] == "b" and e["cat"] == "block"}
+    assert set(bios) == {"bio:1", "bio:2", "bio:3"}
+    assert all(b["pid"] == pid_of["sda"] for b in bios.values())
+    assert round(bios["bio:1"]["ts"] * 1000) == 2000  # from block_bio_queue, not the issue
+    (throttle,) = [e for e in events if e["ph"] == "X" and e["name"] == "io.latency throttle"]
+    assert (round(throttle["ts"] * 1000), round(throttle["dur"] * 1000)) == (2000, 1000)
+    assert [e["name"] for e in events if e["ph"] == "X" and e["name"] == "io.latency delay"] == ["io.latency delay"]
+    # One arrow: bio 1 was queued inside a fault, bio 3 outside any.
+    assert sorted((e["ph"], e["id"]) for e in events if e["ph"] in "sf") == [("f", "bio:1"), ("s", "bio:1")]
+    counters = [(e["name"], e["args"]) for e in events if e["ph"] == "C"]
+    assert ("io.latency batch", {"depth": 1, "use_delay": 0}) in counters
+    assert ("io.latency batch", {"depth": 32, "use_delay": 0}) in counters  # UINT_MAX drawn as the queue depth
+    assert ("mmap_sem waiters app", {"waiters": 1}) in counters
+
+
+def test_perfetto_closes_unfinished_slices_at_the_end() -> None:
+    """Slices the horizon cut off end at the last record and say so."""
+    events = orjson.loads(to_perfetto(_records()).to_json())["traceEvents"]
+    unfinished = [e for e in events if e.get("args", {}).get("unfinished")]
+    assert {e["cat"] for e in unfinished} == {"fault", "mmap_sem", "block"}
+    assert all(round((e["ts"] + e.get("dur", 0)) * 1000) <= 9000 for e in events if e["ph"] == "X")
+
+
+def test_perfetto_is_a_pure_function_of_the_records() -> None:
+    """The same records give the same bytes."""
+    assert to_perfetto(_records()).to_json() == to_perfetto(_records()).to_json()
+
+
+# -- with the real model -----------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_result(tmp_path: pathlib.Path):
+    """The tiny experiment, run under two policies."""
+    from actors.config import ExperimentConfig
+    from actors.experiment import run_experiment
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return run_experiment(ExperimentConfig.from_toml(path))
+
+
+def test_write_run_dir_layout(tmp_path: pathlib.Path, tiny_result) -> None:
+    """The run directory holds results, the config copy, replay info and both traces per policy."""
+    out = tmp_path / "runs" / "tiny"
+    assert write_run_dir(out, tiny_result, plots=False) == []
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == [
+        "config.toml", "replay.json", "results.json",
+        "v4.19/trace.jsonl", "v4.19/trace.perfetto.json", "v5.1/trace.jsonl", "v5.1/trace.perfetto.json",
+    ]  # fmt: skip
+    assert (out / "config.toml").read_text() == TINY
+    assert orjson.loads((out / "replay.json").read_bytes()) == {
+        "config": str(tmp_path / "tiny.toml"), "policies": ["v4.19", "v5.1"], "seed": 3, "tie_seed": None,
+    }  # fmt: skip
+    assert orjson.loads((out / "results.json").read_bytes()) == tiny_result.to_json()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # no temporary left behind
+
+
+def test_real_trace_perfetto_structure(tmp_path: pathlib.Path, tiny_result) -> None:
+    """A real run's timeline is well formed and has faults, holds and bios."""
+    out = tmp_path / "out"
+    write_run_dir(out, tiny_result, plots=False)
+    for run in tiny_result.runs:
+        doc = orjson.loads((out / run.policy / "trace.perfetto.json").read_bytes())
+        grouped = check_perfetto_structure(doc)
+        cats = {e.get("cat") for e in grouped["events"]}
+        assert {"fault", "mmap_sem", "block"} <= cats
+
+
+def test_write_run_dir_refuses_non_empty_dir(tmp_path: pathlib.Path, tiny_result) -> None:
+    """A non-empty directory is kept unless forced, and then replaced whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious").write_text("keep")
+    with pytest.raises(OutputError, match="not empty"):
+        write_run_dir(out, tiny_result, plots=False)
+    assert sorted(p.name for p in out.iterdir()) == ["precious"]
+    write_run_dir(out, tiny_result, plots=False, force=True)
+    assert not (out / "precious").exists() and (out / "results.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.toml"]
+
+
+def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """A failure half way through leaves neither the directory nor a temporary."""
+    import actors.output
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(actors.output, "to_perfetto", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_run_dir(tmp_path / "out", tiny_result, plots=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
