@@ -29,14 +29,16 @@ from __future__ import annotations
 import fnmatch
 import pathlib
 import tomllib
-from typing import Literal
+import types
+import typing
+from typing import Literal, NewType
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
-from cattrs.strategies import configure_tagged_union
+from cattrs.errors import IterableValidationError, IterableValidationNote
 
-from actors.block.blk_cgroup import parse_io_latency
+from actors.block.blk_cgroup import check_path, parse_io_latency
 from actors.policy import PRESETS, Policy
 from emu.time import parse_duration, parse_size
 
@@ -49,58 +51,68 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-def _duration(value: object) -> int:
-    """A duration: a string with a unit ("10ms"), or an integer of nanoseconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+# Value types. Each is an ``int``/``float`` at run time; the cattrs hooks
+# below parse and check TOML values into them, so a bad value is reported at
+# its own key path. Code building configs directly passes plain numbers.
+Duration = NewType("Duration", int)  # ns; TOML: "10ms" (or 0)
+PositiveDuration = NewType("PositiveDuration", int)
+Size = NewType("Size", int)  # bytes; TOML: "4KiB" or an integer
+PositiveSize = NewType("PositiveSize", int)
+Count = NewType("Count", int)  # an integer >= 1
+Natural = NewType("Natural", int)  # an integer >= 0
+Fraction = NewType("Fraction", float)  # 0..1
+IoLatency = NewType("IoLatency", int)  # min_lat_nsec from "target=<usec>"; "max" means off
+
+
+def _duration(value: object, _type: object = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
     if not isinstance(value, str):
         raise ValueError(f'expected a duration like "10ms", got {value!r}')
     return parse_duration(value)
 
 
-def _size(value: object) -> int:
-    """A size: a string with a unit ("4KiB"), or an integer of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f'expected a size like "4KiB", got {value!r}')
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f'expected a size like "4KiB", got {value!r}')
-    return parse_size(value)
-
-
-def _positive_size(value: object) -> int:
-    size = _size(value)
-    if size <= 0:
-        raise ValueError(f"expected a size above zero, got {value!r}")
-    return size
-
-
-def _positive_duration(value: object) -> int:
+def _positive_duration(value: object, _type: object = None) -> int:
     ns = _duration(value)
     if ns <= 0:
         raise ValueError(f"expected a duration above zero, got {value!r}")
     return ns
 
 
-def _optional(conv):
-    def convert(value: object):
-        return None if value is None else conv(value)
+def _size(value: object, _type: object = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f'expected a size like "4KiB", got {value!r}')
+    return parse_size(value)
 
-    return convert
+
+def _positive_size(value: object, _type: object = None) -> int:
+    size = _size(value)
+    if size <= 0:
+        raise ValueError(f"expected a size above zero, got {value!r}")
+    return size
 
 
-def _int_at_least(low: int):
-    def check(_inst: object, attribute: attrs.Attribute, value: int) -> None:
+def _integer(low: int):
+    def structure(value: object, _type: object = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"expected an integer >= {low}, got {value!r}")
+        return value
 
-    return check
+    return structure
 
 
-def _fraction(_inst: object, _attribute: attrs.Attribute, value: float) -> None:
+def _fraction(value: object, _type: object = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"expected a fraction between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _io_latency(value: object, _type: object = None) -> int | None:
+    if not isinstance(value, str):
+        raise ValueError(f'expected "target=<usec>" or "max", got {value!r}')
+    return parse_io_latency(value)
 
 
 # -- machine -------------------------------------------------------------------
@@ -116,11 +128,11 @@ class DeviceConfig:
 
     name: str = "sda"
     dev: str = "8:0"
-    nr_requests: int = attrs.field(default=64, validator=_int_at_least(1))
+    nr_requests: Count = 64
     rotational: bool = False
-    latency: int = attrs.field(default="100us", converter=_duration)
-    bandwidth: int = attrs.field(default=512 * 1024**2, converter=_positive_size)
-    jitter_pct: int = attrs.field(default=10, validator=_int_at_least(0))
+    latency: Duration = 100_000
+    bandwidth: PositiveSize = 512 * 1024**2
+    jitter_pct: Natural = 10
 
 
 @attrs.frozen(kw_only=True)
@@ -128,7 +140,7 @@ class CgroupConfig:
     """A cgroup v2 directory and its io.latency setting (``None`` = no target)."""
 
     path: str
-    io_latency: int | None = attrs.field(default=None, converter=_optional(parse_io_latency))
+    io_latency: IoLatency | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -136,28 +148,28 @@ class FileConfig:
     """A file on one of the filesystems; ``cached`` is the fraction in the page cache at start."""
 
     name: str
-    size: int = attrs.field(converter=_positive_size)
+    size: PositiveSize
     fs: Literal["generic", "btrfs"] = "generic"
-    cached: float = attrs.field(default=0.0, validator=_fraction)
+    cached: Fraction = 0.0
 
 
 @attrs.frozen(kw_only=True)
 class BtrfsConfig:
     """The btrfs-like filesystem's space and costs (``page_mkwrite`` reservation)."""
 
-    space: int = attrs.field(default=256 * 1024**2, converter=_positive_size)
-    reserve_cost: int = attrs.field(default="20us", converter=_duration)
-    flush_threshold: float = attrs.field(default=0.1, validator=_fraction)
-    commit_cost: int = attrs.field(default="2ms", converter=_duration)
+    space: PositiveSize = 256 * 1024**2
+    reserve_cost: Duration = 20_000
+    flush_threshold: Fraction = 0.1
+    commit_cost: Duration = 2_000_000
 
 
 @attrs.frozen(kw_only=True)
 class WritebackConfig:
     """The flusher: ``dirty_writeback_interval`` and the dirty limit for ``balance_dirty_pages``."""
 
-    interval: int = attrs.field(default="500ms", converter=_positive_duration)
-    dirty_limit_pages: int = attrs.field(default=4096, validator=_int_at_least(1))
-    batch_pages: int = attrs.field(default=32, validator=_int_at_least(1))
+    interval: PositiveDuration = 500_000_000
+    dirty_limit_pages: Count = 4096
+    batch_pages: Count = 32
 
 
 # -- workload ops ----------------------------------------------------------------
@@ -169,17 +181,17 @@ class Touch:
 
     mapping: str
     pattern: Literal["sequential", "random", "hotset"] = "random"
-    pages: int = attrs.field(default=1, validator=_int_at_least(1))
+    pages: Count = 1
     write: bool = False
-    hot_pages: int = attrs.field(default=64, validator=_int_at_least(1))
+    hot_pages: Count = 64
 
 
 @attrs.frozen(kw_only=True)
 class Mmap:
     """``mmap()`` an anonymous region: mmap_sem held for write for ``hold``."""
 
-    length: int = attrs.field(default=4096, converter=_positive_size)
-    hold: int = attrs.field(default="20us", converter=_duration)
+    length: PositiveSize = 4096
+    hold: Duration = 20_000
 
 
 @attrs.frozen(kw_only=True)
@@ -187,7 +199,7 @@ class Munmap:
     """``munmap()`` the region this thread mapped last (or ``mapping``)."""
 
     mapping: str | None = None
-    hold: int = attrs.field(default="20us", converter=_duration)
+    hold: Duration = 20_000
 
 
 @attrs.frozen(kw_only=True)
@@ -195,7 +207,14 @@ class Mprotect:
     """``mprotect()`` a mapping (or this thread's last region): write-held for ``hold``."""
 
     mapping: str | None = None
-    hold: int = attrs.field(default="10us", converter=_duration)
+    hold: Duration = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Populate:
+    """``mlock()``/``MAP_POPULATE`` of a whole mapping: ``__mm_populate`` through GUP."""
+
+    mapping: str
 
 
 @attrs.frozen(kw_only=True)
@@ -204,14 +223,14 @@ class ProcRead:
 
     target: str
     file: Literal["cmdline", "maps"] = "cmdline"
-    cost: int = attrs.field(default="5us", converter=_duration)
+    cost: Duration = 5_000
 
 
 @attrs.frozen(kw_only=True)
 class Io:
     """Direct IO of ``size`` from the thread's cgroup, waited for (an IO-bound service)."""
 
-    size: int = attrs.field(default=4096, converter=_positive_size)
+    size: PositiveSize = 4096
     write: bool = False
 
 
@@ -219,16 +238,17 @@ class Io:
 class Think:
     """Compute or sleep for ``time`` (``dist = "exp"``: exponential with that mean)."""
 
-    time: int = attrs.field(converter=_duration)
+    time: Duration
     dist: Literal["fixed", "exp"] = "fixed"
 
 
-Op = Touch | Mmap | Munmap | Mprotect | ProcRead | Io | Think
+Op = Touch | Mmap | Munmap | Mprotect | Populate | ProcRead | Io | Think
 OP_NAMES: dict[type, str] = {
     Touch: "touch",
     Mmap: "mmap",
     Munmap: "munmap",
     Mprotect: "mprotect",
+    Populate: "populate",
     ProcRead: "proc_read",
     Io: "io",
     Think: "think",
@@ -237,13 +257,18 @@ OP_NAMES: dict[type, str] = {
 
 @attrs.frozen(kw_only=True)
 class MappingConfig:
-    """A file mapping in a process (``mmap(MAP_SHARED)`` by default) with its madvise hint."""
+    """A file mapping in a process (``mmap(MAP_SHARED)`` by default).
+
+    ``madvise`` sets VM_RAND_READ/VM_SEQ_READ; ``read_ahead_kb`` is the
+    device's setting when the file was opened (``file->f_ra.ra_pages``).
+    """
 
     name: str
     file: str
     shared: bool = True
     writable: bool = False
     madvise: Literal["normal", "random", "sequential"] = "normal"
+    read_ahead_kb: Natural = 128
 
 
 @attrs.frozen(kw_only=True)
@@ -256,9 +281,9 @@ class ThreadConfig:
 
     name: str
     program: list[Op]
-    iterations: int = attrs.field(default=0, validator=_int_at_least(0))
-    every: int | None = attrs.field(default=None, converter=_optional(_positive_duration))
-    start: int = attrs.field(default="0s", converter=_duration)
+    iterations: Natural = 0
+    every: PositiveDuration | None = None
+    start: Duration = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -267,7 +292,7 @@ class ProcessConfig:
 
     name: str
     cgroup: str = ""
-    count: int = attrs.field(default=1, validator=_int_at_least(1))
+    count: Count = 1
     mappings: list[MappingConfig] = attrs.field(factory=list)
     threads: list[ThreadConfig] = attrs.field(factory=list)
 
@@ -292,8 +317,8 @@ class ExperimentConfig:
     """One experiment: a machine, a workload, and the policies to compare."""
 
     name: str
-    seed: int = 1
-    horizon: int = attrs.field(default="10s", converter=_positive_duration)
+    seed: Natural = 1
+    horizon: PositiveDuration = 10_000_000_000
     policies: list[str] = attrs.field(factory=lambda: ["v4.19", "v3", "v5.1"])
     device: DeviceConfig = attrs.field(factory=DeviceConfig)
     cgroups: list[CgroupConfig] = attrs.field(factory=list)
@@ -330,8 +355,8 @@ class ExperimentConfig:
         if not data:
             raise ConfigError([f"{source}: empty config, expected at least a name and processes"])
         try:
-            config = _converter.structure({**data, "source": source}, cls)
-        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+            config = attrs.evolve(_converter.structure(data, cls), source=source)
+        except (cattrs.BaseValidationError, ValueError) as error:
             raise ConfigError(_describe(error, source)) from None
         problems = config.check()
         if problems:
@@ -344,8 +369,13 @@ class ExperimentConfig:
         cgroups = {c.path for c in self.cgroups} | {""}
         for i, cgroup in enumerate(self.cgroups):
             parent = cgroup.path.rpartition("/")[0]
-            if not cgroup.path or cgroup.path.startswith("/") or "//" in cgroup.path:
-                problems.append(f'cgroups[{i}].path: expected a relative path like "a/b", got {cgroup.path!r}')
+            try:
+                check_path(cgroup.path)
+            except ValueError as error:
+                problems.append(f"cgroups[{i}].path: {error}")
+                continue
+            if not cgroup.path:
+                problems.append(f'cgroups[{i}].path: the root cgroup is implicit, expected a path like "a/b"')
             elif parent and parent not in cgroups:
                 problems.append(f"cgroups[{i}].path: parent {parent!r} is not a configured cgroup")
         _unique(problems, "cgroups", [c.path for c in self.cgroups], "path")
@@ -419,33 +449,36 @@ def _describe(error: BaseException, source: str) -> list[str]:
         if isinstance(exc, KeyError):
             return "required key is missing"
         if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-            return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
+            return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}, expected one of {', '.join(_keys(exc.cl))}"
+        if typing.get_origin(type_) in (typing.Union, types.UnionType):
+            type_ = next(arg for arg in typing.get_args(type_) if arg is not type(None))
+        if typing.get_origin(type_) is Literal:
+            choices = ", ".join(repr(c) for c in typing.get_args(type_))
+            got = str(exc).partition(" not in literal")[0]
+            return f"expected one of {choices}, got {got!r}"
         if isinstance(exc, ValueError) and str(exc):
             return str(exc)
-        name = getattr(type_, "__name__", None) or str(type_)
-        return f"expected {name}, got {type(exc).__name__}: {exc}"
+        return f"expected {getattr(type_, '__name__', type_)}, got {type(exc).__name__}: {exc}"
 
-    lines = cattrs.transform_error(error, path="", format_exception=format_exception)
     out = []
-    for line in lines:
+    for line in cattrs.transform_error(error, path="", format_exception=format_exception):
         message, _, path = line.rpartition(" @ ")
-        path = path.lstrip(".") or "(top level)"
-        out.append(f"{source}: {path}: {message}")
+        path = path.lstrip(".").replace(".io_latency", ".io.latency")
+        out.append(f"{source}: {path or '(top level)'}: {message}")
     return out
 
 
+def _keys(cls: type) -> list[str]:
+    return ["io.latency" if a.name == "io_latency" else a.name for a in attrs.fields(cls) if a.name != "source"]
+
+
 def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, prefer_attrib_converters=True, detailed_validation=True)
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
     def structure_int(value: object, _type: type) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
         return value
-
-    def structure_float(value: object, _type: type) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
 
     def structure_bool(value: object, _type: type) -> bool:
         if not isinstance(value, bool):
@@ -457,15 +490,67 @@ def _make_converter() -> cattrs.Converter:
             raise ValueError(f"expected a string, got {value!r}")
         return value
 
-    conv.register_structure_hook(int, structure_int)
-    conv.register_structure_hook(float, structure_float)
-    conv.register_structure_hook(bool, structure_bool)
-    conv.register_structure_hook(str, structure_str)
-    conv.register_structure_hook(
-        CgroupConfig,
-        make_dict_structure_fn(CgroupConfig, conv, io_latency=override(rename="io.latency"), _cattrs_forbid_extra_keys=True),
-    )
-    configure_tagged_union(Op, conv, tag_name="op", tag_generator=lambda cls: OP_NAMES[cls])
+    for type_, hook in (
+        (int, structure_int),
+        (bool, structure_bool),
+        (str, structure_str),
+        (Duration, _duration),
+        (PositiveDuration, _positive_duration),
+        (Size, _size),
+        (PositiveSize, _positive_size),
+        (Count, _integer(1)),
+        (Natural, _integer(0)),
+        (Fraction, _fraction),
+        (IoLatency, _io_latency),
+    ):
+        conv.register_structure_hook(type_, hook)
+
+    def structure_list(type_: type):
+        (element,) = typing.get_args(type_)
+
+        def structure(value: object, _type: type) -> list:
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list (an array), got {value!r}")
+            items, errors = [], []
+            for i, item in enumerate(value):
+                try:
+                    items.append(conv.structure(item, element))
+                except Exception as exc:
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(f"@ index {i}", i, element)]
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError(f"while structuring {type_}", errors, type_)
+            return items
+
+        return structure
+
+    def structure_table(cls: type):
+        overrides = {"io_latency": override(rename="io.latency")} if cls is CgroupConfig else {}
+        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
+
+        def structure(value: object, _type: type):
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a table with keys {', '.join(_keys(cls))}, got {value!r}")
+            return inner(value, cls)
+
+        return structure
+
+    by_name = {name: cls for cls, name in OP_NAMES.items()}
+
+    def structure_op(value: object, _type: type) -> Op:
+        names = ", ".join(by_name)
+        if not isinstance(value, dict):
+            raise ValueError(f'expected an op table like {{ op = "touch", ... }}, got {value!r}')
+        if "op" not in value:
+            raise ValueError(f'missing key "op", expected one of {names}')
+        cls = by_name.get(value["op"])
+        if cls is None:
+            raise ValueError(f"unknown op {value['op']!r}, expected one of {names}")
+        return conv.structure({k: v for k, v in value.items() if k != "op"}, cls)
+
+    conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, structure_list)
+    conv.register_structure_hook_factory(attrs.has, structure_table)
+    conv.register_structure_hook(Op, structure_op)
     return conv
 
 

@@ -30,7 +30,6 @@ from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
 from actors.mm.page_writeback import Writeback
-from actors.mm.readahead import VM_MAX_READAHEAD_PAGES
 from actors.policy import Policy
 from actors.sched.task import TaskStruct, Workload
 from emu import Engine
@@ -87,7 +86,7 @@ class Kernel:
         self.mms[name] = mm
         for spec in process.mappings:
             inode = self.inodes[spec.file]
-            file = File(inode, f"{name}:{spec.file}", VM_MAX_READAHEAD_PAGES)
+            file = File(inode, f"{name}:{spec.file}", spec.read_ahead_kb * 1024 // PAGE_SIZE)
             flags = VmFlag.READ | _MADVISE[spec.madvise]
             if spec.shared:
                 flags |= VmFlag.SHARED

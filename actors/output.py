@@ -5,7 +5,7 @@ Layout (DESIGN.md section 3)::
     DIR/
       results.json            schema 1 (``ExperimentResult.to_json()``), orjson, indent 2
       config.toml             byte copy of the source config (replayable)
-      replay.json             {"config", "policies", "seed", "tie_seed"}
+      replay.json             {"config" (absolute path), "config_copy", "policies", "seed", "tie_seed"}
       <policy>/trace.jsonl    the run's trace records (its BLAKE2b-128 is trace_digest)
       <policy>/trace.perfetto.json   the same, drawn for ui.perfetto.dev
       ...                     plots, when ``actors.plots`` exists and plots are on
@@ -22,8 +22,8 @@ import contextlib
 import importlib
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -67,7 +67,8 @@ def replay_info(result: ExperimentResult) -> dict[str, Any]:
     """What ``replay.json`` holds: enough to rerun exactly this experiment."""
     first = result.runs[0].results if result.runs else {}
     return {
-        "config": str(result.config.source),
+        "config": str(pathlib.Path(result.config.source).resolve()),
+        "config_copy": CONFIG_COPY,
         "policies": [run.policy for run in result.runs],
         "seed": first.get("seed", result.config.seed),
         "tie_seed": first.get("tie_seed"),
@@ -99,7 +100,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
     check_out_dir(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tmp = _sibling(out, "tmp")
     try:
         _write_contents(tmp, result)
         if plots:
@@ -138,10 +139,21 @@ def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:
     return []
 
 
+def _sibling(out: pathlib.Path, kind: str) -> pathlib.Path:
+    """Create an empty sibling ``<out>.<kind>-<random>`` with the umask's permissions (unlike mkdtemp's 0700)."""
+    while True:
+        path = out.with_name(f"{out.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+
+
 def _move_into_place(tmp: pathlib.Path, out: pathlib.Path) -> None:
     """Rename *tmp* to *out*; an existing *out* (empty, or forced) is replaced."""
     if out.exists():
-        old = pathlib.Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        old = _sibling(out, "old")
         old.rmdir()
         out.rename(old)
         try:

@@ -26,6 +26,9 @@ mmap_sem hold              an async slice in the mm owner's process (on its
 io.latency throttle        a complete slice on the thread, ``rq_qos_throttle``
                            → ``rq_qos_throttle_done``; the induced delay
                            (``blkcg_maybe_throttle_current``) likewise
+IO under mmap_sem          a complete slice on the thread covering the sleep
+                           that ``mmap_sem_held_across_io`` reports (the
+                           inversion's signature)
 bio                        an async slice in the device's process, from
                            ``block_bio_queue`` (or ``block_rq_issue``) to
                            ``block_rq_complete``, keyed by bio id
@@ -33,7 +36,8 @@ fault → IO                 a flow arrow from the fault that queued the bio to
                            a zero-length completion slice on the device's
                            ``completions`` thread
 counters                   io.latency ``depth``/``use_delay`` per group (from
-                           ``iolatency_scale``), mmap_sem ``waiters`` per mm
+                           ``iolatency_scale``, in the device's process, whoever
+                           logged it), mmap_sem ``waiters`` per mm
                            (from ``mmap_lock_start_locking``)
 =========================  ====================================================
 
@@ -121,6 +125,7 @@ def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = No
     bios: dict[int, dict[str, Any]] = {}  # bio id → queued/issued, not complete
     delays: list[tuple[str, int, int, dict[str, Any]]] = []
     devices: dict[str | None, str] = {}  # dev "8:0" → the device actor
+    scales: list[dict[str, Any]] = []
     hold_seq = 0
     last_ts = 0
 
@@ -199,8 +204,12 @@ def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = No
                 cpid, ctid = ids.thread(actor, _COMPLETIONS)
                 out.complete(f"complete bio {bio_id}", cpid, ctid, ts, 0, cat="block", args={"bio": bio_id})
                 out.flow("bio", f"bio:{bio_id}", opened["flow_from"], (cpid, ctid, ts), cat="block")
+        elif event == "mmap_sem_held_across_io":
+            pid, tid = ids.actor(actor)
+            ns = record.get("ns", 0)
+            out.complete("IO under mmap_sem", pid, tid, ts - ns, ns, cat="inversion", args=_args(record))
         elif event == "iolatency_scale":
-            _iolatency_counter(out, ids, actor, record, ts, depth_cap)
+            scales.append(record)  # drawn at the end, once every device is known
 
     # Close what the end of the trace cut off.
     for actor, opened in faults.items():
@@ -221,6 +230,11 @@ def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = No
         args = {**opened["args"], "unfinished": True}
         name = f"bio {opened['args'].get('op', '')}".rstrip()
         out.async_slice(name, pid, tid, opened["ts"], last_ts - opened["ts"], id=f"bio:{bio_id}", cat="block", args=args)
+    for record in scales:
+        # Logged by whoever triggered the change; drawn on the device's process.
+        device = devices.get(record.get("dev"))
+        pid = ids.actor(device)[0] if device is not None else ids.process(f"dev {record.get('dev')}")
+        _iolatency_counter(out, pid, record, record["ts"], depth_cap)
     for actor, ts, delay, args in delays:
         pid, tid = ids.actor(actor)
         end = min(ts + delay, last_ts)
@@ -240,10 +254,9 @@ def _hold_slice(out: PerfettoTrace, ids: _Ids, actor: str, mm: str, hold: dict[s
     )
 
 
-def _iolatency_counter(out: PerfettoTrace, ids: _Ids, actor: str, record: dict[str, Any], ts: int, depth_cap: int | None) -> None:
+def _iolatency_counter(out: PerfettoTrace, pid: int, record: dict[str, Any], ts: int, depth_cap: int | None) -> None:
     if record.get("max_depth") is None and record.get("use_delay") is None:
         return  # a parent's cookie event
-    pid, _tid = ids.actor(actor)
     values: dict[str, int] = {}
     depth = record.get("max_depth")
     if depth is not None:

@@ -28,7 +28,7 @@ returns it to ``free``. A reservation that would leave ``free`` below
 ``flush_threshold × space`` flushes, one state at a time, re-checking after
 each::
 
-    FLUSH_DELALLOC       start writeback of enough delalloc (flusher, no wait for IO)
+    FLUSH_DELALLOC       start writeback of the shortfall, in 256 KiB items (flusher; no IO wait)
     FLUSH_DELALLOC_WAIT  write back and wait for the IO and every ordered extent
     COMMIT_TRANS         commit_cost of work + a REQ_META|REQ_SYNC write, waited
                          for; unpins what was pinned when it started
@@ -97,6 +97,8 @@ PAGES_PER_META_BLOCK = 256
 NODESIZE = 16 * 1024
 #: Metadata a transaction commit writes (a few tree blocks and the super block).
 COMMIT_META_BYTES = 4 * NODESIZE
+#: ``EXTENT_SIZE_PER_ITEM``: delalloc flushing reclaims in items of this size.
+EXTENT_SIZE_PER_ITEM = 256 * 1024
 #: Delay from a write bio's completion to ``btrfs_finish_ordered_io`` (endio worker).
 FINISH_ORDERED_IO_NS = 20 * NSEC_PER_USEC
 
@@ -418,8 +420,10 @@ class BtrfsFs:
         """``flush_space()`` for one state (see the module header); traces ``btrfs_flush_space``."""
         kernel = self.kernel
         writeback = kernel.writeback
+        # shrink_delalloc(): reclaim whole EXTENT_SIZE_PER_ITEM items, at least one.
         shortfall = int(self.config.flush_threshold * self.config.space) + nbytes - self.free_bytes()
-        nr_pages = max(1, -(-shortfall // PAGE_SIZE))
+        items = max(1, -(-shortfall // EXTENT_SIZE_PER_ITEM))
+        nr_pages = items * EXTENT_SIZE_PER_ITEM // PAGE_SIZE
         start = current.actor.now_ns
         if state == FLUSH_DELALLOC:
             kernel.count("btrfs_flush_delalloc")

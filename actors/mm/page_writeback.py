@@ -29,7 +29,8 @@ after the block device. It owns:
                ──▶ periodic    (every ``interval`` while anything is dirty)
                ──▶ sleep until woken
 
-  Each work takes chunks of up to ``batch_pages`` dirty pages of one inode
+  Periodic and background passes yield to queued works between chunks, as
+  ``wb_writeback`` does, and resume afterwards. Each work takes chunks of up to ``batch_pages`` dirty pages of one inode
   (``trylock_page`` — skip if locked; skip if still under writeback, as
   ``WB_SYNC_NONE`` does; ``clear_page_dirty_for_io`` write-protects the PTEs
   with ``page_mkclean`` and clears PG_dirty; ``set_page_writeback``;
@@ -426,6 +427,14 @@ class Writeback:
         while work.nr_pages > 0:
             if work.reason == "background" and self._nr_dirty <= background_thresh:
                 break  # over_bground_thresh() is false
+            if work.reason in ("background", "periodic") and self._works:
+                # "Background writeout and kupdate-style writeback may run forever.
+                # Stop them if there is other work to do" (restarted afterwards).
+                if work.reason == "background":
+                    self._background_due = True
+                else:
+                    self._periodic_due = True
+                break
             while self._inflight_chunks >= WB_MAX_INFLIGHT_CHUNKS:
                 await self._slot_wq.wait(current.actor, "slot")
             chunk = self._take_chunk(current, min(self.config.batch_pages, work.nr_pages), work.sb)

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 from actors.arch.fault import do_page_fault
 from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
-from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, ProcRead, Think, ThreadConfig, Touch
+from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, Populate, ProcRead, Think, ThreadConfig, Touch
 from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from actors.mm.gup import mm_populate
 from actors.mm.mmap import VmAreaStruct, VmFlag, down_read, down_write, up_read, up_write
 from actors.mm.page import Page, wake_fatal
 from emu import WaitQueue
@@ -177,6 +178,10 @@ class Workload:
             await self.vma_op(op)
         elif isinstance(op, Io):
             await direct_io(current, op)
+        elif isinstance(op, Populate):
+            vma = current.kernel.mapping_vma(current, op.mapping)
+            if vma is not None:
+                await mm_populate(current, vma.vm_start, vma.vm_end - vma.vm_start)
         await return_to_user(current)
         return True
 

@@ -106,7 +106,7 @@ def test_run_policy_seed_and_tie_seed_options(tiny: pathlib.Path, tmp_path: path
     (run,) = orjson.loads((out / "results.json").read_bytes())["runs"]
     assert (run["policy"], run["seed"], run["tie_seed"]) == ("v5.7", 11, 5)
     replay = orjson.loads((out / "replay.json").read_bytes())
-    assert replay == {"config": str(tiny), "policies": ["v5.7"], "seed": 11, "tie_seed": 5}
+    assert replay == {"config": str(tiny.resolve()), "config_copy": "config.toml", "policies": ["v5.7"], "seed": 11, "tie_seed": 5}
 
 
 def test_unknown_policy_exits_2_listing_valid_names(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:

@@ -49,11 +49,12 @@ def _records() -> list[dict[str, Any]]:
         (1500, "app.t0", "mmap_lock_acquire_returned", {"mm": "app", "write": False, "success": True, "waited_ns": 500}),
         (2000, "app.t0", "block_bio_queue", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch", "comm": "app.t0", "pid": 101}),
         (2000, "app.t0", "rq_qos_throttle", {"dev": "8:0", "bio": 1, "blkcg": "batch", "inflight": 1, "max_depth": 1}),
-        (2500, "sda", "iolatency_scale", {"dev": "8:0", "what": "max_depth", "blkcg": "batch", "by": "batch", "direction": -1,
+        (2500, "app.t0", "iolatency_scale", {"dev": "8:0", "what": "max_depth", "blkcg": "batch", "by": "batch", "direction": -1,
                                           "old": 2, "new": 1, "max_depth": 1, "use_delay": 0, "scale_cookie": 99, "scale_grp": None}),
         (2500, "sda", "iolatency_scale", {"dev": "8:0", "what": "scale_cookie", "blkcg": "", "by": "batch", "direction": -1,
                                           "old": 100, "new": 99, "max_depth": None, "use_delay": None, "scale_cookie": 99, "scale_grp": "batch"}),
         (3000, "app.t0", "rq_qos_throttle_done", {"dev": "8:0", "bio": 1, "blkcg": "batch", "waited_ns": 1000}),
+        (3000, "app.t0", "mmap_sem_held_across_io", {"kind": "throttle", "ns": 1000, "held": ["app:read"]}),
         (3000, "sda", "block_rq_issue", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch"}),
         (3500, "app.t1", "mmap_lock_start_locking", {"mm": "app", "write": True, "waiters": 0}),
         (4000, "app.t2", "block_bio_queue", {"dev": "8:0", "bio": 3, "op": "WRITE", "nr_sector": 8, "blkcg": "", "comm": "app.t2", "pid": 103}),
@@ -165,7 +166,10 @@ def test_perfetto_draws_holds_waits_bios_throttles_flows_and_counters() -> None:
     assert [e["name"] for e in events if e["ph"] == "X" and e["name"] == "io.latency delay"] == ["io.latency delay"]
     # One arrow: bio 1 was queued inside a fault, bio 3 outside any.
     assert sorted((e["ph"], e["id"]) for e in events if e["ph"] in "sf") == [("f", "bio:1"), ("s", "bio:1")]
+    (inversion,) = [e for e in events if e["ph"] == "X" and e["cat"] == "inversion"]
+    assert (round(inversion["ts"] * 1000), round(inversion["dur"] * 1000)) == (2000, 1000)
     counters = [(e["name"], e["args"]) for e in events if e["ph"] == "C"]
+    assert {e["pid"] for e in events if e["ph"] == "C" and e["name"].startswith("io.latency")} == {pid_of["sda"]}
     assert ("io.latency batch", {"depth": 1, "use_delay": 0}) in counters
     assert ("io.latency batch", {"depth": 32, "use_delay": 0}) in counters  # UINT_MAX drawn as the queue depth
     assert ("mmap_sem waiters app", {"waiters": 1}) in counters
@@ -209,7 +213,7 @@ def test_write_run_dir_layout(tmp_path: pathlib.Path, tiny_result) -> None:
     ]  # fmt: skip
     assert (out / "config.toml").read_text() == TINY
     assert orjson.loads((out / "replay.json").read_bytes()) == {
-        "config": str(tmp_path / "tiny.toml"), "policies": ["v4.19", "v5.1"], "seed": 3, "tie_seed": None,
+        "config": str((tmp_path / "tiny.toml").resolve()), "config_copy": "config.toml", "policies": ["v4.19", "v5.1"], "seed": 3, "tie_seed": None,
     }  # fmt: skip
     assert orjson.loads((out / "results.json").read_bytes()) == tiny_result.to_json()
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # no temporary left behind
@@ -250,3 +254,41 @@ def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_run_dir(tmp_path / "out", tiny_result, plots=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """``actors.plots.write_plots(run_dir, result)`` is called inside the directory before it appears."""
+    import sys
+    import types
+
+    calls = []
+
+    def write_plots(run_dir: pathlib.Path, result) -> None:
+        calls.append(result)
+        (pathlib.Path(run_dir) / "latency_cdf.png").write_bytes(b"png")
+
+    monkeypatch.setitem(sys.modules, "actors.plots", types.SimpleNamespace(write_plots=write_plots))
+    assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
+    assert calls == [tiny_result] and (tmp_path / "out" / "latency_cdf.png").exists()
+
+
+def test_plots_skipped_silently_without_the_module(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """Without ``actors.plots`` the run directory is written with no plots and no warning."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "actors.plots", None)
+    assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """A plot writer that raises leaves the results in place and returns a warning."""
+    import sys
+    import types
+
+    def write_plots(run_dir, result) -> None:
+        raise ValueError("no data to plot")
+
+    monkeypatch.setitem(sys.modules, "actors.plots", types.SimpleNamespace(write_plots=write_plots))
+    (warning,) = write_run_dir(tmp_path / "out", tiny_result, plots=True)
+    assert "no data to plot" in warning and (tmp_path / "out" / "results.json").exists()

@@ -413,6 +413,7 @@ class RwsemModel:
 
 
 OWNERS = ("t0", "t1", "t2", "t3", "t4")
+LATER = st.sampled_from([0, MS, 5 * MS])  # time passing before a release or a retry
 
 
 class RwsemMachine(RuleBasedStateMachine):
@@ -469,15 +470,17 @@ class RwsemMachine(RuleBasedStateMachine):
         self.acquire(data, "down_write_trylock")
 
     @precondition(lambda self: self.sem.statistics().woken is not None)
-    @rule()
-    def retry_woken_writer(self) -> None:
+    @rule(delay_ns=LATER)
+    def retry_woken_writer(self, delay_ns: int) -> None:
+        self.now += delay_ns
         owner = self.sem.statistics().woken
         assert owner is not None
         assert self.sem.down_write_retry(owner, self.now) == self.model.retry(owner, self.now)
 
     @precondition(lambda self: any(self.sem.is_held_by(o) for o in self.running()))
-    @rule(data=st.data(), downgrade=st.booleans())
-    def release(self, data: st.DataObject, downgrade: bool) -> None:
+    @rule(data=st.data(), downgrade=st.booleans(), held_ns=LATER)
+    def release(self, data: st.DataObject, downgrade: bool, held_ns: int) -> None:
+        self.now += held_ns
         owner = data.draw(st.sampled_from([o for o in self.running() if self.sem.is_held_by(o)]), label="owner")
         queue_before = list(self.sem.statistics().waiters)
         if self.sem.is_held_by(owner) == "read":
@@ -505,7 +508,7 @@ class RwsemMachine(RuleBasedStateMachine):
             (self.sem.up_write if write else self.sem.up_read)(owner, self.now)
         assert self.sem.statistics() == before
 
-    @rule(delta_ns=st.integers(0, 3 * MS))
+    @rule(delta_ns=st.sampled_from([1_000, MS, 2 * MS, 5 * MS]))
     def advance_time(self, delta_ns: int) -> None:
         self.now += delta_ns
 

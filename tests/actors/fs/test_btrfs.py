@@ -1,0 +1,523 @@
+"""Tests for actors/fs/btrfs.py: btrfs_page_mkwrite (4.19 and V3 patch 7/7), space flushing, reads.
+
+Paths run through a real engine, block device and ``Writeback`` flusher,
+with a small fake kernel and fake tasks (the parts of ``Kernel`` and
+``TaskStruct`` these paths use).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from types import SimpleNamespace
+from typing import Any
+
+from actors.block.blkdev import BlockDevice
+from actors.config import BtrfsConfig, WritebackConfig
+from actors.fs.btrfs import FINISH_ORDERED_IO_NS, NODESIZE, BtrfsFs
+from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
+from actors.locking.rwsem import RwsemSemantics
+from actors.mm.filemap import File, Inode, cached_fraction_fill
+from actors.mm.memory import VmFault, do_page_mkwrite
+from actors.mm.mmap import MmStruct, VmFlag, down_read_trylock, down_write, up_read, up_write
+from actors.mm.page import Page, end_page_writeback, unlock_page
+from actors.mm.page_writeback import Writeback
+from actors.policy import PRESETS
+from emu import NSEC_PER_MSEC, NSEC_PER_USEC, Engine
+from emu.testing import records, run_strict
+
+MS = NSEC_PER_MSEC
+US = NSEC_PER_USEC
+WRITE_MKWRITE = FaultFlag.WRITE | FaultFlag.MKWRITE
+
+
+class FakeTask:
+    """The parts of ``TaskStruct`` the fault and fs paths use."""
+
+    def __init__(self, kernel: FakeKernel, comm: str, mm: MmStruct | None = None, blkcg: str = "") -> None:
+        self.kernel = kernel
+        self.comm = comm
+        self.thread = comm
+        self.pid = kernel.next_pid()
+        self.blkcg = blkcg
+        self.mm = mm
+        self.actor: Any = None
+        self.mmap_sem_held: list = []
+        self.killable_queue = None
+        self.dropped_vma = None
+        self.throttle_queue = None
+        self.pending_sigkill = False
+        self.sleep_ns: dict[str, int] = defaultdict(int)
+
+    def fatal_signal_pending(self) -> bool:
+        return self.pending_sigkill
+
+    def account_sleep(self, kind: str, ns: int) -> None:
+        self.sleep_ns[kind] += ns
+
+
+class FakeKernel:
+    """Engine, device, flusher, btrfs, one shared file mapping and counters."""
+
+    def __init__(
+        self,
+        *,
+        policy: str = "v4.19",
+        btrfs: BtrfsConfig | None = None,
+        writeback: WritebackConfig | None = None,
+        nr_pages: int = 64,
+        service_ns: int = MS,
+    ) -> None:
+        self.engine = Engine(seed=0, horizon_ns=60_000 * MS)
+        self.policy = PRESETS[policy]
+        self.config = SimpleNamespace(
+            btrfs=btrfs or BtrfsConfig(), writeback=writeback or WritebackConfig(interval=10_000 * MS)
+        )
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.bdev = BlockDevice(self.engine, service_time=lambda bio: service_ns)
+        self._pid = 100
+        self._bio_id = 0
+        self.writeback = Writeback(self, self.config.writeback)
+        self.btrfs = BtrfsFs(self, self.config.btrfs)
+        self.inode = Inode(1, "db", nr_pages * PAGE_SIZE, self.btrfs)
+        cached_fraction_fill(self.inode, list(range(nr_pages)))
+        self.mm = MmStruct(self.engine, "db", 1, RwsemSemantics.V4_19)
+        self.file = File(self.inode, "db:db", 32)
+        self.vma = self.mm.insert_vma(nr_pages, VmFlag.READ | VmFlag.WRITE | VmFlag.SHARED, self.file, "db")
+
+    def next_pid(self) -> int:
+        self._pid += 1
+        return self._pid
+
+    def next_bio_id(self) -> int:
+        self._bio_id += 1
+        return self._bio_id
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def spawn_kthread(self, name: str, fn: Callable[[Any], Coroutine[Any, Any, None]]) -> FakeTask:
+        task = FakeTask(self, name)
+
+        async def main(actor: Any) -> None:
+            await fn(task)
+
+        task.actor = self.engine.spawn(name, main, daemon=True)
+        return task
+
+    def spawn(self, comm: str, fn: Callable[[FakeTask], Coroutine[Any, Any, None]]) -> FakeTask:
+        task = FakeTask(self, comm, self.mm)
+
+        async def main(actor: Any) -> None:
+            await fn(task)
+
+        task.actor = self.engine.spawn(comm, main)
+        return task
+
+    def page(self, index: int) -> Page:
+        return self.inode.i_mapping.pages[index]
+
+    def vmf(self, index: int, flags: FaultFlag = WRITE_MKWRITE) -> VmFault:
+        vmf = VmFault()
+        vmf.vma = self.vma
+        vmf.address = self.vma.vm_start + index
+        vmf.pgoff = index
+        vmf.flags = flags
+        vmf.page = self.page(index)
+        return vmf
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in records(self.engine) if r["event"] == name]
+
+
+def test_btrfs_mkwrite_reserves_space_and_dirties_page():
+    """4.19 mkwrite pays ``reserve_cost``, reserves a page of delalloc and returns the page locked and dirty."""
+    kernel = FakeKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(7)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["now"] = current.actor.now_ns
+        page = vmf.page
+        seen["flags"] = (page.test(PageFlag.LOCKED), page.test(PageFlag.DIRTY), page.test(PageFlag.UPTODATE))
+        unlock_page(page)
+
+    task = kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.LOCKED
+    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 30 * US
+    assert seen["flags"] == (True, True, True)
+    st = kernel.btrfs.statistics()
+    assert (st.bytes_may_use, st.bytes_pinned, st.delalloc_pages) == (PAGE_SIZE, 0, 1)
+    assert kernel.writeback.statistics().nr_dirty == 1
+    assert kernel.counters["btrfs_mkwrite"] == 1 and not kernel.counters["btrfs_mkwrite_dropped"]
+    (event,) = kernel.events("btrfs_page_mkwrite")
+    assert (event["result"], event["dropped"]) == ("LOCKED", False)
+
+
+def test_mkwrite_twice_on_a_page_does_not_double_reserve():
+    """A second mkwrite of a page that is still delalloc replaces its reservation."""
+    kernel = FakeKernel()
+
+    async def program(current: FakeTask) -> None:
+        for _ in range(2):
+            vmf = kernel.vmf(3)
+            await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+            unlock_page(vmf.page)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE
+
+
+def test_reservation_flushes_delalloc_then_commits_when_space_short():
+    """Short of space: FLUSH_DELALLOC, FLUSH_DELALLOC_WAIT (freed extents stay pinned), then COMMIT_TRANS unpins."""
+    kernel = FakeKernel(btrfs=BtrfsConfig(space=16 * PAGE_SIZE, flush_threshold=0.25, commit_cost=2 * MS))
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        for index in range(12):  # leaves exactly the 4-page threshold free
+            vmf = kernel.vmf(index)
+            assert await kernel.btrfs.btrfs_page_mkwrite(current, vmf) == VmFaultResult.LOCKED
+            unlock_page(vmf.page)
+        seen["before"] = (kernel.btrfs.statistics(), current.actor.now_ns, dict(current.sleep_ns))
+        vmf = kernel.vmf(12)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        unlock_page(vmf.page)
+        seen["after"] = kernel.btrfs.statistics()
+        seen["sleeps"] = dict(current.sleep_ns)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["before"][0].bytes_may_use == 12 * PAGE_SIZE
+    assert seen["ret"] == VmFaultResult.LOCKED
+    states = [e["state"] for e in kernel.events("btrfs_flush_space")]  # all from the 13th mkwrite
+    assert states == ["FLUSH_DELALLOC", "FLUSH_DELALLOC_WAIT", "COMMIT_TRANS"]
+    assert kernel.counters["btrfs_flush_delalloc"] == 2 and kernel.counters["btrfs_commit_transaction"] == 1
+    assert not kernel.counters["btrfs_enospc"]
+    (commit,) = kernel.events("btrfs_transaction_commit")
+    assert commit["unpinned"] == 12 * PAGE_SIZE  # every delalloc page was written (one 256 KiB item) and finished
+    after = seen["after"]
+    assert (after.bytes_may_use, after.bytes_pinned) == (PAGE_SIZE, 0)
+    meta_writes = [r for r in kernel.events("block_bio_queue") if r["op"] == "WRITE" and r["comm"] == "writer"]
+    assert len(meta_writes) == 1  # the commit's REQ_META write, issued by the reserving task
+    fs_before = seen["before"][2]["fs"]
+    assert seen["sleeps"]["fs"] - fs_before >= 2 * MS and seen["sleeps"]["io"] > 0
+    (ticket,) = kernel.events("btrfs_reserve_ticket")
+    assert (ticket["flush_states"], ticket["error"]) == (3, 0)
+
+
+def test_enospc_gives_sigbus():
+    """When even a commit cannot make room, the reservation fails with -ENOSPC and mkwrite returns SIGBUS."""
+    kernel = FakeKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0))
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(0)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["locked"] = vmf.page.test(PageFlag.LOCKED)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.SIGBUS
+    assert not seen["locked"]
+    assert kernel.counters["btrfs_enospc"] == 1 and kernel.counters["btrfs_commit_transaction"] == 1
+    assert kernel.btrfs.statistics().bytes_may_use == 0
+    assert kernel.events("btrfs_reserve_ticket")[0]["error"] == -28
+
+
+def test_mkwrite_waits_on_page_writeback():
+    """mkwrite waits (``io``) for PG_writeback to clear, unconditionally, with the page locked."""
+    kernel = FakeKernel()
+    page = kernel.page(4)
+    page.flags |= PageFlag.WRITEBACK
+    kernel.engine.call_at(5 * MS, end_page_writeback, page)
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(4)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["now"] = current.actor.now_ns
+        unlock_page(vmf.page)
+
+    task = kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.LOCKED
+    assert seen["now"] == 5 * MS
+    assert task.sleep_ns["io"] == 5 * MS - kernel.config.btrfs.reserve_cost
+
+
+def test_mkwrite_waits_for_ordered_extent():
+    """An ordered extent on the page: unlock, btrfs_start_ordered_extent(wait=1), then again from lock_page."""
+    kernel = FakeKernel()
+    btrfs = kernel.btrfs
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        oe = btrfs._add_ordered_extent(current, [kernel.page(9)])  # written, finish_ordered_io pending
+        kernel.engine.call_later(3 * MS, btrfs.btrfs_finish_ordered_io, oe)
+        vmf = kernel.vmf(9)
+        seen["ret"] = await btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["now"] = current.actor.now_ns
+        seen["ordered"] = btrfs.ordered_extent(1, 9)
+        unlock_page(vmf.page)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.LOCKED and seen["now"] == 3 * MS and seen["ordered"] is None
+    assert kernel.counters["btrfs_mkwrite_ordered_wait"] == 1
+    assert len(kernel.events("btrfs_ordered_extent_start")) == 1
+
+
+def test_flusher_write_creates_ordered_extent_until_finish_ordered_io():
+    """The flusher's write makes an ordered extent that outlives PG_writeback by FINISH_ORDERED_IO_NS."""
+    kernel = FakeKernel(writeback=WritebackConfig(interval=10 * MS), service_ns=MS)
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(2)
+        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        unlock_page(vmf.page)
+        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
+        await current.actor.sleep_until(dirtied + 11 * MS + FINISH_ORDERED_IO_NS // 2)
+        seen["mid"] = (vmf.page.test(PageFlag.WRITEBACK), kernel.btrfs.ordered_extent(1, 2) is not None)
+        await current.actor.sleep(FINISH_ORDERED_IO_NS)
+        seen["end"] = kernel.btrfs.ordered_extent(1, 2)
+        seen["space"] = kernel.btrfs.statistics()
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["mid"] == (False, True)
+    assert seen["end"] is None
+    assert (seen["space"].bytes_may_use, seen["space"].bytes_pinned) == (0, PAGE_SIZE)
+
+
+def test_v3_mkwrite_drops_sem_and_returns_retry_with_cached_page():
+    """V3 (behaviour 19, first half): the sem is dropped for the reservation; RETRY with the page cached."""
+    kernel = FakeKernel(policy="v3", btrfs=BtrfsConfig(reserve_cost=100 * US))
+    mm = kernel.mm
+    seen = {}
+
+    async def faulter(current: FakeTask) -> None:
+        assert down_read_trylock(current, mm)
+        vmf = kernel.vmf(5, WRITE_MKWRITE | FaultFlag.ALLOW_RETRY)
+        refs = vmf.page.refcount
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["held"] = list(current.mmap_sem_held)
+        seen["cached"] = (vmf.cached_page is vmf.page, vmf.cached_size, vmf.page.refcount - refs)
+        seen["flags"] = (vmf.page.test(PageFlag.LOCKED), vmf.page.test(PageFlag.DIRTY))
+        seen["fpin"] = kernel.file.f_count
+
+    async def writer(current: FakeTask) -> None:
+        await current.actor.sleep(10 * US)
+        await down_write(current, mm)  # not blocked by the faulter's reservation
+        seen["writer_in"] = current.actor.now_ns
+        up_write(current, mm)
+
+    kernel.spawn("faulter", faulter)
+    kernel.spawn("mapper", writer)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.RETRY
+    assert seen["held"] == []
+    assert seen["cached"] == (True, kernel.inode.i_size, 1)
+    assert seen["flags"] == (False, True)
+    assert seen["fpin"] == 1  # pinned for the drop, put again
+    assert seen["writer_in"] == 10 * US
+    assert kernel.counters["btrfs_mkwrite_dropped"] == 1
+    assert kernel.events("maybe_unlock_mmap_for_io")
+
+
+def test_v3_mkwrite_keeps_sem_without_allow_retry():
+    """V3's second attempt (no ALLOW_RETRY) runs the full mkwrite holding the sem and returns LOCKED."""
+    kernel = FakeKernel(policy="v3")
+    seen = {}
+
+    async def faulter(current: FakeTask) -> None:
+        assert down_read_trylock(current, kernel.mm)
+        vmf = kernel.vmf(5, WRITE_MKWRITE | FaultFlag.TRIED)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["held"] = len(current.mmap_sem_held)
+        unlock_page(vmf.page)
+        up_read(current, kernel.mm)
+
+    kernel.spawn("faulter", faulter)
+    run_strict(kernel.engine)
+    assert seen == {"ret": VmFaultResult.LOCKED, "held": 1}
+    assert kernel.counters["btrfs_mkwrite"] == 1 and not kernel.counters["btrfs_mkwrite_dropped"]
+
+
+def test_v3_enospc_after_drop_retakes_sem_behind_queued_writer():
+    """V3 error path (defect 9): fput, then a blocking down_read that queues behind a waiting writer."""
+    kernel = FakeKernel(policy="v3", btrfs=BtrfsConfig(space=2048, flush_threshold=0.0, commit_cost=MS))
+    mm = kernel.mm
+    seen = {}
+
+    async def faulter(current: FakeTask) -> None:
+        assert down_read_trylock(current, mm)
+        vmf = kernel.vmf(0, WRITE_MKWRITE | FaultFlag.ALLOW_RETRY)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["back"] = current.actor.now_ns
+        seen["held"] = [mode for _mm, mode in current.mmap_sem_held]
+        up_read(current, mm)
+
+    async def reader(current: FakeTask) -> None:
+        await current.actor.sleep(10 * US)
+        assert down_read_trylock(current, mm)
+        await current.actor.sleep(20 * MS)  # a long read hold, e.g. another fault
+        up_read(current, mm)
+
+    async def writer(current: FakeTask) -> None:
+        await current.actor.sleep(20 * US)
+        await down_write(current, mm)  # queues behind the reader
+        seen["writer_in"] = current.actor.now_ns
+        await current.actor.sleep(MS)
+        up_write(current, mm)
+
+    kernel.spawn("faulter", faulter)
+    kernel.spawn("reader", reader)
+    kernel.spawn("mapper", writer)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.SIGBUS
+    assert seen["held"] == ["read"]
+    assert seen["writer_in"] == 20 * MS + 10 * US
+    assert seen["back"] == seen["writer_in"] + MS  # re-taking the sem waited for reader and writer
+    assert kernel.counters["btrfs_mkwrite_retake_sem"] == 1
+
+
+def test_v3_used_cached_fastpath_only_with_flag():
+    """USED_CACHED would skip the work (fast path), but do_page_mkwrite strips it (defect 7): full mkwrite."""
+    kernel = FakeKernel(policy="v3")
+    btrfs = kernel.btrfs
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        page = kernel.page(6)
+        kernel.writeback.set_page_dirty(page)
+        # Called directly with the flag, as patch 7/7 intended: the fast path.
+        vmf = kernel.vmf(6, WRITE_MKWRITE | FaultFlag.USED_CACHED)
+        vmf.cached_size = kernel.inode.i_size
+        seen["direct"] = (await btrfs.btrfs_page_mkwrite(current, vmf), current.actor.now_ns)
+        unlock_page(page)
+        seen["after_direct"] = (kernel.counters["btrfs_mkwrite"], btrfs.statistics().bytes_may_use)
+        # Through do_page_mkwrite, as every real fault calls it: the flag never arrives.
+        vmf = kernel.vmf(6, FaultFlag.WRITE | FaultFlag.USED_CACHED | FaultFlag.KILLABLE | FaultFlag.USER)
+        vmf.cached_size = kernel.inode.i_size
+        seen["via_do_page_mkwrite"] = await do_page_mkwrite(current, vmf)
+        seen["flags_restored"] = vmf.flags
+        unlock_page(page)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["direct"] == (VmFaultResult.LOCKED, 0)
+    assert seen["after_direct"] == (0, 0)
+    assert kernel.counters["btrfs_used_cached_fastpath"] == 1
+    assert seen["via_do_page_mkwrite"] == VmFaultResult.LOCKED
+    assert seen["flags_restored"] & FaultFlag.USED_CACHED
+    assert kernel.counters["btrfs_mkwrite"] == 1  # the full reservation ran
+    assert kernel.counters["btrfs_used_cached_fastpath"] == 1
+
+
+def test_truncated_page_leaves_through_the_success_exit_as_in_419():
+    """4.19 quirk: a page truncated after the reservation exits via out_unlock with ret2 == 0 (LOCKED)."""
+    kernel = FakeKernel()
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(1)
+        vmf.page.mapping = None  # truncated (without the page-cache bookkeeping)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["locked"] = vmf.page.test(PageFlag.LOCKED)
+        unlock_page(vmf.page)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen == {"ret": VmFaultResult.LOCKED, "locked": True}
+    assert kernel.counters["btrfs_mkwrite_truncated"] == 1
+    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE  # not released, as in 4.19
+
+
+def test_readpage_reads_the_tree_block_first_and_caches_it():
+    """A data read whose extent metadata is not cached waits for a REQ_META tree-block read first."""
+    kernel = FakeKernel(nr_pages=600, service_ns=MS)
+    mapping = kernel.inode.i_mapping
+    for index in (10, 11, 300):
+        del mapping.pages[index]
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        for index in (10, 11, 300):
+            page = Page(None, index)
+            await kernel.btrfs.readpages(current, kernel.file, [page])
+            seen[index] = current.actor.now_ns
+
+    task = kernel.spawn("reader", program)
+    task.blkcg = "app"
+    run_strict(kernel.engine)
+    bios = kernel.events("block_bio_queue")
+    meta = [b for b in bios if b["nr_sector"] == NODESIZE // 512]
+    assert len(meta) == 2  # blocks 0 and 1 (pages 0-255, 256-511)
+    # The block-0 read is waited for; data reads are not. Block 1's read queues behind
+    # the two data reads on the one-channel device: 3 ms to 4 ms.
+    assert (seen[10], seen[11], seen[300]) == (MS, MS, 4 * MS)
+    assert [e["block"] for e in kernel.events("btrfs_get_extent")] == [0, 1]
+    assert kernel.counters["btrfs_meta_reads"] == 2
+    assert all(b["blkcg"] == "app" for b in bios)
+
+
+def _write_fault_config(**btrfs: Any) -> Any:
+    from actors.config import ExperimentConfig
+
+    return ExperimentConfig.from_dict(
+        {
+            "name": "btrfs-write-faults",
+            "seed": 5,
+            "horizon": "2s",
+            "btrfs": {"space": "1MiB", "flush_threshold": 0.5, **btrfs},
+            "writeback": {"interval": "50ms"},
+            "files": [{"name": "db", "size": "1MiB", "fs": "btrfs", "cached": 1.0}],
+            "processes": [
+                {
+                    "name": "db",
+                    "mappings": [{"name": "db", "file": "db", "writable": True}],
+                    "threads": [
+                        {
+                            "name": "writer",
+                            "iterations": 400,
+                            "program": [
+                                {"op": "touch", "mapping": "db", "pattern": "random", "write": True},
+                                {"op": "think", "time": "1ms"},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def test_v3_retry_redoes_the_whole_mkwrite_under_the_sem_in_a_full_run():
+    """Behaviour 19 end to end: under V3 every mkwrite runs twice (the retry holding the sem), the fast path never."""
+    from actors.experiment import run_policy
+
+    config = _write_fault_config()
+    base = run_policy(config, "v4.19", keep_trace=False).results
+    v3 = run_policy(config, "v3", keep_trace=False).results
+    for results in (base, v3):
+        assert results["invariants"]["violations"] == []
+        assert results["end"] == "finished"
+    b, c = base["counters"], v3["counters"]
+    assert b["btrfs_mkwrite"] > 0 and not b.get("btrfs_mkwrite_dropped")
+    assert c["btrfs_mkwrite_dropped"] == c["fault_retries"] > 0
+    assert c["btrfs_mkwrite"] == 2 * c["btrfs_mkwrite_dropped"]
+    assert c.get("btrfs_used_cached_fastpath", 0) == 0
+    assert b["btrfs_commit_transaction"] > 0 and c["btrfs_commit_transaction"] > 0
+    assert c.get("btrfs_enospc", 0) == 0 and c.get("sigbus_delivered", 0) == 0
+
+
+def test_full_run_is_deterministic_with_the_flusher_and_btrfs():
+    """Same config and policy twice: the same trace digest (flusher timers, ordered-extent callbacks)."""
+    from actors.experiment import run_policy
+
+    config = _write_fault_config()
+    assert run_policy(config, "v3").results["trace_digest"] == run_policy(config, "v3").results["trace_digest"]
