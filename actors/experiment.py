@@ -46,6 +46,9 @@ class RunResult:
     results: dict[str, Any]
     trace: Trace
     stats: RunStats
+    #: Every latency sample behind ``results["latency"]``, keyed ``<task>/<op>``
+    #: in ns, in recording order (the plots' CDFs; optional, issue 4).
+    samples: dict[str, list[int]] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -108,7 +111,8 @@ def run_policy(
         "iolatency": iolatency_summary(kernel),
         "invariants": check_invariants(kernel),
     }
-    return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats)
+    samples = {f"{task}/{op}": list(values) for (task, op), values in sorted(kernel.latency.items())}
+    return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples)
 
 
 def run_experiment(

@@ -118,11 +118,11 @@ def bind_logger(clock: Clock, trace: Trace, **context: Any) -> Any:
         trace: where the records go.
         context: fields bound into every record (``actor=...`` first).
     """
+    # .bind() resolves wrap_logger's lazy proxy into a concrete BoundLogger,
+    # so each call skips the proxy's attribute lookup.
     return structlog.wrap_logger(
         _TraceSink(trace),
         processors=[_stamp(clock, trace)],
         wrapper_class=structlog.BoundLogger,
         context_class=dict,
-        cache_logger_on_first_use=True,
-        **context,
-    )
+    ).bind(**context)

@@ -15,7 +15,8 @@ defect 4), fixed by 5c72feee3e45 (policy ``zero_readahead_fix``).
 
 Emulation notes:
     No FOLL_* flags beyond what populate uses; pages are faulted in, not
-    pinned; ``follow_page_mask`` is "a present PTE".
+    pinned; ``follow_page_mask`` is "a present PTE". Each ``faultin_page``
+    costs ``FAULTIN_NS`` of CPU time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from actors.mm.mmap import VmAreaStruct
     from actors.sched.task import TaskStruct
 
+#: CPU time of one ``faultin_page`` round (the fault entry and the loop's
+#: ``cond_resched()``), so a retry loop that makes no progress still moves time.
+FAULTIN_NS = 1_000
+
 
 async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, locked: list[bool] | None) -> int:
     """``faultin_page()``: 0, ``-EBUSY`` when the fault returned RETRY (``*locked = 0``), or an error."""
@@ -37,6 +42,7 @@ async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, loc
     if locked is not None:
         flags |= FaultFlag.ALLOW_RETRY
     current.kernel.count("gup_faults")
+    await current.actor.sleep(FAULTIN_NS)
     ret = await handle_mm_fault(current, vma, address, flags)
     if ret & VM_FAULT_ERROR:
         return -Errno.EFAULT
