@@ -4,22 +4,27 @@
 
     emu run CONFIG --out DIR [--policy NAME]... [--seed N] [--tie-seed N]
                    [--strict] [--plots/--no-plots] [--force]
+                   [--format table|markdown|json]
+    emu report DIR [--format table|markdown|json] [--plots/--no-plots]
+                   [--window START:END]
+    emu replay DIR [--policy NAME]...
     emu validate CONFIG
     emu bench rwsem|pingpong [--json] [--t-end S] [--messages N]
 
 Exit status: 0 success; 1 a run failed (an ``EmulatorError`` such as a hung
-task or a livelock) or, with ``--strict``, broke an invariant; 2 the command
-line or the config is wrong (one line per problem on stderr, no traceback,
-nothing written).
+task or a livelock), with ``--strict`` broke an invariant, or a replay
+diverged from its recorded trace; 2 the command line, the config or the run
+directory is wrong (one line per problem on stderr, no traceback, nothing
+written).
 
 Every failure of a run prints one command line that replays it exactly
 (``emu run CONFIG --policy P --seed S [--tie-seed T] --out DIR2``): a run is
 a pure function of (config, policy, seed, tie seed).
 
-The comparison table goes to stdout; progress and errors go to stderr, so
-``emu run ... > table.txt`` captures the table alone. This module imports the
-kernel model lazily: ``emu validate`` works even while parts of the model do
-not import.
+The comparison report (``actors.report``) goes to stdout; progress and
+errors go to stderr, so ``emu run ... > table.txt`` captures the table alone.
+This module imports the kernel model lazily: ``emu validate`` works even
+while parts of the model do not import.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ import click
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from actors.config import OP_NAMES, ConfigError, ExperimentConfig, resolve_policy
 from actors.policy import PRESETS
-from emu import NSEC_PER_SEC, EmulatorError, format_ns
+from actors.report import FORMATS, ReportError, build_report, load_run_dir, print_report
+from emu import NSEC_PER_SEC, EmulatorError, format_ns, parse_duration
 
 if TYPE_CHECKING:
     from actors.experiment import ExperimentResult
@@ -96,8 +101,9 @@ def main() -> None:
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--tie-seed", type=int, default=None, help="Perturb same-instant order with this seed.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any run breaks an invariant.")
-@click.option("--plots/--no-plots", default=True, show_default=True, help="Write plots (if actors.plots exists).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots: latency CDFs and timelines.")
 @click.option("--force", is_flag=True, help="Replace a non-empty existing DIR.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
 def run(
     config_path: pathlib.Path,
     out: pathlib.Path,
@@ -107,6 +113,7 @@ def run(
     strict: bool,
     plots: bool,
     force: bool,
+    fmt: str,
 ) -> None:
     """Run CONFIG under each policy, write DIR, print a comparison table."""
     config = _load(config_path)
@@ -132,7 +139,7 @@ def run(
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
 
-    _print_table(comparison_table(result))
+    print_report(build_report(result.to_json()), fmt)
     click.echo(f"wrote {out}", err=True)
 
     if strict:
@@ -190,55 +197,116 @@ def _run_failed(error: BaseException, config_path: pathlib.Path, policy: str, se
     sys.exit(EXIT_FAILED)
 
 
-def _print_table(table: Table) -> None:
-    """Print *table* on stdout: fitted to a terminal, at its natural width into a file or pipe."""
-    stdout = Console(highlight=False)
-    if not stdout.is_terminal:
-        natural = Console(highlight=False, width=100_000).measure(table).maximum
-        stdout = Console(highlight=False, width=max(80, natural))
-    stdout.print(table)
+# -- emu report ------------------------------------------------------------------
 
 
-def comparison_table(result: ExperimentResult) -> Table:
-    """One row per policy: latencies (p50/p99/max per ``<task>/<op>``), faults, mmap_sem."""
-    runs = [run.results for run in result.runs]
-    keys = list(dict.fromkeys(k for r in runs for k in r["latency"] if not k.endswith("/think")))
-    table = Table(title=f"{result.config.name} (seed {runs[0]['seed'] if runs else result.config.seed})")
-    table.add_column("policy", no_wrap=True)
-    for key in keys:
-        for stat in ("p50", "p99", "max"):
-            table.add_column(f"{key}\n{stat}", justify="right")
-    for header in (
-        "fault\nretries",
-        "major\nfaults",
-        "held across IO\ncount",
-        "held across IO\ntotal",
-        "mmap_sem\ncontended",
-        "mmap_sem\nwait total",
-        "mmap_sem\nwait max",
-        "invariant\nviolations",
-    ):
-        table.add_column(header, justify="right")
-    for r in runs:
-        row = [r["policy"]]
-        for key in keys:
-            lat = r["latency"].get(key)
-            row += ["-"] * 3 if lat is None else [format_ns(lat["p50_ns"]), format_ns(lat["p99_ns"]), format_ns(lat["max_ns"])]
-        counters = r["counters"]
-        sems = list(r["mmap_sem"].values())
-        violations = len(r["invariants"]["violations"])
-        row += [
-            str(counters.get("fault_retries", 0)),
-            str(counters.get("major_faults", 0)),
-            str(counters.get("mmap_sem_held_across_io", 0)),
-            format_ns(counters.get("mmap_sem_held_across_io_ns", 0)),
-            str(sum(s["contended"] for s in sems)),
-            format_ns(sum(s["wait_total_ns"] for s in sems)),
-            format_ns(max((s["wait_max_ns"] for s in sems), default=0)),
-            f"[red]{violations}[/red]" if violations else "0",
-        ]
-        table.add_row(*row)
-    return table
+def parse_window(_ctx: object, _param: object, value: str | None) -> tuple[int, int] | None:
+    """``START:END`` (durations like ``2.4s``, or integer ns) → ``(start_ns, end_ns)``."""
+    if value is None:
+        return None
+    start, colon, end = value.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        lo, hi = (int(part) if part.strip().isdigit() else parse_duration(part) for part in (start, end))
+    except ValueError:
+        raise click.BadParameter(f'expected START:END with durations like "2.4s:2.6s", got {value!r}') from None
+    if hi <= lo:
+        raise click.BadParameter(f"the window must end after it starts, got {value!r}")
+    return lo, hi
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=pathlib.Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Redraw the plots into DIR.")
+@click.option("--window", metavar="START:END", callback=parse_window, help='Timeline window, e.g. "2.4s:2.6s" (default: around the worst stall).')
+def report(run_dir: pathlib.Path, fmt: str, plots: bool, window: tuple[int, int] | None) -> None:
+    """Re-render the report (and plots) of a finished run directory DIR, without running."""
+    try:
+        loaded = load_run_dir(run_dir)
+    except ReportError as error:
+        _die(f"error: {error}")
+    print_report(build_report(loaded.document), fmt)
+    if not plots:
+        return
+    from actors.plots import write_plots
+
+    missing = [run.trace_path for run in loaded.runs if not run.trace_path.is_file()]
+    if missing:
+        _die([f"error: {path}: missing; cannot draw the timeline (use --no-plots)" for path in missing])
+    if any(run.samples is None for run in loaded.runs):
+        click.echo("warning: no latency-samples.json (written with --no-plots?): CDFs drawn from results.json percentiles", err=True)
+    written = write_plots(run_dir, loaded, window=window)
+    click.echo(f"wrote {len([p for p in written if p.suffix == '.png'])} plots in {run_dir}", err=True)
+
+
+# -- emu replay ------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=pathlib.Path))
+@click.option("--policy", "policies", multiple=True, metavar="NAME", help="Policy to replay (repeatable); default: every run in DIR.")
+def replay(run_dir: pathlib.Path, policies: tuple[str, ...]) -> None:
+    """Run again what DIR records and compare each trace with DIR/<policy>/trace.jsonl."""
+    from actors.replay import config_matches, config_path, replay_run
+
+    try:
+        loaded = load_run_dir(run_dir)
+    except ReportError as error:
+        _die(f"error: {error}")
+    recorded = [run.policy for run in loaded.runs]
+    unknown = [name for name in policies if name not in recorded]
+    if unknown:
+        _die(f"error: {run_dir} has no run of {', '.join(map(repr, unknown))}; it has {', '.join(recorded)}")
+    path = config_path(loaded)
+    if not path.is_file():
+        _die(f"error: {path}: missing; nothing to replay")
+    config = _load(path)
+    if not config_matches(loaded, path):
+        click.echo(f"warning: {path} does not hash to results.json's config_sha256", err=True)
+    failed = False
+    for name in dict.fromkeys(policies or recorded):
+        run = loaded.run(name)
+        seed, tie_seed = run.results["seed"], run.results.get("tie_seed")
+        if not run.trace_path.is_file():
+            _die(f"error: {run.trace_path}: missing; nothing to compare")
+        try:
+            outcome = replay_run(loaded, name, config)
+        except EmulatorError as error:
+            _run_failed(error, path, name, seed, tie_seed, run_dir)
+        except Exception as error:  # an emulator bug outside the engine's wrapping
+            _stderr().print_exception()
+            _run_failed(error, path, name, seed, tie_seed, run_dir)
+        if outcome.ok:
+            click.echo(f"{name}: {outcome.events} events match, digest {outcome.digest}")
+            continue
+        failed = True
+        divergence = outcome.divergence
+        if divergence is None:
+            click.echo(
+                f"{name}: all {outcome.events} events match, but results.json records digest {outcome.recorded_digest}, "
+                f"the trace's is {outcome.digest}",
+                err=True,
+            )
+        else:
+            at = "?" if divergence.ts is None else f"{format_ns(divergence.ts)} ({divergence.ts} ns)"
+            click.echo(f"{name}: traces diverge at event {divergence.index}, virtual time {at}", err=True)
+            click.echo(f"  recorded: {_show(divergence.recorded)}", err=True)
+            click.echo(f"  replayed: {_show(divergence.replayed)}", err=True)
+            if divergence.fields():
+                click.echo(f"  differing fields: {', '.join(divergence.fields())}", err=True)
+        click.echo(f"replay: {replay_command(path, name, seed, tie_seed, f'{run_dir}-replay')}", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _show(record: dict[str, Any] | str | None) -> str:
+    if record is None:
+        return "(end of trace)"
+    if isinstance(record, str):
+        return f"(not JSON) {record}"
+    return orjson.dumps(record).decode()
 
 
 # -- emu validate ------------------------------------------------------------------

@@ -8,7 +8,8 @@ Layout (DESIGN.md section 3)::
       replay.json             {"config" (absolute path), "config_copy", "policies", "seed", "tie_seed"}
       <policy>/trace.jsonl    the run's trace records (its BLAKE2b-128 is trace_digest)
       <policy>/trace.perfetto.json   the same, drawn for ui.perfetto.dev
-      ...                     plots, when ``actors.plots`` exists and plots are on
+      latency-cdf-<task>-<op>.png, timeline-<policy>.png, <policy>/latency-samples.json
+                              plots and their samples (``actors.plots``), unless plots are off
 
 The directory appears whole or not at all: everything is written into a
 sibling ``DIR.tmp-<random>`` and renamed into place at the end. An existing

@@ -27,3 +27,18 @@ def run() -> Callable[[Engine], Any]:
 def trace() -> Callable[[Engine], list[dict[str, Any]]]:
     """Decode an engine's trace records (call it after the run)."""
     return records
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--update-expected``: rewrite tests/scenarios/expected/*.json from fresh runs (STYLE.md 5.25).
+
+    Declared here, not in tests/scenarios/conftest.py: pytest only honours
+    ``pytest_addoption`` in initial conftests, and a plain ``pytest`` run
+    (testpaths = tests) does not load tests/scenarios/conftest.py early enough.
+    """
+    parser.addoption(
+        "--update-expected",
+        action="store_true",
+        default=False,
+        help="regenerate the committed scenario summaries in tests/scenarios/expected/",
+    )

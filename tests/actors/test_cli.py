@@ -210,3 +210,141 @@ def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
         [*cmd, "validate", str(ROOT / "tests/actors/bad_configs/duration_ten.toml")], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "ten" in bad.stderr
+
+
+# -- emu run --format, emu report, emu replay ---------------------------------------
+
+
+@pytest.fixture
+def run_dir(tiny: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A fresh run directory of the tiny config, written by ``emu run`` with plots on."""
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_draws_plots_by_default(run_dir: pathlib.Path) -> None:
+    """``emu run`` without ``--no-plots`` leaves a CDF per op, a timeline per policy and the samples behind them."""
+    assert sorted(p.name for p in run_dir.glob("*.png")) == ["latency-cdf-toucher-touch.png", "timeline-v4.19.png", "timeline-v5.1.png"]
+    assert (run_dir / "v4.19" / "latency-samples.json").is_file()
+
+
+def test_run_format_json_prints_the_report_as_data(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``emu run --format json`` prints the report rows (ns) on stdout and nothing else."""
+    result = _run("run", str(tiny), "--out", str(tmp_path / "out"), "--no-plots", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert [row["policy"] for row in report["rows"]] == ["v4.19", "v5.1"] and report["ops"] == ["toucher/touch"]
+    assert set(report["rows"][0]["mmap_sem"]) == {"contended", "wait_total_ns", "wait_max_ns", "wait_avg_ns"}
+
+
+def test_report_rerenders_the_run_from_disk(run_dir: pathlib.Path) -> None:
+    """``emu report DIR`` prints the same report ``emu run`` printed, in every format, without running."""
+    from actors.report import build_report, render_markdown, report_json
+
+    document = orjson.loads((run_dir / "results.json").read_bytes())
+    as_json = _run("report", str(run_dir), "--no-plots", "--format", "json")
+    assert as_json.exit_code == 0, as_json.output
+    assert orjson.loads(as_json.stdout) == report_json(build_report(document))
+    as_md = _run("report", str(run_dir), "--no-plots", "--format", "markdown")
+    assert as_md.stdout == render_markdown(build_report(document))
+    table = _run("report", str(run_dir), "--no-plots")
+    assert "toucher/touch" in table.stdout and "wait avg" in table.stdout and "v5.1" in table.stdout
+
+
+def test_report_redraws_the_plots_identically(run_dir: pathlib.Path) -> None:
+    """``emu report DIR`` redraws every PNG byte for byte; ``--window`` changes only the timelines."""
+    before = {p.name: p.read_bytes() for p in run_dir.glob("*.png")}
+    for png in run_dir.glob("*.png"):
+        png.unlink()
+    result = _run("report", str(run_dir), "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in run_dir.glob("*.png")} == before
+    assert "wrote 3 plots" in result.stderr
+    result = _run("report", str(run_dir), "--window", "1ms:3ms")
+    assert result.exit_code == 0, result.output
+    after = {p.name: p.read_bytes() for p in run_dir.glob("*.png")}
+    assert after["timeline-v4.19.png"] != before["timeline-v4.19.png"]
+    assert after["latency-cdf-toucher-touch.png"] == before["latency-cdf-toucher-touch.png"]
+
+
+def test_report_without_samples_falls_back_to_percentiles(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A run written with ``--no-plots`` still gets plots from ``emu report``, with a warning that the CDFs are coarse."""
+    out = tmp_path / "out"
+    assert _run("run", str(tiny), "--out", str(out), "--no-plots").exit_code == 0
+    result = _run("report", str(out), "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "percentiles" in result.stderr and (out / "latency-cdf-toucher-touch.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--window", "later"], "START:END"),
+        (["--window", "3ms:1ms"], "end after it starts"),
+    ],
+)
+def test_report_rejects_a_bad_window(run_dir: pathlib.Path, args: list[str], message: str) -> None:
+    """A malformed or empty ``--window`` exits 2 naming what was expected."""
+    result = _run("report", str(run_dir), *args)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_report_and_replay_refuse_a_directory_without_results(tmp_path: pathlib.Path) -> None:
+    """``emu report`` and ``emu replay`` on a directory that is not a run directory exit 2 in one line."""
+    for command in ("report", "replay"):
+        result = _run(command, str(tmp_path))
+        assert result.exit_code == 2 and "not a run directory" in result.stderr and "Traceback" not in result.output
+
+
+def test_replay_succeeds_on_a_fresh_directory(run_dir: pathlib.Path) -> None:
+    """``emu replay DIR`` reruns every policy and prints the events compared and the digest, exit 0."""
+    results = orjson.loads((run_dir / "results.json").read_bytes())
+    result = _run("replay", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{r['policy']}: {r['events']} events match, digest {r['trace_digest']}" for r in results["runs"]]
+    one = _run("replay", str(run_dir), "--policy", "v5.1")
+    assert one.exit_code == 0 and one.stdout.startswith("v5.1: ") and len(one.stdout.splitlines()) == 1
+
+
+def test_replay_fails_on_a_trace_edited_by_hand(run_dir: pathlib.Path) -> None:
+    """A trace.jsonl with one field of one line changed: exit 1, index, virtual time, both versions and a replay command."""
+    trace = run_dir / "v4.19" / "trace.jsonl"
+    lines = trace.read_bytes().splitlines()
+    index = len(lines) // 2
+    record = orjson.loads(lines[index])
+    original = dict(record)
+    record["actor"] = "someone.else"
+    lines[index] = orjson.dumps(record)
+    trace.write_bytes(b"\n".join(lines) + b"\n")
+    result = _run("replay", str(run_dir))
+    assert result.exit_code == 1
+    err = result.stderr
+    assert f"v4.19: traces diverge at event {index}, virtual time" in err and f"({original['ts']} ns)" in err
+    assert f"  recorded: {orjson.dumps(record).decode()}" in err
+    assert f"  replayed: {orjson.dumps(original).decode()}" in err
+    assert "differing fields: actor" in err
+    replay = [line for line in err.splitlines() if line.startswith("replay: ")]
+    assert replay == [f"replay: emu run {run_dir / 'config.toml'} --policy v4.19 --seed 3 --out {run_dir}-replay"]
+    assert result.stdout.startswith("v5.1: ")  # the other policy still replays and matches
+
+
+def test_replay_unknown_policy_exits_2(run_dir: pathlib.Path) -> None:
+    """``emu replay --policy`` of a policy the directory did not run exits 2 naming the ones it did."""
+    result = _run("replay", str(run_dir), "--policy", "v3")
+    assert result.exit_code == 2 and "'v3'" in result.stderr and "v4.19, v5.1" in result.stderr
+
+
+def test_replay_of_a_failing_run_prints_the_replay_command(run_dir: pathlib.Path, monkeypatch) -> None:
+    """A replay that ends in an EmulatorError exits 1 with the error and the command that reruns it."""
+    import actors.experiment
+    from emu import HungTaskError
+
+    def hangs(config, policy, **kwargs):
+        raise HungTaskError(5, ["app.toucher: waits on app.mmap_sem"])
+
+    monkeypatch.setattr(actors.experiment, "run_policy", hangs)
+    result = _run("replay", str(run_dir), "--policy", "v5.1")
+    assert result.exit_code == 1 and "HungTaskError" in result.stderr
+    assert f"replay: emu run {run_dir / 'config.toml'} --policy v5.1 --seed 3 --out {run_dir}-replay" in result.stderr

@@ -1,0 +1,472 @@
+"""Plots of a run directory: latency CDFs per op, and a timeline of the worst stall.
+
+``write_plots(run_dir, result)`` draws, into *run_dir*:
+
+``latency-cdf-<task>-<op>.png``
+    one per reported op (every ``<task>/<op>`` except think), one curve per
+    policy: the CDF on a log time axis (left) and its tail, 1 - CDF on a log
+    axis (right), where p99 and max differences show.
+``timeline-<policy>.png``
+    a window of virtual time (default: the 200 ms around the worst stall of
+    the task that reads ``/proc``, else of the task with the worst op
+    latency), one row per task: ``mmap_sem`` held for read or write (upper
+    half), waiting for ``mmap_sem``, waiting on IO, throttled by io.latency
+    and paying io.latency's induced delay (lower half).
+``<policy>/latency-samples.json``
+    the raw latency samples behind the CDFs (``{"policy", "unit": "ns",
+    "samples": {"<task>/<op>": [...]}}``), so ``emu report`` can redraw the
+    CDFs exactly from disk.
+
+*result* is an ``actors.experiment.ExperimentResult`` (during ``emu run``)
+or an ``actors.report.RunDirectory`` (``emu report``, from disk); both give
+the same pictures, byte for byte. Rendering uses matplotlib's Agg canvas
+through ``matplotlib.figure.Figure`` (no pyplot, no global backend), fixed
+rc settings, and PNG metadata without the ``Software`` key, so a run's PNGs
+are a pure function of its results and traces.
+
+Timeline intervals come from trace records (``timeline_intervals``):
+
+=======================  ====================================================
+interval                 records
+=======================  ====================================================
+mmap_sem read/write      ``mmap_lock_acquire_returned`` (success) to
+                         ``mmap_lock_released`` of the same task and mm
+mmap_sem wait            ``mmap_lock_start_locking`` to
+                         ``mmap_lock_acquire_returned``
+io.latency throttle      ``rq_qos_throttle`` to ``rq_qos_throttle_done``
+io.latency delay         ``blkcg_maybe_throttle_current`` for ``delay_ns``
+IO wait                  ``mmap_sem_held_across_io`` of kind ``io`` (exact),
+                         and the task's own bios from ``block_bio_queue`` to
+                         ``block_rq_complete``, cut at the end of the fault
+                         that queued them; minus the throttled time
+=======================  ====================================================
+
+Emulation notes:
+    Sleeps on IO taken without an mmap_sem are not traced one by one (only
+    ``fault_done`` sums them), so the IO-wait lane shows the time the task's
+    own bios are in flight while it is in the fault (or op) that queued
+    them: a readahead bio the task does not wait for is drawn until the
+    fault returns.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import numpy as np
+import orjson
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from actors.report import SAMPLES, reported_ops
+from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
+
+#: Default timeline window width.
+WINDOW_NS = 200 * NSEC_PER_MSEC
+#: Waits of one task closer than this are one stall (``worst_stall``).
+STALL_GAP_NS = 100 * NSEC_PER_USEC
+#: Interval kinds, in drawing order, with their colours and legend labels.
+KINDS = {
+    "hold_read": ("#9ecae1", "mmap_sem held (read)"),
+    "hold_write": ("#08519c", "mmap_sem held (write)"),
+    "mmap_sem_wait": ("#fd8d3c", "waiting for mmap_sem"),
+    "io": ("#31a354", "waiting on IO"),
+    "throttle": ("#de2d26", "throttled by io.latency"),
+    "delay": ("#756bb1", "io.latency induced delay"),
+}
+_HOLDS = ("hold_read", "hold_write")
+#: Policy colours, by the policy's index in the experiment (matplotlib's tab10).
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: rc settings for every figure: independent of the user's matplotlibrc.
+_RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "path.simplify": True,
+    "svg.hashsalt": "faultpath",
+}
+#: PNG metadata: matplotlib would add "Software: matplotlib version...".
+_PNG_METADATA = {"Software": None}
+
+
+@attrs.frozen(kw_only=True)
+class PlotRun:
+    """What the plots need of one policy's run, from memory or from disk."""
+
+    policy: str
+    results: dict[str, Any]
+    samples: dict[str, list[int]] | None
+    records: Any  # () -> Iterable[dict]: trace records in order
+
+
+def plot_runs(result: Any) -> list[PlotRun]:
+    """The runs of an ``ExperimentResult`` or a ``RunDirectory``, as ``PlotRun``s."""
+    runs = []
+    for run in result.runs:
+        if hasattr(run, "trace"):  # RunResult, in memory
+            runs.append(PlotRun(policy=run.policy, results=run.results, samples=run.samples or None, records=run.trace.records))
+        else:  # LoadedRun, from disk
+            runs.append(PlotRun(policy=run.policy, results=run.results, samples=run.samples, records=run.records))
+    return runs
+
+
+def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, int] | None = None) -> list[pathlib.Path]:
+    """Draw every plot of *result* into *run_dir*; see the module docstring.
+
+    Args:
+        run_dir: the run directory (its ``<policy>/`` folders exist).
+        result: an ``ExperimentResult`` or an ``actors.report.RunDirectory``.
+        window: the timeline's ``(start_ns, end_ns)``; default: around each
+            policy's worst stall.
+
+    Returns:
+        The files written, in order.
+    """
+    from actors.output import policy_dir_name
+
+    run_dir = pathlib.Path(run_dir)
+    runs = plot_runs(result)
+    written: list[pathlib.Path] = []
+    for run in runs:
+        if run.samples is not None:
+            path = run_dir / policy_dir_name(run.policy) / SAMPLES
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(orjson.dumps({"policy": run.policy, "unit": "ns", "samples": run.samples}) + b"\n")
+                written.append(path)
+    with rc_context(_RC):
+        for key in reported_ops([run.results for run in runs]):
+            path = run_dir / f"latency-cdf-{_slug(key)}.png"
+            _save(latency_cdf_figure(key, runs), path)
+            written.append(path)
+        focus = focus_task([run.results for run in runs])
+        for index, run in enumerate(runs):
+            intervals = timeline_intervals(run.records())
+            end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
+            chosen = window or default_window(intervals, focus, end_ns)
+            path = run_dir / f"timeline-{_slug(run.policy)}.png"
+            _save(timeline_figure(run.policy, intervals, chosen, focus=focus, colour=_COLOURS[index % len(_COLOURS)]), path)
+            written.append(path)
+    return written
+
+
+def _slug(name: str) -> str:
+    """A file-name piece: ``monitor/proc_read`` → ``monitor-proc_read``."""
+    return "".join(c if c.isalnum() or c in "._" else "-" for c in name)
+
+
+def _save(figure: Figure, path: pathlib.Path) -> None:
+    figure.savefig(path, format="png", metadata=_PNG_METADATA)
+
+
+def _ns_label(value: float, _pos: object = None) -> str:
+    return format_ns(round(value)) if value >= 1 else ""
+
+
+# -- latency CDFs ------------------------------------------------------------------
+
+
+def cdf_points(run: PlotRun, key: str) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(sorted latencies, cumulative fractions, exact) of *key* in *run*, or ``None`` if it never ran.
+
+    Exact: from every sample. Without samples (a run directory written with
+    ``--no-plots``): the steps of ``results.json``'s min, p50, p90, p99,
+    p99.9 and max, marked inexact.
+    """
+    if run.samples is not None and run.samples.get(key):
+        values = np.sort(np.asarray(run.samples[key], dtype=np.int64))
+        return np.maximum(values, 1), np.arange(1, values.size + 1) / values.size, True
+    lat = run.results["latency"].get(key)
+    if lat is None:
+        return None
+    values = np.asarray([lat["min_ns"], lat["p50_ns"], lat["p90_ns"], lat["p99_ns"], lat["p999_ns"], lat["max_ns"]], dtype=np.int64)
+    fractions = np.asarray([1 / max(lat["count"], 1), 0.5, 0.9, 0.99, 0.999, 1.0])
+    return np.maximum(values, 1), fractions, False
+
+
+def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
+    """The CDF (left) and tail (right) of *key*, one curve per policy, log time axes."""
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    cdf, tail = figure.subplots(1, 2)
+    for index, run in enumerate(runs):
+        points = cdf_points(run, key)
+        if points is None:
+            continue
+        x, y, exact = points
+        style = {"color": _COLOURS[index % len(_COLOURS)], "linewidth": 1.4}
+        lat = run.results["latency"][key]
+        label = f"{run.policy}  p99 {format_ns(lat['p99_ns'])}  max {format_ns(lat['max_ns'])}"
+        if not exact:
+            style |= {"linestyle": "--", "marker": "o", "markersize": 3}
+            label += " (from percentiles)"
+        cdf.step(x, y, where="post", label=label, **style)
+        # The tail: fraction of ops slower than x; the last sample has none.
+        above = 1.0 - y
+        keep = above > 0
+        tail.step(x[keep], above[keep], where="post", **style)
+    for ax in (cdf, tail):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(_ns_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{key} latency (virtual time)")
+    cdf.set_ylim(0, 1.02)
+    cdf.set_ylabel("fraction of ops ≤ latency")
+    cdf.set_title(f"{key}: latency CDF")
+    cdf.legend(loc="best", fontsize=8)
+    tail.set_yscale("log")
+    tail.set_ylabel("fraction of ops > latency")
+    tail.set_title(f"{key}: tail (1 - CDF)")
+    return figure
+
+
+# -- timeline ----------------------------------------------------------------------
+
+Interval = tuple[int, int]
+
+
+def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Interval]]]:
+    """Per task actor (``process.thread``), per kind (``KINDS``), its intervals in ns, sorted.
+
+    Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. Kernel actors (names
+    without a dot: the device, the flusher) are left out. ``"fault"``
+    intervals (``page_fault_user`` to ``fault_done``) are included too, for
+    choosing the window; they are not drawn.
+    """
+    out: dict[str, dict[str, list[Interval]]] = {}
+    holds: dict[tuple[str, str], list[tuple[int, bool]]] = {}
+    waits: dict[str, int] = {}
+    throttles: dict[tuple[str, Any], int] = {}
+    faults: dict[str, int] = {}
+    bios: dict[Any, tuple[str, int, bool]] = {}  # bio → (actor, queued at, queued inside a fault)
+    fault_bios: dict[str, list[tuple[int, Any]]] = {}  # actor → bios queued in its open fault
+    last = 0
+
+    def add(actor: str, kind: str, start: int, end: int) -> None:
+        if end > start or kind == "fault":
+            out.setdefault(actor, {}).setdefault(kind, []).append((start, end))
+
+    for record in records:
+        ts = record["ts"]
+        last = max(last, ts)
+        actor = record.get("actor") or ""
+        event = record["event"]
+        task = "." in actor
+        if task and actor not in out:
+            out[actor] = {}  # a row for every task, busy or not
+        if event == "block_rq_complete":
+            opened = bios.pop(record.get("bio"), None)
+            if opened is not None:
+                add(opened[0], "io", opened[1], ts)
+            continue
+        if not task:
+            continue
+        if event == "mmap_lock_start_locking":
+            waits[actor] = ts
+        elif event == "mmap_lock_acquire_returned":
+            start = waits.pop(actor, None)
+            if start is not None:
+                add(actor, "mmap_sem_wait", start, ts)
+            if record.get("success", True):
+                holds.setdefault((actor, record.get("mm", "")), []).append((ts, bool(record.get("write"))))
+        elif event == "mmap_lock_released":
+            stack = holds.get((actor, record.get("mm", "")))
+            if stack:
+                start, write = stack.pop()
+                add(actor, "hold_write" if write else "hold_read", start, ts)
+        elif event == "rq_qos_throttle":
+            throttles[(actor, record.get("bio"))] = ts
+        elif event == "rq_qos_throttle_done":
+            start = throttles.pop((actor, record.get("bio")), ts - record.get("waited_ns", 0))
+            add(actor, "throttle", start, ts)
+        elif event == "blkcg_maybe_throttle_current":
+            add(actor, "delay", ts, ts + record.get("delay_ns", 0))
+        elif event == "mmap_sem_held_across_io" and record.get("kind") == "io":
+            add(actor, "io", ts - record.get("ns", 0), ts)
+        elif event == "block_bio_queue":
+            inside = actor in faults
+            bios[record.get("bio")] = (actor, ts, inside)
+            if inside:
+                fault_bios.setdefault(actor, []).append((ts, record.get("bio")))
+        elif event == "page_fault_user":
+            faults[actor] = ts
+        elif event == "fault_done":
+            start = faults.pop(actor, ts - record.get("latency_ns", 0))
+            add(actor, "fault", start, ts)
+            # IO the fault queued and did not wait for ends with the fault.
+            for queued, bio in fault_bios.pop(actor, []):
+                opened = bios.get(bio)
+                if opened is not None and opened[1] == queued:
+                    add(actor, "io", queued, ts)
+                    del bios[bio]
+
+    # Close what the end of the trace cut off.
+    for (actor, _mm), stack in holds.items():
+        for start, write in stack:
+            add(actor, "hold_write" if write else "hold_read", start, last)
+    for actor, start in waits.items():
+        add(actor, "mmap_sem_wait", start, last)
+    for (actor, _bio), start in throttles.items():
+        add(actor, "throttle", start, last)
+    for actor, start, _inside in bios.values():
+        add(actor, "io", start, last)
+    for actor, start in faults.items():
+        add(actor, "fault", start, last)
+
+    for kinds in out.values():
+        for kind, intervals in kinds.items():
+            intervals.sort()
+            if kind in ("io", "throttle", "delay"):
+                kinds[kind] = _union(intervals)
+        if "io" in kinds and "throttle" in kinds:
+            kinds["io"] = _subtract(kinds["io"], kinds["throttle"])
+    return {actor: out[actor] for actor in sorted(out)}
+
+
+def _union(intervals: list[Interval]) -> list[Interval]:
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _subtract(intervals: list[Interval], holes: list[Interval]) -> list[Interval]:
+    """*intervals* minus *holes* (both sorted and disjoint)."""
+    out: list[Interval] = []
+    j = 0
+    for start, end in intervals:
+        while j < len(holes) and holes[j][1] <= start:
+            j += 1
+        k = j
+        while k < len(holes) and holes[k][0] < end:
+            if holes[k][0] > start:
+                out.append((start, holes[k][0]))
+            start = max(start, holes[k][1])
+            k += 1
+        if start < end:
+            out.append((start, end))
+    return out
+
+
+def focus_task(runs: list[dict[str, Any]]) -> str | None:
+    """The task whose stalls the timeline centres on: the ``/proc`` reader, else the worst op's task."""
+    ops = reported_ops(runs)
+    for key in ops:
+        if key.endswith("/proc_read"):
+            return key.partition("/")[0]
+    worst = max(((run["latency"][key]["max_ns"], key) for run in runs for key in ops if key in run["latency"]), default=None)
+    return None if worst is None else worst[1].partition("/")[0]
+
+
+def worst_stall(intervals: dict[str, dict[str, list[Interval]]], task: str | None) -> Interval | None:
+    """The longest stall of *task*'s actors (of any task's, if *task* has none).
+
+    A stall is a run of one actor's waits (mmap_sem, IO, throttle, delay) and
+    faults with gaps under ``STALL_GAP_NS`` between them: one ``/proc`` read
+    that walks four processes' mmap_sems is one stall, not four.
+    """
+    kinds = ("mmap_sem_wait", "io", "throttle", "delay", "fault")
+
+    def longest(actors: Iterable[str]) -> Interval | None:
+        best: Interval | None = None
+        for actor in actors:
+            merged: list[Interval] = []
+            for start, end in sorted(iv for kind in kinds for iv in intervals[actor].get(kind, ())):
+                if merged and start - merged[-1][1] < STALL_GAP_NS:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+                else:
+                    merged.append((start, end))
+            for iv in merged:
+                if best is None or (iv[1] - iv[0], -iv[0]) > (best[1] - best[0], -best[0]):
+                    best = iv
+        return best
+
+    mine = [actor for actor in intervals if task is not None and actor.partition(".")[2] == task]
+    return longest(mine) or longest(intervals)
+
+
+def default_window(intervals: dict[str, dict[str, list[Interval]]], task: str | None, end_ns: int, width: int = WINDOW_NS) -> Interval:
+    """*width* ns centred on the worst stall (widened to hold it), kept inside ``[0, end_ns]``."""
+    stall = worst_stall(intervals, task)
+    if stall is None:
+        return 0, max(min(width, end_ns), 1)
+    start, end = stall
+    if end - start >= width:
+        pad = (end - start) // 20
+        return max(0, start - pad), end + pad
+    lo = (start + end) // 2 - width // 2
+    lo = max(0, min(lo, end_ns - width))
+    return lo, lo + width
+
+
+def zoom_window(stall: Interval, window: Interval) -> Interval:
+    """The stall with half its length either side (at least 2 ms in all), inside *window*."""
+    start, end = stall
+    pad = max((end - start) // 2, (2 * NSEC_PER_MSEC - (end - start)) // 2, 0)
+    return max(window[0], start - pad), min(window[1], end + pad)
+
+
+def timeline_figure(
+    policy: str,
+    intervals: dict[str, dict[str, list[Interval]]],
+    window: Interval,
+    *,
+    focus: str | None = None,
+    colour: str = "#1f77b4",
+) -> Figure:
+    """One row per task actor: mmap_sem holds above, waits below, over *window* (in ms).
+
+    A second panel zooms on the worst stall of *focus* inside the window
+    (see ``worst_stall``), shaded grey in the first.
+    """
+    lo, hi = window
+    actors = list(intervals)
+    inside = {actor: {kind: [iv for iv in ivs if iv[1] > lo and iv[0] < hi] for kind, ivs in kinds.items()} for actor, kinds in intervals.items()}
+    stall = worst_stall(inside, focus)
+    if stall is not None:
+        stall = (max(stall[0], lo), min(stall[1], hi))
+    height = 0.42 * max(len(actors), 1)
+    panels = 2 if stall is not None and stall[1] > stall[0] else 1
+    figure = Figure(figsize=(12, 1.4 + height * panels), layout="constrained")
+    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
+    focus_note = f", centred on {focus}'s worst stall" if focus else ""
+    _draw_rows(axes[0], actors, inside, window)
+    axes[0].set_title(f"{policy}: {format_ns(lo)} to {format_ns(hi)}{focus_note}", color=colour)
+    if panels == 2:
+        assert stall is not None
+        axes[0].axvspan(stall[0] / NSEC_PER_MSEC, stall[1] / NSEC_PER_MSEC, color="#000000", alpha=0.12, linewidth=0)
+        zoom = zoom_window(stall, window)
+        _draw_rows(axes[1], actors, inside, zoom)
+        axes[1].set_title(f"zoom: the worst stall, {format_ns(stall[1] - stall[0])} from {format_ns(stall[0])}", color=colour)
+    handles = [Patch(facecolor=face, label=label) for face, label in KINDS.values()]
+    figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    return figure
+
+
+def _draw_rows(ax: Any, actors: list[str], intervals: dict[str, dict[str, list[Interval]]], window: Interval) -> None:
+    lo, hi = window
+    scale = 1 / NSEC_PER_MSEC
+    for row, actor in enumerate(actors):
+        y = len(actors) - 1 - row
+        for kind, (face, _label) in KINDS.items():
+            spans = [(max(s, lo), min(e, hi)) for s, e in intervals[actor].get(kind, ()) if e > lo and s < hi]
+            spans = [(s * scale, max(e - s, 1) * scale) for s, e in spans]
+            if spans:
+                band = (y + 0.5, 0.4) if kind in _HOLDS else (y + 0.08, 0.4)
+                ax.broken_barh(spans, band, facecolors=face, edgecolor="none")
+    ax.set_yticks([len(actors) - 1 - row + 0.5 for row in range(len(actors))], actors)
+    ax.set_ylim(0, max(len(actors), 1))
+    ax.set_xlim(lo * scale, hi * scale)
+    ax.set_xlabel("virtual time (ms)")
+    ax.grid(axis="y", alpha=0)

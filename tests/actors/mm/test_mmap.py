@@ -1,0 +1,125 @@
+"""Tests for actors/mm/mmap.py: mmap_sem's sleeping side through the full model.
+
+KERNEL.md "Behaviours an emulator must reproduce" 1-3, driven by small
+configs of /proc readers (``proc_read`` holds the target's mmap_sem for read
+for ``cost``) and ``mprotect`` writers, run with ``run_policy``. The sans-IO
+queue rules themselves are unit-tested in tests/actors/locking/test_rwsem.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.config import ExperimentConfig
+from actors.experiment import run_policy
+
+MS = 1_000_000
+US = 1_000
+
+
+def _thread(name: str, program: list[dict[str, Any]], start: str | int = 0) -> dict[str, Any]:
+    return {"name": name, "iterations": 1, "start": start, "program": program}
+
+
+def _reader(name: str, cost: str, start: str | int = 0) -> dict[str, Any]:
+    """A process whose one thread reads /proc/a/cmdline once (read-holding a's mmap_sem)."""
+    return {"name": name, "threads": [_thread(name, [{"op": "proc_read", "target": "a", "cost": cost}], start)]}
+
+
+def _config(processes: list[dict[str, Any]]) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({"name": "mmap-sem", "horizon": "100ms", "processes": processes})
+
+
+def _lock_events(result, event: str, *, write: bool | None = None) -> dict[str, int]:
+    """actor -> ts of its first *event* on mm ``a`` (optionally only reads or writes)."""
+    out: dict[str, int] = {}
+    for record in result.trace.records():
+        if record["event"] == event and record["mm"] == "a" and (write is None or record["write"] is write):
+            out.setdefault(record["actor"], record["ts"])
+    return out
+
+
+def _behaviour_1_config(with_writer: bool) -> ExperimentConfig:
+    # L holds a.mmap_sem(read) 0..10 ms; W (a thread of a) asks for write at 2 ms and
+    # holds it 3 ms; H (the ps-like reader) arrives at 4 ms.
+    a_threads = [_thread("w", [{"op": "mprotect", "hold": "3ms"}], "2ms")] if with_writer else [_thread("idle", [{"op": "think", "time": "1us"}])]
+    return _config([_reader("l", "10ms"), {"name": "a", "threads": a_threads}, _reader("h", "5us", "4ms")])
+
+
+@pytest.mark.parametrize("policy", ["v4.19", "v5.7"])
+def test_behaviour_01_reader_queues_behind_waiting_writer(policy: str) -> None:
+    """A reader arriving after a queued writer waits for L's remaining hold plus W's hold, though only readers hold the sem."""
+    result = run_policy(_behaviour_1_config(with_writer=True), policy)
+    acquired = _lock_events(result, "mmap_lock_acquire_returned")
+    released = _lock_events(result, "mmap_lock_released")
+    assert acquired["a.w"] == released["l.l"] == 10 * MS
+    assert acquired["h.h"] == released["a.w"] == 13 * MS
+    latency = result.results["latency"]["h/proc_read"]
+    assert latency["max_ns"] >= (10 - 4) * MS + 3 * MS
+
+
+@pytest.mark.parametrize("policy", ["v4.19", "v5.7"])
+def test_behaviour_01_reader_shares_with_reader_when_no_writer_queued(policy: str) -> None:
+    """With no writer queued, H is admitted at once alongside L's read hold."""
+    result = run_policy(_behaviour_1_config(with_writer=False), policy)
+    acquired = _lock_events(result, "mmap_lock_acquire_returned")
+    assert acquired["h.h"] == 4 * MS
+    assert result.results["latency"]["h/proc_read"]["max_ns"] == 5 * US
+
+
+def _behaviour_2_config() -> ExperimentConfig:
+    # W1 write-holds 0..5 ms; readers r1, r2 queue at 1 ms, writer w2 at 2 ms, reader r3 at 3 ms.
+    a = {
+        "name": "a",
+        "threads": [
+            _thread("w1", [{"op": "mprotect", "hold": "5ms"}]),
+            _thread("w2", [{"op": "mprotect", "hold": "2ms"}], "2ms"),
+        ],
+    }
+    return _config([a, _reader("r1", "1ms", "1ms"), _reader("r2", "1ms", "1ms"), _reader("r3", "1ms", "3ms")])
+
+
+def test_behaviour_02_reader_batch_wake_stops_at_next_writer_in_4_19() -> None:
+    """4.19: the writer's release grants the readers at the head together; r3, queued behind w2, waits for w2."""
+    acquired = _lock_events(run_policy(_behaviour_2_config(), "v4.19"), "mmap_lock_acquire_returned")
+    assert acquired["r1.r1"] == acquired["r2.r2"] == 5 * MS
+    assert acquired["a.w2"] == 6 * MS
+    assert acquired["r3.r3"] == 8 * MS
+
+
+def test_behaviour_02_reader_batch_wake_skips_writers_in_5_3() -> None:
+    """5.3+: the writer's release grants every queued reader together, even r3 behind the queued writer w2."""
+    acquired = _lock_events(run_policy(_behaviour_2_config(), "v5.7"), "mmap_lock_acquire_returned")
+    assert acquired["r1.r1"] == acquired["r2.r2"] == acquired["r3.r3"] == 5 * MS
+    assert acquired["a.w2"] == 6 * MS
+
+
+def _behaviour_3_config(w1_start: str) -> ExperimentConfig:
+    # r0 read-holds a.mmap_sem 0..10 ms; w1 queues for write at w1_start; the thief's
+    # mprotect arrives at 10 ms, right after r0's release woke w1 but before w1 retried.
+    a = {
+        "name": "a",
+        "threads": [
+            _thread("w1", [{"op": "mprotect", "hold": "1ms"}], w1_start),
+            _thread("thief", [{"op": "think", "time": "5ms"}, {"op": "mprotect", "hold": "1ms"}], "5ms"),
+        ],
+    }
+    return _config([_reader("r0", "10ms"), a])
+
+
+@pytest.mark.parametrize(
+    ("policy", "w1_start", "first"),
+    [
+        ("v4.19", "1ms", "a.thief"),  # no handoff: the arriving writer steals the woken writer's lock
+        ("v5.7", "7ms", "a.thief"),  # 5.3, head waited 3 ms < 4 ms: stealing still allowed
+        ("v5.7", "1ms", "a.w1"),  # 5.3, head waited 9 ms > 4 ms: HANDOFF, nobody passes it
+    ],
+)
+def test_behaviour_03_handoff_after_4ms_stops_lock_stealing(policy: str, w1_start: str, first: str) -> None:
+    """5.3+ only: once the head writer has waited more than 4 ms, an arriving writer cannot acquire ahead of it."""
+    result = run_policy(_behaviour_3_config(w1_start), policy)
+    acquired = _lock_events(result, "mmap_lock_acquire_returned", write=True)
+    assert min(acquired, key=acquired.__getitem__) == first
+    assert acquired[first] == 10 * MS

@@ -1,0 +1,254 @@
+"""Every file in ``configs/`` is a test (STYLE.md 5.25, issue 4 item 6).
+
+For each top-level ``configs/*.toml``:
+
+* its compact summary (per policy: trace digest, events, ``<task>/<op>``
+  count/p50/p99/max, the base counters, mmap_sem contention per process,
+  io.latency end state, invariant violations) equals the committed
+  ``tests/scenarios/expected/<config>.json``; ``pytest --update-expected``
+  rewrites that file instead (the only way it changes);
+* a second run of one policy gives the same trace digest;
+* the qualitative outcome its opening comment promises holds (``CLAIMS``).
+
+Every policy of a config runs once per session (the ``scenarios`` fixture)
+and the three tests share those runs. Configs not in ``FAST`` take more
+than a few seconds and carry the ``slow`` marker (still run in CI; deselect
+with ``-m "not slow"`` in the inner loop).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors.experiment import run_policy
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "configs"
+EXPECTED_DIR = pathlib.Path(__file__).resolve().parent / "expected"
+CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if path.is_file())
+#: Configs whose policies all run in about a second; every other one is ``slow``.
+FAST = frozenset({"page-lock-contention"})
+UPDATE_HINT = "pytest tests/scenarios --update-expected"
+
+Runs = dict[str, dict[str, Any]]
+
+
+def _params() -> list[Any]:
+    return [pytest.param(name, id=name, marks=() if name in FAST else pytest.mark.slow) for name in CONFIGS]
+
+
+# -- reading results ------------------------------------------------------------------
+
+
+def p99(run: dict[str, Any], key: str) -> int:
+    return run["latency"][key]["p99_ns"]
+
+
+def count(run: dict[str, Any], key: str) -> int:
+    return run["latency"][key]["count"] if key in run["latency"] else 0
+
+
+def counter(run: dict[str, Any], name: str) -> int:
+    return run["counters"].get(name, 0)
+
+
+def per_second(run: dict[str, Any], key: str) -> float:
+    """Samples of ``<task>/<op>`` per virtual second."""
+    return count(run, key) / (run["virtual_ns"] / 1e9)
+
+
+def _diff(expected: Any, actual: Any, path: str = "") -> list[str]:
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        lines = []
+        for key in sorted(set(expected) | set(actual), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                lines.append(f"{where}: missing (expected {expected[key]!r})")
+            elif key not in expected:
+                lines.append(f"{where}: unexpected {actual[key]!r}")
+            else:
+                lines.extend(_diff(expected[key], actual[key], where))
+        return lines
+    return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
+
+
+# -- the three tests per config ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", _params())
+def test_summary_matches_expected(name: str, scenarios, update_expected: bool) -> None:
+    """The run's compact summary equals the committed one (or rewrites it with --update-expected)."""
+    actual = scenarios.summary(name)
+    path = EXPECTED_DIR / f"{name}.json"
+    if update_expected:
+        EXPECTED_DIR.mkdir(exist_ok=True)
+        path.write_text(json.dumps(actual, indent=2) + "\n")
+        return
+    if not path.exists():
+        pytest.fail(f"no expectation for configs/{name}.toml: run `{UPDATE_HINT}` and commit {path.relative_to(REPO)}")
+    expected = json.loads(path.read_text())
+    differences = _diff(expected, actual)
+    if differences:
+        shown = "\n  ".join(differences[:40]) + (f"\n  ... {len(differences) - 40} more" if len(differences) > 40 else "")
+        pytest.fail(
+            f"configs/{name}.toml no longer gives {path.relative_to(REPO)} ({len(differences)} difference(s)):\n  {shown}\n"
+            f"If the change is intended, regenerate with `{UPDATE_HINT}` and review the diff."
+        )
+
+
+@pytest.mark.parametrize("name", _params())
+def test_rerun_gives_same_digest(name: str, scenarios) -> None:
+    """A second run of the config's cheapest policy reproduces its trace digest."""
+    runs = scenarios.runs(name)
+    policy = min(runs, key=lambda p: runs[p]["events"])
+    again = run_policy(scenarios.config(name), policy, keep_trace=False).results
+    assert (again["trace_digest"], again["events"]) == (runs[policy]["trace_digest"], runs[policy]["events"]), (
+        f"configs/{name}.toml under {policy} is not deterministic"
+    )
+
+
+@pytest.mark.parametrize("name", _params())
+def test_qualitative_claims(name: str, scenarios) -> None:
+    """What the config's opening comment says must happen, happens."""
+    if name not in CLAIMS:
+        pytest.fail(f"configs/{name}.toml states an expected outcome; add its assertions to CLAIMS in {__file__}")
+    CLAIMS[name](scenarios.runs(name), scenarios)
+
+
+def test_every_expectation_has_its_config() -> None:
+    """No stale ``expected/*.json`` for a config that was renamed or removed."""
+    stale = sorted(p.name for p in EXPECTED_DIR.glob("*.json") if p.stem not in CONFIGS)
+    assert not stale, f"expectations without a config: {stale}"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_opens_with_question_expectation_and_source(name: str) -> None:
+    """Issue 4 item 6: each config opens with its question, the expected outcome and its source."""
+    lines = (CONFIG_DIR / f"{name}.toml").read_text().splitlines()
+    header = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line.lower())
+    text = "\n".join(header)
+    for word in ("question", "expected", "source"):
+        assert word in text, f"configs/{name}.toml: the opening comment does not say its {word}"
+
+
+# -- qualitative claims, one function per config ----------------------------------------
+
+
+def claims_seed_inversion(runs: Runs, scenarios) -> None:
+    old, v3, new = runs["v4.19"], runs["v3"], runs["v5.1"]
+    key = "monitor/proc_read"
+    assert p99(old, key) >= 10 * p99(new, key), (p99(old, key), p99(new, key))
+    assert counter(old, "mmap_sem_held_across_io") > 0
+    assert counter(new, "mmap_sem_held_across_io") == 0
+    assert counter(v3, "mmap_sem_held_across_io") > 0  # V3's second attempt (defect 2)
+    assert counter(v3, "fault_retries") > 0
+    assert counter(new, "fault_retries") > 0
+    for policy, run in runs.items():
+        assert counter(run, "throttled_bios") > 0, policy
+
+
+def claims_v3_second_attempt(runs: Runs, scenarios) -> None:
+    assert counter(runs["v4.19"], "mmap_sem_held_across_io") > 0
+    assert counter(runs["v3"], "mmap_sem_held_across_io") > 0
+    assert counter(runs["v5.1"], "mmap_sem_held_across_io") == 0
+
+
+def claims_btrfs_mkwrite(runs: Runs, scenarios) -> None:
+    v3 = runs["v3"]
+    for policy in ("v4.19", "v5.1"):
+        run = runs[policy]
+        assert counter(run, "btrfs_mkwrite_dropped") == 0, policy
+        assert counter(run, "btrfs_mkwrite") == counter(run, "faults"), policy
+    assert counter(v3, "btrfs_mkwrite_dropped") > 0
+    assert counter(v3, "btrfs_mkwrite") >= 1.9 * counter(v3, "faults")  # the reservation runs twice
+    assert counter(v3, "btrfs_used_cached_fastpath") == 0  # defect 7: USED_CACHED never arrives
+    key = "monitor/proc_read"
+    assert p99(v3, key) >= 0.5 * p99(runs["v4.19"], key)  # little gain for the monitor
+
+
+def claims_lespinasse_2010(runs: Runs, scenarios) -> None:
+    key = "looper/munmap"  # one per completed mmap+munmap iteration
+    before = per_second(runs["v2.6.36"], key)
+    assert before > 0
+    for policy in ("v4.19", "v5.1"):
+        after = per_second(runs[policy], key)
+        assert after >= 50 * before, f"{policy}: loop rate {after:.0f}/s vs {before:.0f}/s under v2.6.36"
+        assert counter(runs[policy], "mmap_sem_held_across_io") == 0, policy
+        assert counter(runs[policy], "fault_retries") > 0, policy
+    assert counter(runs["v2.6.36"], "mmap_sem_held_across_io") > 0
+    assert counter(runs["v2.6.36"], "fault_retries") == 0
+
+
+def claims_readahead_sequential(runs: Runs, scenarios) -> None:
+    bios = [counter(run, "bios") for run in runs.values()]
+    assert max(bios) - min(bios) <= max(bios) // 100, bios  # the same IO under every policy
+    touch = [p99(run, "streamer/touch") for run in runs.values()]
+    assert max(touch) <= 1.5 * min(touch), touch  # and the same latency
+    for policy, run in runs.items():
+        assert counter(run, "major_faults") <= 2, policy  # readahead stays ahead
+    old = runs["v4.19"]
+    assert counter(old, "fault_retries") <= counter(old, "bios") // 100
+    assert counter(old, "mmap_sem_held_across_io") == 0
+    for policy in ("v3", "v5.1", "v5.7"):
+        run = runs[policy]
+        assert counter(run, "fault_retries") >= 0.9 * counter(run, "bios"), policy  # one retry per window
+    for policy in ("v5.1", "v5.7"):
+        assert counter(runs[policy], "mmap_sem_held_across_io") == 0, policy
+    assert counter(runs["v3"], "mmap_sem_held_across_io") >= 1  # the first read-around (defect 2)
+
+
+def claims_page_lock_contention(runs: Runs, scenarios) -> None:
+    for policy, run in runs.items():
+        major = counter(run, "major_faults")
+        assert major > 0, policy
+        assert counter(run, "bios") <= major + 2, policy  # the second toucher never reads
+        assert counter(run, "faults") >= 1.9 * major, policy  # ... but faults on every page too
+    pre, old, v3, new = runs["v2.6.36"], runs["v4.19"], runs["v3"], runs["v5.1"]
+    assert counter(pre, "fault_retries") == 0
+    assert counter(pre, "mmap_sem_held_across_io") >= 1.5 * counter(pre, "major_faults")  # waiters too
+    for policy in ("v4.19", "v5.1"):
+        run = runs[policy]
+        assert counter(run, "mmap_sem_held_across_io") == 0, policy
+        assert counter(run, "fault_retries") >= 1.9 * counter(run, "major_faults"), policy
+    held, major = counter(v3, "mmap_sem_held_across_io"), counter(v3, "major_faults")
+    assert 0.9 * major <= held <= 1.1 * major, (held, major)  # the submitter's second attempt only
+    key = "mapper/mprotect"
+    assert p99(pre, key) >= 10 * p99(old, key)
+    assert p99(v3, key) >= 10 * p99(old, key)
+    assert p99(new, key) <= 2 * p99(old, key)
+
+
+def claims_no_throttle_control(runs: Runs, scenarios) -> None:
+    key = "monitor/proc_read"
+    for policy, run in runs.items():
+        assert counter(run, "throttled_bios") == 0, policy
+    old, new = runs["v4.19"], runs["v5.1"]
+    for policy in ("v4.19", "v5.1"):
+        assert counter(runs[policy], "mmap_sem_held_across_io") == 0, policy
+    assert p99(old, key) <= 2 * p99(new, key) and p99(new, key) <= 2 * p99(old, key)
+    throttled = scenarios.runs("seed-inversion")["v4.19"]
+    assert 10 * p99(old, key) <= p99(throttled, key), "io.latency is what makes v4.19 invert"
+    for policy in ("v2.6.36", "v3"):  # their sem-held waits are for the disk itself
+        run = runs[policy]
+        assert counter(run, "mmap_sem_held_across_io") >= 0.9 * counter(run, "major_faults"), policy
+        assert p99(run, key) >= 10 * p99(new, key), policy
+
+
+CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
+    "seed-inversion": claims_seed_inversion,
+    "v3-second-attempt": claims_v3_second_attempt,
+    "btrfs-mkwrite": claims_btrfs_mkwrite,
+    "lespinasse-2010": claims_lespinasse_2010,
+    "readahead-sequential": claims_readahead_sequential,
+    "page-lock-contention": claims_page_lock_contention,
+    "no-throttle-control": claims_no_throttle_control,
+}
