@@ -30,10 +30,8 @@ while parts of the model do not import.
 from __future__ import annotations
 
 import pathlib
-import random
 import shlex
 import sys
-import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
@@ -335,114 +333,23 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
 
 # -- emu bench ---------------------------------------------------------------------
 
-#: The rwsem workload (bench/README.md and peer_simpy.py beside DESIGN.md).
-BENCH_NPROC = 100
-BENCH_THINK_MEAN_S = 1.0
-BENCH_HOLD_READ_S = 0.010
-BENCH_HOLD_WRITE_S = 0.020
-
 
 @main.command()
 @click.argument("name", type=click.Choice(["rwsem", "pingpong"]))
 @click.option("--t-end", type=float, default=1000.0, show_default=True, help="rwsem: virtual seconds to run.")
 @click.option("--messages", type=int, default=200_000, show_default=True, help="pingpong: deliveries.")
+@click.option("--driver", type=click.Choice(["trio", "direct"]), default="trio", show_default=True, help="Engine driver.")
 @click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s", "ops_per_s"}.')
-def bench(name: str, t_end: float, messages: int, as_json: bool) -> None:
+def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) -> None:
     """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
-    ops, wall = bench_rwsem(t_end) if name == "rwsem" else bench_pingpong(messages)
+    from actors.bench import bench_pingpong, bench_rwsem
+
+    ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
     rate = ops / wall if wall > 0 else float("inf")
     if as_json:
         click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": wall, "ops_per_s": rate}).decode())
     else:
-        click.echo(f"{name}: {ops} ops in {wall:.3f} s = {rate:,.0f}/s")
-
-
-def bench_rwsem(t_end_s: float) -> tuple[int, float]:
-    """The rwsem workload through the engine and the fault path's own mmap_sem.
-
-    100 tasks share one ``MmStruct``; each is a ``TaskStruct`` (no kernel:
-    nothing on the mmap_sem path needs it) acquiring with
-    ``actors.mm.mmap.down_read``/``down_write`` and releasing with
-    ``up_read``/``up_write``, under the 4.19 rwsem rules, tracing into a
-    ``Trace(keep=False)``. Draws are the peer's (``random.Random(pid)``,
-    ``expovariate``), rounded to whole nanoseconds.
-
-    Returns:
-        (lock acquisitions, wall seconds of ``engine.run()``).
-    """
-    from actors.locking.rwsem import RwsemSemantics
-    from actors.mm.mmap import MmStruct, down_read, down_write, up_read, up_write
-    from actors.sched.task import TaskStruct
-    from emu import Engine, Trace
-
-    engine = Engine(seed=0, trace=Trace(keep=False))
-    mm = MmStruct(engine, "bench", 1, RwsemSemantics("4.19"))
-    t_end_ns = round(t_end_s * NSEC_PER_SEC)
-    acquired = [0]
-
-    async def proc(actor: Any, pid: int) -> None:
-        current = TaskStruct(None, actor.name, "bench", pid, 1, mm, "")  # type: ignore[arg-type]
-        current.actor = actor
-        rng = random.Random(pid)
-        write = pid % 10 == 0
-        hold_mean = BENCH_HOLD_WRITE_S if write else BENCH_HOLD_READ_S
-        while actor.now_ns < t_end_ns:
-            await actor.sleep(round(rng.expovariate(1.0 / BENCH_THINK_MEAN_S) * NSEC_PER_SEC))
-            if write:
-                await down_write(current, mm)
-            else:
-                await down_read(current, mm)
-            acquired[0] += 1
-            await actor.sleep(round(rng.expovariate(1.0 / hold_mean) * NSEC_PER_SEC))
-            if write:
-                up_write(current, mm)
-            else:
-                up_read(current, mm)
-
-    for pid in range(BENCH_NPROC):
-        engine.spawn(f"bench{pid}", proc, pid)
-    start = time.perf_counter()
-    engine.run()
-    return acquired[0], time.perf_counter() - start
-
-
-def bench_pingpong(messages: int) -> tuple[int, float]:
-    """Two actors pass one message back and forth: ``emu.bench.pingpong`` if present.
-
-    Returns:
-        (messages delivered, wall seconds of the simulation).
-    """
-    try:
-        from emu.bench import pingpong
-    except ImportError:
-        pingpong = _pingpong
-    start = time.perf_counter()
-    ops = pingpong(messages)
-    return ops, time.perf_counter() - start
-
-
-def _pingpong(messages: int) -> int:
-    """Fallback pingpong through the engine's send/receive (as ``emu.bench``)."""
-    from emu import Engine
-
-    rounds = messages // 2
-    engine = Engine(seed=0)
-    peer: list[Any] = []
-
-    async def ping(actor: Any) -> None:
-        for i in range(rounds):
-            actor.send(peer[0], i)
-            await actor.receive()
-
-    async def pong(actor: Any) -> None:
-        for _ in range(rounds):
-            envelope = await actor.receive()
-            actor.send(envelope.src, envelope.msg)
-
-    engine.spawn("ping", ping)
-    peer.append(engine.spawn("pong", pong))
-    engine.run()
-    return 2 * rounds
+        click.echo(f"{name}: {ops} ops in {wall:.3f} s = {rate:,.0f}/s ({driver} driver)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,7 +51,7 @@ def test_replicas_get_numbered_names_one_mm_each_and_shared_threads() -> None:
     assert list(tasks) == ["b0.t0", "b0.t1", "b1.t0", "b1.t1"]
     assert tasks["b0.t0"].mm is tasks["b0.t1"].mm is kernel.mms["b0"] is not kernel.mms["b1"]
     assert tasks["b0.t0"].pid == tasks["b0.t0"].tgid == tasks["b0.t1"].tgid != tasks["b0.t1"].pid
-    assert {task.blkcg for task in kernel.tasks} == {"batch"}
+    assert {task.blkcg for task in tasks.values()} == {"batch"}
 
 
 def test_mappings_carry_readahead_madvise_and_protection() -> None:

@@ -60,7 +60,7 @@ def test_behaviour_11_mm_populate_livelocks_without_zero_readahead_fix() -> None
 
 def test_behaviour_11_zero_readahead_fix_lets_mm_populate_complete() -> None:
     """5.7 (5c72feee3e45): no sem drop for async readahead when ra_pages == 0, so populate finishes (the uncached half one read each)."""
-    results = _run("v5.7", "200ms")
+    results = _run("v5.7", "100ms")
     assert results["end"] == "finished"
     assert results["latency"]["mlock/populate"]["count"] == 1
     assert results["counters"]["gup_faults"] <= 2 * 64  # at most a RETRY and a mapping round per page
@@ -69,7 +69,7 @@ def test_behaviour_11_zero_readahead_fix_lets_mm_populate_complete() -> None:
 def test_behaviour_11_fix_alone_is_what_stops_the_livelock() -> None:
     """v5.1 plus only zero_readahead_fix completes too: the livelock is the zero-size-readahead drop, not another 5.7 change."""
     config = ExperimentConfig.from_dict(
-        _mlock_dict("200ms", policy=[{"name": "v5.1-zero-ra-fix", "base": "v5.1", "zero_readahead_fix": True}])
+        _mlock_dict("100ms", policy=[{"name": "v5.1-zero-ra-fix", "base": "v5.1", "zero_readahead_fix": True}])
     )
     results = run_policy(config, "v5.1-zero-ra-fix", keep_trace=False).results
     assert results["end"] == "finished"

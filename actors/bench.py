@@ -1,0 +1,72 @@
+"""The engine benchmarks of ``emu bench``, the SimPy peer's workloads.
+
+``../shared/bench/README.md`` defines them; ``peer_simpy.py`` beside it is the
+same workload in SimPy, and ``compare.py`` runs both alternately.
+
+* rwsem: 100 tasks, ``pid % 10 == 0`` writes, the others read; each uses
+  ``random.Random(pid)``; until ``t_end`` virtual seconds: think Exp(1 s),
+  acquire, hold Exp(10 ms) read / Exp(20 ms) write, release. The lock is the
+  fault path's own: an ``MmStruct``'s mmap_sem taken with
+  ``actors.mm.mmap.down_read``/``down_write`` (4.19 rules, mmap_lock
+  tracepoints into a ``Trace(keep=False)``, so the digest is still computed).
+* pingpong: ``emu.bench.pingpong``, two actors and the engine's messaging.
+
+Only ``engine.run()`` is timed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from actors.locking.rwsem import RwsemSemantics
+from actors.mm.mmap import MmStruct, down_read, down_write, up_read, up_write
+from actors.sched.task import TaskStruct
+from emu import NSEC_PER_SEC, Engine, Trace
+from emu.bench import pingpong
+
+NPROC = 100
+THINK_MEAN_S = 1.0
+HOLD_READ_S = 0.010
+HOLD_WRITE_S = 0.020
+
+
+def bench_rwsem(t_end_s: float, driver: str = "trio") -> tuple[int, float]:
+    """Run the rwsem workload; return (lock acquisitions, wall seconds of the run)."""
+    engine = Engine(seed=0, trace=Trace(keep=False), driver=driver)
+    mm = MmStruct(engine, "bench", 1, RwsemSemantics.V4_19)
+    t_end_ns = round(t_end_s * NSEC_PER_SEC)
+    acquired = [0]
+
+    async def proc(actor: Any, pid: int) -> None:
+        current = TaskStruct(None, actor.name, "bench", pid, 1, mm, "")  # type: ignore[arg-type]
+        current.actor = actor
+        rng = random.Random(pid)
+        write = pid % 10 == 0
+        hold_mean = HOLD_WRITE_S if write else HOLD_READ_S
+        while actor.now_ns < t_end_ns:
+            await actor.sleep(round(rng.expovariate(1.0 / THINK_MEAN_S) * NSEC_PER_SEC))
+            if write:
+                await down_write(current, mm)
+            else:
+                await down_read(current, mm)
+            acquired[0] += 1
+            await actor.sleep(round(rng.expovariate(1.0 / hold_mean) * NSEC_PER_SEC))
+            if write:
+                up_write(current, mm)
+            else:
+                up_read(current, mm)
+
+    for pid in range(NPROC):
+        engine.spawn(f"bench{pid}", proc, pid)
+    start = time.perf_counter()
+    engine.run()
+    return acquired[0], time.perf_counter() - start
+
+
+def bench_pingpong(messages: int, driver: str = "trio") -> tuple[int, float]:
+    """Run pingpong; return (messages delivered, wall seconds)."""
+    start = time.perf_counter()
+    ops = pingpong(messages, driver=driver)
+    return ops, time.perf_counter() - start
