@@ -2,8 +2,8 @@
 
 Mirrors the page-cache half of mm/filemap.c and mm/readahead.c at v4.19:
 ``find_get_page``, ``add_to_page_cache_lru``, ``pagecache_get_page`` (with
-v5.1's ``FGP_FOR_MMAP``), ``page_cache_read``, ``__do_page_cache_readahead``
-/ ``ra_submit`` and the two readahead entry points. The *decisions* of
+v5.1's ``FGP_FOR_MMAP``), ``page_cache_read`` and ``__do_page_cache_readahead``
+/ ``ra_submit``. The *decisions* of
 readahead (windows, ``mmap_miss``) are pure functions in
 ``actors.mm.readahead``; this module acts on them: it allocates the pages,
 marks ``PG_readahead`` and hands them to the filesystem's ``readpages``,
@@ -24,12 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.mm.page import Page, get_page, put_page, unlock_page
-from actors.mm.readahead import (
-    FileRaState,
-    RaWindow,
-    page_cache_async_readahead_decision,
-    page_cache_sync_readahead_decision,
-)
+from actors.mm.readahead import FileRaState, RaWindow
 
 if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
@@ -196,36 +191,6 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
         for page in pages:
             put_page(page)
     return len(pages)
-
-
-async def page_cache_sync_readahead(current: TaskStruct, file: File, offset: int, req_size: int) -> None:
-    """``page_cache_sync_readahead()`` (v4.19): ondemand readahead unless the blkcg is congested."""
-    decision = page_cache_sync_readahead_decision(
-        file.f_ra, offset, req_size, blkcg_congested=current.kernel.bdev.blk_cgroup_congested(current.blkcg),
-        cached=file.f_mapping.pages,
-    )  # fmt: skip
-    if decision.window is not None:
-        await ra_submit(current, file, decision.window)
-    else:
-        current.actor.log.info("mm_readahead_skipped", ino=file.f_mapping.host.ino, why=decision.outcome.name)
-
-
-async def page_cache_async_readahead(current: TaskStruct, file: File, page: Page, offset: int, req_size: int) -> None:
-    """``page_cache_async_readahead()`` (v4.19): extend the window from a ``PG_readahead`` hit.
-
-    Returns before clearing the flag when ``ra_pages == 0`` or the page is
-    under writeback (so the flag persists: KERNEL.md defect 4).
-    """
-    decision = page_cache_async_readahead_decision(
-        file.f_ra, offset, req_size, page_writeback=page.test(PageFlag.WRITEBACK), inode_congested=False,
-        blkcg_congested=current.kernel.bdev.blk_cgroup_congested(current.blkcg), cached=file.f_mapping.pages,
-    )  # fmt: skip
-    if decision.clears_pg_readahead:
-        page.clear(PageFlag.READAHEAD)
-    if decision.window is not None:
-        await ra_submit(current, file, decision.window)
-    else:
-        current.actor.log.info("mm_readahead_skipped", ino=file.f_mapping.host.ino, why=decision.outcome.name)
 
 
 def cached_fraction_fill(inode: Inode, pages: list[int]) -> None:

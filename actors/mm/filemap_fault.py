@@ -31,17 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from actors.kernel_types import Errno, FaultFlag, PageFlag, VmFaultResult
-from actors.mm.filemap import (
-    File,
-    find_get_page,
-    fput,
-    get_file,
-    page_cache_async_readahead,
-    page_cache_read,
-    page_cache_sync_readahead,
-    pagecache_get_page_for_mmap,
-    ra_submit,
-)
+from actors.mm.filemap import File, find_get_page, fput, get_file, page_cache_read, pagecache_get_page_for_mmap, ra_submit
 from actors.mm.mmap import VmFlag, up_read
 from actors.mm.page import (
     __lock_page,
@@ -54,7 +44,12 @@ from actors.mm.page import (
     wait_on_page_locked,
     wait_on_page_locked_killable,
 )
-from actors.mm.readahead import mmap_read_around
+from actors.mm.readahead import (
+    Madvise,
+    ReadaheadDecision,
+    do_async_mmap_readahead_decision,
+    do_sync_mmap_readahead_decision,
+)
 
 if TYPE_CHECKING:
     from actors.mm.memory import VmFault
@@ -129,27 +124,35 @@ async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flag
 # -- readahead entry points of the fault path ---------------------------------------
 
 
+def _madvise(vmf: VmFault) -> Madvise:
+    flags = vmf.vma.vm_flags
+    return Madvise.from_hints(rand_read=bool(flags & VmFlag.RAND_READ), seq_read=bool(flags & VmFlag.SEQ_READ))
+
+
+async def _act_on(current: TaskStruct, file: File, page: Page | None, decision: ReadaheadDecision) -> None:
+    """Carry out a readahead decision: clear the marker, submit the window."""
+    if page is not None and decision.clears_pg_readahead:
+        page.clear(PageFlag.READAHEAD)
+    if decision.window is not None:
+        await ra_submit(current, file, decision.window)
+    elif decision.calls_readahead:
+        current.actor.log.info("mm_readahead_skipped", ino=file.f_mapping.host.ino, why=decision.outcome.name)
+
+
 async def do_sync_mmap_readahead(current: TaskStruct, vmf: VmFault, file: File, offset: int, *, drop: bool, fpin: File | None = None) -> File | None:
     """``do_sync_mmap_readahead()``: read-around (or ondemand for VM_SEQ_READ).
 
-    *drop* selects the V3/v5.1 behaviour (``maybe_unlock_mmap_for_io`` right
-    before submitting); returns the pin if the sem was dropped.
+    The decision is ``actors.mm.readahead``'s; *drop* selects the V3/v5.1
+    behaviour (``maybe_unlock_mmap_for_io`` right before calling into
+    readahead). Returns the pin if the sem was dropped.
     """
-    vma = vmf.vma
-    ra = file.f_ra
-    if vma.vm_flags & VmFlag.RAND_READ or not ra.ra_pages:
-        return fpin
-    if vma.vm_flags & VmFlag.SEQ_READ:
-        if drop:
-            fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
-        await page_cache_sync_readahead(current, file, offset, ra.ra_pages)
-        return fpin
-    window = mmap_read_around(ra, offset)
-    if window is None:
-        return fpin
-    if drop:
+    decision = do_sync_mmap_readahead_decision(
+        file.f_ra, offset, madvise=_madvise(vmf), blkcg_congested=current.kernel.bdev.blk_cgroup_congested(current.blkcg),
+        cached=file.f_mapping.pages,
+    )  # fmt: skip
+    if drop and decision.calls_readahead:
         fpin = maybe_unlock_mmap_for_io(current, vmf, fpin)
-    await ra_submit(current, file, window)
+    await _act_on(current, file, None, decision)
     return fpin
 
 
@@ -159,17 +162,14 @@ async def do_async_mmap_readahead(current: TaskStruct, vmf: VmFault, file: File,
     V3 drops whenever the page has PG_readahead, even with ``ra_pages == 0``
     (defect 4); 5c72feee3e45 (policy ``zero_readahead_fix``) does not drop then.
     """
-    ra = file.f_ra
-    if vmf.vma.vm_flags & VmFlag.RAND_READ:
-        return None
-    if current.kernel.policy.zero_readahead_fix and not ra.ra_pages:
-        return None
-    if ra.mmap_miss > 0:
-        ra.mmap_miss -= 1
-    if not page.flags & PageFlag.READAHEAD:
-        return None
-    fpin = maybe_unlock_mmap_for_io(current, vmf, None) if drop else None
-    await page_cache_async_readahead(current, file, page, offset, ra.ra_pages)
+    decision = do_async_mmap_readahead_decision(
+        file.f_ra, offset, madvise=_madvise(vmf), page_readahead=page.test(PageFlag.READAHEAD),
+        page_writeback=page.test(PageFlag.WRITEBACK), inode_congested=False,
+        blkcg_congested=current.kernel.bdev.blk_cgroup_congested(current.blkcg),
+        zero_readahead_fix=current.kernel.policy.zero_readahead_fix, cached=file.f_mapping.pages,
+    )  # fmt: skip
+    fpin = maybe_unlock_mmap_for_io(current, vmf, None) if drop and decision.calls_readahead else None
+    await _act_on(current, file, page, decision)
     return fpin
 
 
