@@ -188,9 +188,13 @@ class Touch:
 
 @attrs.frozen(kw_only=True)
 class Mmap:
-    """``mmap()`` an anonymous region: mmap_sem held for write for ``hold``."""
+    """``mmap()`` an anonymous region, or re-map the named file ``mapping`` if it is unmapped.
+
+    mmap_sem is held for write for ``hold``; ``length`` is ignored with ``mapping``.
+    """
 
     length: PositiveSize = 4096
+    mapping: str | None = None
     hold: Duration = 20_000
 
 
@@ -204,10 +208,28 @@ class Munmap:
 
 @attrs.frozen(kw_only=True)
 class Mprotect:
-    """``mprotect()`` a mapping (or this thread's last region): write-held for ``hold``."""
+    """``mprotect()`` a mapping (or this thread's last region): write-held for ``hold``.
+
+    ``prot = "r"`` removes write permission (and write-protects the PTEs),
+    ``"rw"`` gives it back (the mapping must be writable); unset re-applies
+    the current protection.
+    """
 
     mapping: str | None = None
+    prot: Literal["r", "rw"] | None = None
     hold: Duration = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Truncate:
+    """``ftruncate(file, size)``: drop the page cache beyond ``size`` (waiting for locked pages,
+    zapping PTEs), then, with ``extend``, grow the file back to its configured size after ``hold``
+    (truncate-then-extend)."""
+
+    file: str
+    size: Size = 0
+    extend: bool = True
+    hold: Duration = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -242,12 +264,13 @@ class Think:
     dist: Literal["fixed", "exp"] = "fixed"
 
 
-Op = Touch | Mmap | Munmap | Mprotect | Populate | ProcRead | Io | Think
+Op = Touch | Mmap | Munmap | Mprotect | Truncate | Populate | ProcRead | Io | Think
 OP_NAMES: dict[type, str] = {
     Touch: "touch",
     Mmap: "mmap",
     Munmap: "munmap",
     Mprotect: "mprotect",
+    Truncate: "truncate",
     Populate: "populate",
     ProcRead: "proc_read",
     Io: "io",
@@ -298,6 +321,45 @@ class ProcessConfig:
 
 
 @attrs.frozen(kw_only=True)
+class InjectConfig:
+    """Fault injection (``actors.inject``), drawn from the run's own ``inject`` stream.
+
+    Probabilities are per event; ``tasks`` (a glob of ``process.thread``
+    names) and ``files`` (a glob of file names) narrow who is hit.
+    ``sigkill_every`` is the mean of an exponential gap between SIGKILLs
+    sent to a random live task matching ``tasks`` (at most ``sigkill_max``);
+    0 turns signals off.
+    """
+
+    read_error: Fraction = 0.0
+    write_error: Fraction = 0.0
+    enospc: Fraction = 0.0
+    sigkill_every: Duration = 0
+    sigkill_max: Natural = 1
+    tasks: str = "*"
+    files: str = "*"
+
+
+@attrs.frozen(kw_only=True)
+class ChecksConfig:
+    """Invariant tuning: ``liveness`` is how long an op may stay in flight at the end of a run."""
+
+    liveness: PositiveDuration = 1_000_000_000
+
+
+#: What ``[swarm] off`` may switch off: fault families, then op kinds of the workload mix.
+SWARM_FAMILIES = ("read_error", "write_error", "enospc", "sigkill")
+SWARM_OPS = ("munmap", "mmap", "mprotect", "truncate", "proc_read", "populate", "io")
+
+
+@attrs.frozen(kw_only=True)
+class SwarmConfig:
+    """Swarm testing: fault families and op kinds switched off for this config (``emu explore --swarm``)."""
+
+    off: list[Literal[SWARM_FAMILIES + SWARM_OPS]] = attrs.field(factory=list)  # type: ignore[valid-type]
+
+
+@attrs.frozen(kw_only=True)
 class PolicyConfig:
     """A custom policy: a preset with some switches changed."""
 
@@ -327,6 +389,9 @@ class ExperimentConfig:
     writeback: WritebackConfig = attrs.field(factory=WritebackConfig)
     processes: list[ProcessConfig] = attrs.field(factory=list)
     policy: list[PolicyConfig] = attrs.field(factory=list)
+    inject: InjectConfig = attrs.field(factory=InjectConfig)
+    checks: ChecksConfig = attrs.field(factory=ChecksConfig)
+    swarm: SwarmConfig = attrs.field(factory=SwarmConfig)
     source: str = attrs.field(default="<config>", eq=False)
 
     @classmethod
@@ -392,6 +457,15 @@ class ExperimentConfig:
         if not self.processes:
             problems.append("processes: expected at least one process")
         process_names = [name for p in self.processes for name in process_instance_names(p)]
+        file_sizes = {f.name: f.size for f in self.files}
+        thread_names = [f"{name}.{t.name}" for p in self.processes for name in process_instance_names(p) for t in p.threads]
+        inject = self.inject
+        if inject.tasks != "*" and not any(fnmatch.fnmatchcase(n, inject.tasks) for n in thread_names):
+            problems.append(f"inject.tasks: no thread matches {inject.tasks!r} (threads are named process.thread)")
+        if inject.files != "*" and not any(fnmatch.fnmatchcase(n, inject.files) for n in files):
+            problems.append(f"inject.files: no file matches {inject.files!r}")
+        if inject.sigkill_every and not inject.sigkill_max:
+            problems.append("inject.sigkill_max: sigkill_every is set but sigkill_max is 0")
         for i, process in enumerate(self.processes):
             at = f"processes[{i}]"
             if process.cgroup not in cgroups:
@@ -417,7 +491,44 @@ class ExperimentConfig:
                             problems.append(f"{where}.write: mapping {mapping!r} is not writable")
                     if isinstance(op, ProcRead) and not any(fnmatch.fnmatchcase(n, op.target) for n in process_names):
                         problems.append(f"{where}.target: no process matches {op.target!r}")
+                    if isinstance(op, Mprotect) and op.prot == "rw" and mapping in mappings:
+                        spec = next(m for m in process.mappings if m.name == mapping)
+                        if not spec.writable:
+                            problems.append(f"{where}.prot: mapping {mapping!r} is not writable")
+                    if isinstance(op, Mprotect) and op.prot is not None and mapping is None:
+                        problems.append(f'{where}.prot: needs a mapping (prot = "{op.prot}" of which mapping?)')
+                    if isinstance(op, Truncate):
+                        if op.file not in file_sizes:
+                            problems.append(f"{where}.file: unknown file {op.file!r}")
+                        elif op.size >= file_sizes[op.file]:
+                            problems.append(f"{where}.size: {op.size} bytes does not shrink file {op.file!r} ({file_sizes[op.file]} bytes)")
         return problems
+
+
+def apply_swarm(config: ExperimentConfig) -> ExperimentConfig:
+    """*config* with ``[swarm] off`` applied: families set to 0, ops of those kinds removed.
+
+    A program left empty gets one ``think`` for the whole horizon, so the
+    thread idles instead of spinning.
+    """
+    off = set(config.swarm.off)
+    if not off:
+        return config
+    inject = attrs.evolve(config.inject, **{name: 0 for name in SWARM_FAMILIES if name in off and name != "sigkill"})
+    if "sigkill" in off:
+        inject = attrs.evolve(inject, sigkill_every=0)
+    by_name = {name: cls for cls, name in OP_NAMES.items()}
+    removed = tuple(by_name[name] for name in off if name in by_name)
+    processes = []
+    for process in config.processes:
+        threads = []
+        for thread in process.threads:
+            program = [op for op in thread.program if not isinstance(op, removed)] if removed else list(thread.program)
+            if not program:
+                program = [Think(time=config.horizon)]
+            threads.append(attrs.evolve(thread, program=program))
+        processes.append(attrs.evolve(process, threads=threads))
+    return attrs.evolve(config, inject=inject, processes=processes)
 
 
 def process_instance_names(process: ProcessConfig) -> list[str]:

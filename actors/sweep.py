@@ -29,7 +29,8 @@ A key addresses the base config's TOML by path: ``horizon``,
 then structured with ``ExperimentConfig.from_dict``, so every point is
 checked like a config before anything runs. Seeds come from
 ``numpy.random.SeedSequence(root_seed).spawn(seeds)``; every point and policy
-uses the same seeds (common random numbers). A metric is
+uses the same seeds (common random numbers); the base config's own ``seed``
+only serves as the default ``root_seed``. A metric is
 ``<task>/<op>.<stat>`` (a latency entry of ``results.json``, e.g.
 ``monitor/proc_read.p99_ns``) or a dotted path into a run's results
 (``counters.throttled_bios``).
@@ -363,19 +364,26 @@ def load_sweep(path: str | pathlib.Path) -> Sweep:
         bad("root_seed", f"expected an integer >= 0, got {root_seed!r}")
         root_seed = 0
 
-    metrics: list[str] = []
-    if "metric" not in data:
+    wanted: list[tuple[str, object]] = []
+    if "metric" in data:
+        wanted.append(("metric", data["metric"]))
+    else:
         bad("metric", 'required key is missing (e.g. "monitor/proc_read.p99_ns")')
-    for where, value in [("metric", data.get("metric"))] * ("metric" in data) + [
-        (f"metrics[{i}]", m) for i, m in enumerate(data.get("metrics", []) if isinstance(data.get("metrics", []), list) else [])
-    ]:
+    extra_metrics = data.get("metrics", [])
+    if isinstance(extra_metrics, list):
+        wanted += [(f"metrics[{i}]", m) for i, m in enumerate(extra_metrics)]
+    else:
+        bad("metrics", f"expected a list of metrics, got {extra_metrics!r}")
+    metrics: list[str] = []
+    for where, value in wanted:
         message = _check_metric(value)
         if message:
             bad(where, message)
         elif value not in metrics:
-            metrics.append(value)
-    if not isinstance(data.get("metrics", []), list):
-        bad("metrics", f"expected a list of metrics, got {data['metrics']!r}")
+            metrics.append(str(value))
+
+    if base_config is None:  # key paths cannot be checked without the base
+        raise SweepError(problems)
 
     params: list[Param] = []
     raw_params = data.get("params", [])
@@ -403,14 +411,6 @@ def load_sweep(path: str | pathlib.Path) -> Sweep:
             bad(f"{at}.key", str(error))
             continue
         params.append(Param(key=key, steps=steps, values=tuple(values)))
-        if base_config is not None:  # blame a bad value on its own line
-            for j, value in enumerate(values):
-                point = copy.deepcopy(base_data)
-                set_key(point, steps, value)
-                try:
-                    ExperimentConfig.from_dict(point, source=str(base_path))
-                except ConfigError as error:
-                    bad(f"{at}.values[{j}]", f"{value!r} makes an invalid config: " + "; ".join(_strip_source(p, base_path) for p in error.problems))
 
     explicit: list[dict[tuple[Step, ...], tuple[str, Any]]] = []
     raw_points = data.get("points", [])
@@ -474,16 +474,31 @@ def _make_points(
     src: str,
 ) -> tuple[Point, ...]:
     """The grid (every combination of ``params``) crossed with the explicit points; each one checked."""
-    combos = list(itertools.product(*(p.values for p in params)))
-    points, problems = [], []
+    combos = list(itertools.product(*(range(len(p.values)) for p in params)))
+    points: list[Point] = []
+    problems: list[str] = []
+    alone: dict[tuple[int, int], list[str]] = {}
+
+    def alone_problems(i: int, j: int) -> list[str]:
+        """What is wrong with value *j* of param *i* applied to the base alone (cached)."""
+        if (i, j) not in alone:
+            data = copy.deepcopy(base_data)
+            set_key(data, params[i].steps, params[i].values[j])
+            try:
+                ExperimentConfig.from_dict(data, source=str(base_path))
+                alone[i, j] = []
+            except ConfigError as error:
+                alone[i, j] = [_strip_source(p, base_path) for p in error.problems]
+        return alone[i, j]
+
     width = len(str(len(combos) * max(1, len(explicit)) - 1))
     for extra in explicit or [{}]:
         for combo in combos:
             data = copy.deepcopy(base_data)
             values: dict[str, Any] = {}
-            for param, value in zip(params, combo):
-                set_key(data, param.steps, value)
-                values[param.key] = value
+            for param, j in zip(params, combo):
+                set_key(data, param.steps, param.values[j])
+                values[param.key] = param.values[j]
             for steps, (key, value) in extra.items():
                 set_key(data, steps, value)
                 values[key] = value
@@ -491,13 +506,19 @@ def _make_points(
             try:
                 ExperimentConfig.from_dict(copy.deepcopy(data), source=str(base_path))
             except ConfigError as error:
-                problems.extend(f"{src}: point {{{label}}}: {_strip_source(p, base_path)}" for p in error.problems)
+                # blame a value that is bad on its own on its own line, else the combination
+                blamed = [
+                    f"{src}: params[{i}].values[{j}]: {params[i].values[j]!r} makes an invalid config: {'; '.join(alone_problems(i, j))}"
+                    for i, j in enumerate(combo)
+                    if alone_problems(i, j)
+                ]
+                problems.extend(blamed or [f"{src}: point {{{label}}}: {_strip_source(p, base_path)}" for p in error.problems])
                 continue
             digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
             index = len(points)
             points.append(Point(index=index, id=f"p{index:0{width}d}_{digest[:8]}", values=values, data=data, config_sha256=digest))
     if problems:
-        raise SweepError(problems)
+        raise SweepError(list(dict.fromkeys(problems)))
     return tuple(points)
 
 

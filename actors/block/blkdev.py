@@ -97,7 +97,7 @@ class SubmitBio:
 class BlkdevStatistics:
     """The request queue and device at one instant.
 
-    ``in_flight`` are tags in use, ``queued`` bios waiting for a tag,
+    ``in_flight`` are tags in use, ``queued`` submitters sleeping for a tag,
     ``in_service`` requests on a channel.
     """
 
@@ -190,7 +190,7 @@ class BlockDevice:
         self.hierarchy = self.iolat.hierarchy
         self._rq_waits: dict[str, emu.WaitQueue] = {}
         self._tracked: dict[int, None] = {}  # BIO_TRACKED
-        self._dispatch: deque[Bio] = deque()  # waiting for a tag
+        self._tag_wait = emu.WaitQueue(engine, f"blk_mq_get_tag {name}", self._tag_holders)
         self._hw_queue: deque[Bio] = deque()  # tagged, waiting for a channel
         self._tags_used = 0
         self._in_service = 0
@@ -213,16 +213,15 @@ class BlockDevice:
             self._blk_mq_make_request(msg.bio)
 
     def _blk_mq_make_request(self, bio: Bio) -> None:
-        """Mirror of ``blk_mq_make_request()`` past rq_qos: get a tag or queue FIFO."""
+        """Mirror of ``blk_mq_make_request()`` past rq_qos and the tag: issue the request."""
         self._nr_submitted += 1
-        if self._tags_used < self.nr_requests:
-            self._issue(bio)
-        else:
-            self._dispatch.append(bio)
+        self._issue(bio)
+
+    def _tag_holders(self) -> list[str]:
+        return [f"{self.name}: {self._tags_used}/{self.nr_requests} tags in flight"]
 
     def _issue(self, bio: Bio) -> None:
-        """``blk_mq_start_request`` → ``queue_rq``: the request holds a tag."""
-        self._tags_used += 1
+        """``blk_mq_start_request`` → ``queue_rq``: the request holds the submitter's tag."""
         bio.issue_ns = self.engine.now_ns
         self.actor.log.info("block_rq_issue", **_bio_fields(self, bio))
         if self._in_service < self.parallelism:
@@ -268,8 +267,11 @@ class BlockDevice:
             bio.bi_end_io(bio)
         if self._hw_queue and self._in_service < self.parallelism:
             self._start_service(self._hw_queue.popleft())
-        if self._dispatch and self._tags_used < self.nr_requests:
-            self._issue(self._dispatch.popleft())
+        for key in self._tag_wait:
+            # blk_mq_put_tag() → sbitmap wake-up: hand the tag to the first sleeper.
+            self._tags_used += 1
+            self._tag_wait.wake(key)
+            break
 
     # -- io.latency glue -----------------------------------------------------
 
@@ -324,7 +326,7 @@ class BlockDevice:
             nr_requests=self.nr_requests,
             rotational=self.rotational,
             in_flight=self._tags_used,
-            queued=len(self._dispatch),
+            queued=len(self._tag_wait),
             in_service=self._in_service,
             nr_submitted=self._nr_submitted,
             nr_completed=self._nr_completed,
@@ -356,7 +358,25 @@ async def submit_bio(current: Current, bio: Bio) -> None:
         bio.submitter = current.comm
     actor.log.info("block_bio_queue", **_bio_fields(q, bio), comm=current.comm, pid=current.pid)
     await blkcg_iolatency_throttle(current, q, bio)
+    await blk_mq_get_tag(current, q, bio)
     actor.send(q.actor, SubmitBio(bio=bio))
+
+
+async def blk_mq_get_tag(current: Current, q: BlockDevice, bio: Bio) -> None:
+    """Mirror of ``blk_mq_get_request()`` → ``blk_mq_get_tag()``: one of ``nr_requests`` tags.
+
+    With every tag in flight the submitter sleeps (``io_schedule``) until a
+    completion hands it one, FIFO; the legacy ``block_sleeprq`` tracepoint
+    names this sleep.
+    """
+    if q._tags_used < q.nr_requests and not len(q._tag_wait):
+        q._tags_used += 1
+        return
+    actor = current.actor
+    start = actor.now_ns
+    actor.log.info("block_sleeprq", dev=q.dev, bio=bio.bio_id, comm=current.comm, pid=current.pid)
+    await q._tag_wait.wait(actor, bio.bio_id)
+    current.account_sleep("io", actor.now_ns - start)
 
 
 async def blkcg_iolatency_throttle(current: Current, q: BlockDevice, bio: Bio) -> None:

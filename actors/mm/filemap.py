@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from actors.kernel_types import PAGE_SIZE, PageFlag
-from actors.mm.page import Page, get_page, put_page, unlock_page
+from actors.mm.page import Page, get_page, lock_page, put_page, unlock_page, wait_on_page_writeback
 from actors.mm.readahead import FileRaState, RaWindow
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class AddressSpaceOperations(Protocol):
 class Inode:
     """``struct inode`` of a file: number, size, its page cache and filesystem."""
 
-    __slots__ = ("ino", "i_size", "i_mapping", "fs", "name")
+    __slots__ = ("ino", "i_size", "i_mapping", "fs", "name", "truncate_seq", "error_seq")
 
     def __init__(self, ino: int, name: str, i_size: int, fs: object) -> None:
         self.ino = ino
@@ -53,6 +53,10 @@ class Inode:
         self.i_size = i_size
         self.fs = fs
         self.i_mapping = AddressSpace(self)
+        #: Bumped by every truncation / injected read error (the invariants'
+        #: way to tell "the page went away" from "the fault path misbehaved").
+        self.truncate_seq = 0
+        self.error_seq = 0
 
     @property
     def nr_pages(self) -> int:
@@ -134,6 +138,44 @@ def delete_from_page_cache(page: Page) -> None:
     mapping.nrpages -= 1
     page.mapping = None
     put_page(page)
+
+
+async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int) -> int:
+    """``truncate_setsize()`` + ``truncate_inode_pages_range()`` (mm/truncate.c, v4.19).
+
+    Sets ``i_size``, then for every cached page past the new end: lock it
+    (waiting for a page under IO), wait for writeback, unmap it from every
+    PTE (``unmap_mapping_range``), cancel its dirty state and delete it from
+    the page cache, unlock. Returns the number of pages removed. Pages
+    another path still holds keep their references; they are just no
+    longer in the mapping (``page.mapping is None``).
+    """
+    inode.i_size = new_size
+    inode.truncate_seq += 1
+    mapping = inode.i_mapping
+    first = -(-new_size // PAGE_SIZE)
+    removed = 0
+    for index in sorted(i for i in mapping.pages if i >= first):
+        page = mapping.pages.get(index)
+        if page is None:
+            continue
+        get_page(page)
+        await lock_page(current, page)
+        await wait_on_page_writeback(current, page)
+        if page.mapping is mapping:
+            for mm, address in list(page.rmap):  # unmap_mapping_range → zap_pte_range
+                pte = mm.ptes.pop(address, None)
+                if pte is not None:
+                    put_page(pte.page)
+            page.rmap.clear()
+            page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
+            delete_from_page_cache(page)
+            removed += 1
+        unlock_page(page)
+        put_page(page)
+    inode.truncate_seq += 1
+    current.actor.log.info("truncate_inode_pages", ino=inode.ino, size=new_size, removed=removed)
+    return removed
 
 
 def pagecache_get_page_for_mmap(current: TaskStruct, mapping: AddressSpace, offset: int) -> Page:

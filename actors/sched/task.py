@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 from actors.arch.fault import do_page_fault
 from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
-from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, Populate, ProcRead, Think, ThreadConfig, Touch
-from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, Populate, ProcRead, Think, ThreadConfig, Touch, Truncate
+from actors.kernel_types import BlkStatus, FaultFlag, ReqFlag, ReqOp
+from actors.mm.filemap import truncate_inode_pages
 from actors.mm.gup import mm_populate
 from actors.mm.mmap import VmAreaStruct, VmFlag, down_read, down_write, up_read, up_write
 from actors.mm.page import Page, wake_fatal
@@ -74,7 +75,17 @@ class TaskStruct:
         self.actor: Actor = None  # type: ignore[assignment]  # set by Kernel.spawn_task
         self.mmap_sem_held: list[tuple[MmStruct, str]] = []
         self.killable_queue: WaitQueue | None = None
-        self.dropped_vma: VmAreaStruct | None = None
+        self._dropped_vma: VmAreaStruct | None = None
+        #: Invariant bookkeeping (``actors.invariants``): the handler running
+        #: (``"fault"``/``"mkwrite"``, set by the Kernel's vm_ops wrappers), the
+        #: current fault attempt's flags, where and on what the sem was last
+        #: dropped, why a pending retry is suspect, and the op in flight.
+        self.io_scope: str | None = None
+        self.fault_flags = FaultFlag(0)
+        self.drop_scope: str | None = None
+        self.drop_snapshot: tuple | None = None
+        self.retry_suspect: tuple | None = None
+        self.op_start: tuple[str, int] | None = None
         self.throttle_queue = None
         self.pending_sigkill = False
         self.killed_by: str | None = None
@@ -84,6 +95,19 @@ class TaskStruct:
 
     def __repr__(self) -> str:
         return f"<task {self.comm} pid={self.pid}>"
+
+    @property
+    def dropped_vma(self) -> VmAreaStruct | None:
+        """The VMA a path looked up before it dropped the mmap_sem (stale until re-found), or ``None``."""
+        return self._dropped_vma
+
+    @dropped_vma.setter
+    def dropped_vma(self, vma: VmAreaStruct | None) -> None:
+        self._dropped_vma = vma
+        if vma is not None:
+            self.drop_scope = self.io_scope
+            inode = vma.vm_file.f_mapping.host if vma.vm_file is not None else None
+            self.drop_snapshot = None if inode is None else (inode, inode.truncate_seq, inode.error_seq)
 
     # -- signals and sleeps -------------------------------------------------------
 
@@ -102,6 +126,8 @@ class TaskStruct:
         self.sleep_ns[kind] += ns
         if kind in IO_SLEEPS and self.mmap_sem_held:
             kernel = self.kernel
+            if self.retry_suspect is not None and self.fault_flags & FaultFlag.TRIED and self.io_scope is not None:
+                kernel.retry_io_under_sem(self, kind, ns)
             kernel.count("mmap_sem_held_across_io")
             kernel.count("mmap_sem_held_across_io_ns", ns)
             self.actor.log.info(
@@ -156,9 +182,15 @@ class Workload:
             for op in config.program:
                 start = actor.now_ns if intended is None else intended
                 intended = None
+                if not isinstance(op, Think):
+                    current.op_start = (OP_NAMES[type(op)], actor.now_ns)
                 ok = await self.run_op(op)
+                current.op_start = None
                 if not isinstance(op, Think):
                     current.kernel.record_latency(current.thread, OP_NAMES[type(op)], actor.now_ns - start)
+                if ok and current.fatal_signal_pending():
+                    ok = False  # SIGKILL: the thread dies on its way back to user space
+                    current.killed_by = current.killed_by or "SIGKILL"
                 if not ok:
                     return
             iteration += 1
@@ -176,6 +208,8 @@ class Workload:
             await proc_read(current, op)
         elif isinstance(op, Mmap | Munmap | Mprotect):
             await self.vma_op(op)
+        elif isinstance(op, Truncate):
+            await truncate(current, op)
         elif isinstance(op, Io):
             await direct_io(current, op)
         elif isinstance(op, Populate):
@@ -225,14 +259,35 @@ class Workload:
         mm = current.mm
         if await down_write(current, mm, killable=True):
             return
-        if isinstance(op, Mmap):
+        if isinstance(op, Mmap) and op.mapping is not None:
+            current.kernel.remap(current, op.mapping)
+        elif isinstance(op, Mmap):
             self.regions.append(mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}"))
         elif isinstance(op, Munmap):
             vma = current.kernel.mapping_vma(current, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
                 mm.remove_vma(vma)
+        elif isinstance(op, Mprotect) and op.prot is not None:
+            vma = current.kernel.mapping_vma(current, op.mapping)
+            if vma is not None:
+                mm.mprotect_vma(vma, write=op.prot == "rw")
         await current.actor.sleep(op.hold)
         up_write(current, mm)
+
+
+async def truncate(current: TaskStruct, op: Truncate) -> None:
+    """``ftruncate()`` down to ``op.size`` and, with ``extend``, back up after ``hold``.
+
+    No mmap_sem: truncation serialises on the page locks (and i_rwsem,
+    which nothing else here takes), which is why it races with a fault
+    whose sem is dropped.
+    """
+    inode = current.kernel.inodes[op.file]
+    size = current.kernel.file_size(op.file)
+    await truncate_inode_pages(current, inode, op.size)
+    if op.extend:
+        await current.actor.sleep(op.hold)
+        inode.i_size = size  # truncate_setsize() upwards: no pages to drop
 
 
 async def return_to_user(current: TaskStruct) -> None:

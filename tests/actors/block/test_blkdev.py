@@ -211,7 +211,10 @@ def test_submitter_sleeps_in_rq_qos_wait() -> None:
 
 
 def test_fatal_signal_skips_the_throttle() -> None:
-    """A task with a fatal signal pending takes a slot without sleeping."""
+    """A task with a fatal signal pending takes an io.latency slot without sleeping in rq_qos_wait.
+
+    (It may still sleep for a request tag: blk_mq_get_tag's wait is not killable.)
+    """
     h = contended()
 
     async def noisy(current: FakeTask) -> None:
@@ -222,7 +225,6 @@ def test_fatal_signal_skips_the_throttle() -> None:
         before = len(h.records("rq_qos_throttle"))
         for _ in range(5):
             await submit_bio(current, h.bio(NOISY))
-        assert current.actor.now_ns < 2002 * MS
         assert len(h.records("rq_qos_throttle")) == before
 
     h.spawn("prot", PROT, protected_reader(h, 2100 * MS))
@@ -277,3 +279,24 @@ def test_io_latency_timer_runs_only_while_io_flows() -> None:
 
     h.spawn("prot", PROT, short)
     h.engine.run()
+
+
+def test_submitter_sleeps_for_a_tag_when_all_are_in_flight() -> None:
+    """blk_mq_get_tag: with every one of nr_requests tags in flight, submit_bio sleeps until a completion frees one."""
+    h = Harness(nr_requests=2, parallelism=2, service_time=lambda bio: 10 * MS)
+    slept: list[int] = []
+
+    async def program(current: FakeTask) -> None:
+        bios = [h.bio("") for _ in range(3)]
+        await submit_bio(current, bios[0])
+        await submit_bio(current, bios[1])
+        assert current.actor.now_ns == 0
+        await submit_bio(current, bios[2])  # no tag left: sleeps until the first completes
+        slept.append(current.actor.now_ns)
+        await h.wait_io(current, bios[2])
+
+    h.spawn("submitter", "", program)
+    h.engine.run()
+    assert slept == [10 * MS]
+    assert [r["bio"] for r in h.records("block_sleeprq")] == [3]
+    assert h.dev.statistics().in_flight == 0
