@@ -42,6 +42,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from actors.config import OP_NAMES, ConfigError, ExperimentConfig, resolve_policy
 from actors.policy import PRESETS
+from actors.sweep import sweep_command
 from actors.report import FORMATS, ReportError, build_report, load_run_dir, print_report
 from emu import NSEC_PER_SEC, EmulatorError, format_ns, parse_duration
 
@@ -350,6 +351,9 @@ def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) ->
         click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": wall, "ops_per_s": rate}).decode())
     else:
         click.echo(f"{name}: {ops} ops in {wall:.3f} s = {rate:,.0f}/s ({driver} driver)")
+
+
+main.add_command(sweep_command, "sweep")
 
 
 if __name__ == "__main__":  # pragma: no cover

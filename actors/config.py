@@ -300,6 +300,8 @@ class ThreadConfig:
 
     With ``every``, iterations start on a fixed schedule (open loop) and the
     latency of an iteration's first op counts from its intended start.
+    With ``handle_signals`` the thread has SIGSEGV/SIGBUS handlers that
+    skip the rest of the op (as a JVM or a database does) instead of dying.
     """
 
     name: str
@@ -307,6 +309,7 @@ class ThreadConfig:
     iterations: Natural = 0
     every: PositiveDuration | None = None
     start: Duration = 0
+    handle_signals: bool = False
 
 
 @attrs.frozen(kw_only=True)

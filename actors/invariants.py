@@ -1,21 +1,55 @@
 """Invariant checks: what must hold in any correct kernel, checked on every run.
 
-Checks run during the run (recorded with ``Kernel.violation``) and at the
-end (``check_invariants``). A violation is a dict with the invariant's name,
-the virtual time and what was seen; results.json lists them under
-``invariants`` and ``emu run --strict`` fails on any.
+Checks run during the run (recorded with ``Kernel.violation``, which stamps
+the virtual time and the trace position ``event``) and at the end
+(``check_invariants``). A violation is a dict with the invariant's name, the
+virtual time, the event index and what was seen; results.json lists them
+under ``invariants`` (``checked`` counts the checks made) and ``emu run
+--strict`` fails on any. ``INVARIANTS`` names every check.
 
-During the run:
+During the run (each costs a few attribute reads where it sits):
+    ``rwsem_reader_with_writer``: at every mmap_sem acquire, never a reader
+    together with a writer.
+    ``rwsem_reader_passed_queued_writer``: at every read acquire, a reader
+    that took the fast path found no queued writer; under 4.19 rules a
+    reader granted from the queue had no writer queued before it.
+    ``rwsem_release_by_non_holder``: ``up_read``/``up_write`` by a task that
+    holds no such lock (an unbalanced release in emulated kernel code,
+    e.g. KERNEL.md defect 8); the release is then ignored.
+    ``page_double_lock``: a task sleeps on the lock of an uptodate page it
+    holds itself (a lock on a !uptodate page belongs to the read IO, whose
+    completion unlocks it).
     ``page_ref_leak``: a ``vm_fault`` went out of scope still holding a
     page reference (V3's ``cached_page`` on a ``bad_area`` exit, KERNEL.md
     defect 5).
+    ``dropped_means_dropped``: after dropping mmap_sem a path never uses
+    the VMA it looked up before the drop (``current.dropped_vma``, reset
+    when the retry re-finds the VMA), nor a VMA that was unmapped; checked
+    where the fault path installs PTEs (``finish_fault``,
+    ``finish_mkwrite_fault``).
+    ``io_under_mmap_sem_on_retry``: for policies whose ``->fault`` (v3,
+    v5.1) or ``->page_mkwrite`` (V3's btrfs) drops the sem for IO, the
+    retried attempt (TRIED) sleeps on IO or io.latency throttling holding
+    the sem because the first attempt returned RETRY before its page was
+    uptodate (defect 2: ``cause = "retry_before_uptodate"``) or because V3's
+    mkwrite must be redone (defects 7/19: ``"mkwrite_redone_under_sem"``).
+    A retry whose page was truncated or failed its read meanwhile is not a
+    violation (counter ``retry_io_after_truncate_or_error``): then the
+    re-read under the sem is what every kernel does.
 
 At the end:
-    ``page_refcount_balanced``: when every task has finished, each cached
-    page's ``_refcount`` is 1 (the page cache) plus one per PTE mapping it.
-    Runs cut by the horizon skip this (faults in flight hold references).
+    ``page_refcount_balanced``: each cached page's ``_refcount`` is 1 (the
+    page cache) plus one per PTE mapping it, when every task has finished.
+    A run cut by the horizon may have faults holding references, so there
+    only a count *below* that is a violation (an extra put).
     ``page_unlocked_at_rest``: when every task has finished and no IO is in
     flight, no cached page is still locked.
+    ``dirty_data_lost``: every page dirtied (``set_page_dirty``) and not
+    written back since is still dirty or under writeback, unless it was
+    truncated; and every dirty cached page is on the flusher's lists.
+    ``liveness``: no op of a live task has been in flight longer than
+    ``[checks] liveness`` (default 1 s) when the run ends (a livelock such
+    as the 5.1-5.6 ``mm_populate`` spin, or a wait nobody ends).
 """
 
 from __future__ import annotations
@@ -23,26 +57,87 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.kernel_types import PageFlag
+from actors.locking.rwsem import RwsemSemantics
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
+    from actors.locking.rwsem import RwSemaphore
+
+#: Every invariant, by the name violations carry.
+INVARIANTS = (
+    "rwsem_reader_with_writer",
+    "rwsem_reader_passed_queued_writer",
+    "rwsem_release_by_non_holder",
+    "page_double_lock",
+    "page_ref_leak",
+    "dropped_means_dropped",
+    "io_under_mmap_sem_on_retry",
+    "page_refcount_balanced",
+    "page_unlocked_at_rest",
+    "dirty_data_lost",
+    "liveness",
+)
+
+
+def check_rwsem_acquire(sem: RwSemaphore, owner: str, mode: str, queued_ns: int | None) -> list[tuple[str, dict[str, Any]]]:
+    """The rwsem invariants right after *owner* acquired *sem* in *mode*.
+
+    *queued_ns* is when it queued, ``None`` if it took the lock without
+    waiting. Reads the semaphore's holder and waiter lists directly (cheap).
+    """
+    problems: list[tuple[str, dict[str, Any]]] = []
+    writer = sem._writer
+    readers = sem._readers
+    if writer is not None and readers:
+        problems.append(("rwsem_reader_with_writer", {"writer": writer, "readers": sorted(readers)}))
+    if mode == "read":
+        waiting_writers = [w for w in sem._wait_list if w.write]
+        if queued_ns is None and waiting_writers:
+            problems.append(("rwsem_reader_passed_queued_writer", {"writer": waiting_writers[0].owner, "fast_path": True}))
+        elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19:
+            ahead = [w.owner for w in waiting_writers if w.queued_ns < queued_ns]
+            if ahead:
+                problems.append(("rwsem_reader_passed_queued_writer", {"writer": ahead[0], "fast_path": False}))
+    return problems
 
 
 def check_invariants(kernel: Kernel) -> dict[str, Any]:
     """End-of-run checks, merged with the violations recorded during the run."""
     violations = list(kernel.violations)
     checked = kernel.invariant_checks
+    now = kernel.engine.now_ns
+    end_event = kernel.engine.trace.count
+
+    def report(invariant: str, **seen: Any) -> None:
+        violations.append({"invariant": invariant, "ts": now, "event": end_event, **seen})
+
     finished = all(task.actor.finished or task.actor.daemon for task in kernel.tasks)
-    if finished:
-        idle = kernel.bdev.statistics().in_flight == 0
-        for inode in kernel.inodes.values():
-            for page in inode.i_mapping.pages.values():
-                checked += 1
-                expected = 1 + len(page.rmap)
-                if page.refcount != expected:
-                    violations.append(
-                        {"invariant": "page_refcount_balanced", "page": page.name, "refcount": page.refcount, "expected": expected}
-                    )
-                if idle and page.flags & PageFlag.LOCKED:
-                    violations.append({"invariant": "page_unlocked_at_rest", "page": page.name, "locker": page.locker})
+    idle = kernel.bdev.statistics().in_flight == 0
+    for inode in kernel.inodes.values():
+        for page in inode.i_mapping.pages.values():
+            checked += 1
+            expected = 1 + len(page.rmap)
+            if page.refcount < expected or (finished and page.refcount != expected):
+                report("page_refcount_balanced", page=page.name, refcount=page.refcount, expected=expected)
+            if finished and idle and page.flags & PageFlag.LOCKED:
+                report("page_unlocked_at_rest", page=page.name, locker=page.locker)
+
+    flusher = {(p.mapping.host.ino, p.index) for p in kernel.writeback.dirty_pages() if p.mapping is not None}
+    for page in kernel.dirtied.values():
+        checked += 1
+        if page.mapping is None:
+            continue  # truncated: its data was thrown away on purpose
+        if not page.flags & (PageFlag.DIRTY | PageFlag.WRITEBACK):
+            report("dirty_data_lost", page=page.name, cause="clean_but_never_written")
+        elif page.flags & PageFlag.DIRTY and (page.mapping.host.ino, page.index) not in flusher:
+            report("dirty_data_lost", page=page.name, cause="dirty_but_not_queued")
+
+    bound = kernel.config.checks.liveness
+    for task in kernel.tasks:
+        checked += 1
+        if task.op_start is None or task.actor.finished:
+            continue
+        op, start = task.op_start
+        if now - start > bound:
+            report("liveness", task=task.comm, op=op, running_ns=now - start, bound_ns=bound)
     return {"checked": checked, "violations": violations}

@@ -22,12 +22,15 @@ from typing import Any
 
 from actors.block.blk_cgroup import format_io_latency
 from actors.block.blkdev import BlockDevice
-from actors.config import ExperimentConfig, process_instance_names
+from actors.config import ExperimentConfig, apply_swarm, process_instance_names
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
-from actors.kernel_types import PAGE_SIZE
+from actors.inject import Injector, InjectingBlockDevice
+from actors.invariants import check_rwsem_acquire
+from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
+from actors.mm.memory import VmOperations
 from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
 from actors.mm.page_writeback import Writeback
 from actors.policy import Policy
@@ -41,6 +44,7 @@ class Kernel:
     """The machine of one run: built by ``Kernel(engine, config, policy)``."""
 
     def __init__(self, engine: Engine, config: ExperimentConfig, policy: Policy) -> None:
+        config = apply_swarm(config)
         self.engine = engine
         self.config = config
         self.policy = policy
@@ -53,8 +57,20 @@ class Kernel:
         self.tasks: list[TaskStruct] = []
         self.mms: dict[str, MmStruct] = {}
         self.vmas: dict[tuple[str, str], VmAreaStruct] = {}
+        self._mappings: dict[tuple[str, str], tuple[Any, File]] = {}
+        self._file_sizes = {file.name: file.size for file in config.files}
+        #: Pages dirtied and not yet written back (``dirty_data_lost``), by id.
+        self.dirtied: dict[int, Any] = {}
+        self.inject = inject = Injector(self, config.inject)
         device = config.device
-        self.bdev = BlockDevice(
+        extra: dict[str, Any] = {}
+        bdev_class: type[BlockDevice] = BlockDevice
+        if config.inject.read_error:
+            extra["read_error"] = inject.read_error
+        if config.inject.write_error:
+            bdev_class = InjectingBlockDevice
+            extra["write_error"] = inject.write_error
+        self.bdev = bdev_class(
             engine,
             name=device.name,
             dev=device.dev,
@@ -64,9 +80,16 @@ class Kernel:
             bandwidth_bytes_per_s=device.bandwidth,
             jitter_permille=min(999, device.jitter_pct * 10),
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
+            **extra,
         )
         self.writeback = Writeback(self, config.writeback)
+        self._track_dirty()
         self.filesystems = {"generic": GenericFs(self), "btrfs": BtrfsFs(self, config.btrfs)}
+        for fs in self.filesystems.values():
+            ops = fs.vm_ops  # mark which handler runs, for io_under_mmap_sem_on_retry
+            fs.vm_ops = VmOperations(fault=_scoped(ops.fault, "fault"), page_mkwrite=_scoped(ops.page_mkwrite, "mkwrite"))
+        if config.inject.enospc:
+            inject.wrap_btrfs_reserve(self.filesystems["btrfs"])
         self.inodes: dict[str, Inode] = {}
         for ino, file in enumerate(config.files, start=1):
             inode = Inode(ino, file.name, file.size, self.filesystems[file.fs])
@@ -79,6 +102,8 @@ class Kernel:
         for process in config.processes:
             for name in process_instance_names(process):
                 self._build_process(process, name, semantics)
+        if config.inject.sigkill_every:
+            inject.start_sigkill()
 
     def _build_process(self, process, name: str, semantics: RwsemSemantics) -> None:
         tgid = self._next_pid()
@@ -87,12 +112,8 @@ class Kernel:
         for spec in process.mappings:
             inode = self.inodes[spec.file]
             file = File(inode, f"{name}:{spec.file}", spec.read_ahead_kb * 1024 // PAGE_SIZE)
-            flags = VmFlag.READ | _MADVISE[spec.madvise]
-            if spec.shared:
-                flags |= VmFlag.SHARED
-            if spec.writable:
-                flags |= VmFlag.WRITE | VmFlag.MAYWRITE
-            self.vmas[(name, spec.name)] = mm.insert_vma(inode.nr_pages, flags, file, spec.name)
+            self._mappings[(name, spec.name)] = (spec, file)
+            self.vmas[(name, spec.name)] = mm.insert_vma(inode.nr_pages, _vm_flags(spec), file, spec.name)
         for i, thread in enumerate(process.threads):
             pid = tgid if i == 0 else self._next_pid()
             task = TaskStruct(self, f"{name}.{thread.name}", thread.name, pid, tgid, mm, process.cgroup)
@@ -118,13 +139,96 @@ class Kernel:
         """A kernel thread (no mm, root cgroup) that does not keep the run alive."""
         return self.spawn_task(TaskStruct(self, name, name, self._next_pid(), 0, None, ""), fn, daemon=True)
 
+    def remap(self, current: TaskStruct, name: str) -> VmAreaStruct | None:
+        """``mmap()`` the process's file mapping *name* again if it is unmapped (at a new address)."""
+        if self.mapping_vma(current, name) is not None:
+            return None
+        spec, file = self._mappings[(current.mm.owner, name)]
+        nr_pages = -(-self._file_sizes[spec.file] // PAGE_SIZE)
+        vma = current.mm.insert_vma(nr_pages, _vm_flags(spec), file, spec.name)
+        self.vmas[(current.mm.owner, name)] = vma
+        return vma
+
+    def file_size(self, name: str) -> int:
+        """The configured size of file *name* (what truncate-then-extend grows it back to)."""
+        return self._file_sizes[name]
+
     def count(self, name: str, n: int = 1) -> None:
         """Add to a run counter (results.json ``counters``)."""
         self.counters[name] += n
 
     def violation(self, invariant: str, **seen: Any) -> None:
-        """Record a broken invariant (see ``actors.invariants``) at the current time."""
-        self.violations.append({"invariant": invariant, "ts": self.engine.now_ns, **seen})
+        """Record a broken invariant (see ``actors.invariants``) at the current time and trace position."""
+        self.violations.append({"invariant": invariant, "ts": self.engine.now_ns, "event": self.engine.trace.count, **seen})
+
+    # -- invariant hooks (cheap; see actors.invariants) ---------------------------------
+
+    def rwsem_acquired(self, current: TaskStruct, mm: MmStruct, mode: str, queued_ns: int | None) -> None:
+        """After *current* took *mm*'s mmap_sem: the rwsem invariants."""
+        self.invariant_checks += 1
+        for name, fields in check_rwsem_acquire(mm.mmap_sem, current.comm, mode, queued_ns):
+            self.violation(name, task=current.comm, mm=mm.owner, mode=mode, **fields)
+
+    def vma_use(self, current: TaskStruct, vma: VmAreaStruct, where: str) -> None:
+        """A fault path is about to use *vma*: it must not be the one looked up before a drop."""
+        self.invariant_checks += 1
+        if vma is current.dropped_vma:
+            self.violation("dropped_means_dropped", task=current.comm, vma=vma.name, where=where, cause="used_after_drop")
+        elif vma.freed:
+            self.violation("dropped_means_dropped", task=current.comm, vma=vma.name, where=where, cause="used_after_unmap")
+
+    def note_retry(self, current: TaskStruct, address: int) -> None:
+        """An attempt returned RETRY after dropping the sem: will the retry have to do IO under it?
+
+        Suspect (the retry's IO under the sem is then ``io_under_mmap_sem_on_retry``) when
+        ``->fault`` dropped for IO and returned before the page was uptodate (KERNEL.md
+        defect 2), or V3's ``->page_mkwrite`` dropped (the retry redoes it: defects 7, 19).
+        """
+        vma = current.dropped_vma
+        snapshot = current.drop_snapshot
+        cause = None
+        if snapshot is None:
+            return
+        if current.drop_scope == "fault" and self.policy.filemap_fault in ("v3", "v5.1"):
+            page = vma.vm_file.f_mapping.pages.get(address - vma.vm_start + vma.vm_pgoff)
+            if page is None or not page.flags & PageFlag.UPTODATE:
+                cause = "retry_before_uptodate"
+        elif current.drop_scope == "mkwrite" and self.policy.page_mkwrite == "v3-btrfs":
+            cause = "mkwrite_redone_under_sem"
+        current.retry_suspect = None if cause is None else (cause, current.drop_scope, *snapshot)
+
+    def retry_io_under_sem(self, current: TaskStruct, kind: str, ns: int) -> None:
+        """*current*, on a retried attempt with a suspect retry, slept on IO holding the sem."""
+        cause, scope, inode, truncate_seq, error_seq = current.retry_suspect
+        if scope != current.io_scope:
+            return
+        current.retry_suspect = None  # one report per fault
+        if inode.truncate_seq != truncate_seq or inode.error_seq != error_seq:
+            self.count("retry_io_after_truncate_or_error")  # the page went away: not the policy's doing
+            return
+        self.violation("io_under_mmap_sem_on_retry", task=current.comm, cause=cause, scope=scope, kind=kind, ns=ns)
+
+    def _track_dirty(self) -> None:
+        """Follow every page dirtied until written back, for ``dirty_data_lost``."""
+        writeback = self.writeback
+        set_page_dirty = writeback.set_page_dirty
+        dirtied = self.dirtied
+
+        def tracked_set_page_dirty(page) -> bool:
+            newly = set_page_dirty(page)
+            if page.mapping is not None:
+                dirtied[id(page)] = page
+            return newly
+
+        def written(bio) -> None:
+            if bio.status:
+                return
+            for page in bio.pages:
+                if not page.flags & (PageFlag.DIRTY | PageFlag.WRITEBACK):
+                    dirtied.pop(id(page), None)
+
+        writeback.set_page_dirty = tracked_set_page_dirty
+        writeback.completion_hooks.append(written)
 
     def count_vm_event(self, name: str, current: TaskStruct) -> None:
         """``count_vm_event()`` (and the memcg twin): a named event counter."""
@@ -150,3 +254,26 @@ class Kernel:
     @property
     def page_size(self) -> int:
         return PAGE_SIZE
+
+
+def _vm_flags(spec) -> VmFlag:
+    flags = VmFlag.READ | _MADVISE[spec.madvise]
+    if spec.shared:
+        flags |= VmFlag.SHARED
+    if spec.writable:
+        flags |= VmFlag.WRITE | VmFlag.MAYWRITE
+    return flags
+
+
+def _scoped(handler: Callable[[TaskStruct, Any], Coroutine[Any, Any, Any]], scope: str):
+    """*handler* (``vm_ops->fault``/``->page_mkwrite``) with ``current.io_scope`` set while it runs."""
+
+    async def scoped(current: TaskStruct, vmf: Any) -> Any:
+        outer = current.io_scope
+        current.io_scope = scope
+        try:
+            return await handler(current, vmf)
+        finally:
+            current.io_scope = outer
+
+    return scoped

@@ -76,6 +76,7 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
     major = VmFaultResult(0)
     attempts = 0
     signal: Signal | None = None
+    bad_area = None
 
     if not down_read_trylock(current, mm):
         await down_read(current, mm)
@@ -85,8 +86,10 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
         if vma is None or vma.vm_start > address or access_error(write, vma):
             up_read(current, mm)  # bad_area / bad_area_access_error
             signal = Signal.SIGSEGV
+            bad_area = "bad_area" if vma is None or vma.vm_start > address else "bad_area_access_error"
             break
         current.dropped_vma = None
+        current.fault_flags = flags
         if cacheable:
             vm_fault_init(vmf, vma, address, flags)
             fault = await handle_mm_fault_cacheable(current, vmf)
@@ -95,6 +98,8 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
         major |= fault & VmFaultResult.MAJOR
         if fault & VmFaultResult.RETRY:
             kernel.counters["fault_retries"] += 1
+            if current.dropped_vma is not None:
+                kernel.note_retry(current, address)
             if flags & FaultFlag.ALLOW_RETRY:
                 if policy.fault_retry == "once":
                     flags &= ~FaultFlag.ALLOW_RETRY
@@ -112,10 +117,12 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
             signal = Signal.SIGSEGV if fault & VmFaultResult.SIGSEGV else Signal.SIGBUS
         break
 
+    current.fault_flags = FaultFlag(0)
+    current.retry_suspect = None
     kernel.invariant_checks += 1
     if vmf.cached_page is not None:
         # The vm_fault dies here with a reference (bad_area after a retry, defect 5).
-        kernel.violation("page_ref_leak", task=current.comm, page=vmf.cached_page.name, address=address)
+        kernel.violation("page_ref_leak", task=current.comm, page=vmf.cached_page.name, address=address, cause=bad_area or "exit")
     if major:
         kernel.counters["major_faults"] += 1
     current.fault_done(start_ns, sleeps_before, address=address, flags=flag_names(flags), attempts=attempts, major=bool(major), signal=signal)

@@ -135,6 +135,7 @@ async def __do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
 
 def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> VmFaultResult:
     """``finish_fault()`` → ``alloc_set_pte()``: install the PTE (its reference is the fault's)."""
+    current.kernel.vma_use(current, vmf.vma, "finish_fault")
     mm = vmf.vma.vm_mm
     if vmf.address in mm.ptes:
         return VmFaultResult.NOPAGE  # another thread mapped it meanwhile
@@ -296,6 +297,7 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
         put_page(page)
         return tmp
     # finish_mkwrite_fault(): the PTE may have changed while we slept
+    current.kernel.vma_use(current, vma, "finish_mkwrite_fault")
     current_pte = vma.vm_mm.ptes.get(vmf.address)
     if current_pte is not pte:
         unlock_page(page)

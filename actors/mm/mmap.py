@@ -120,6 +120,17 @@ class MmStruct:
         return zapped
 
 
+    def mprotect_vma(self, vma: VmAreaStruct, *, write: bool) -> None:
+        """``mprotect_fixup()`` of the whole VMA: set or clear VM_WRITE; write-protect its PTEs when clearing."""
+        if write and vma.vm_flags & VmFlag.MAYWRITE:
+            vma.vm_flags |= VmFlag.WRITE
+        elif not write:
+            vma.vm_flags &= ~VmFlag.WRITE
+            for address in range(vma.vm_start, vma.vm_end):  # change_protection()
+                pte = self.ptes.get(address)
+                if pte is not None:
+                    pte.write = False
+
     def set_pte(self, address: int, page: Page, write: bool) -> None:
         """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* (its reference moves to the PTE)."""
         self.ptes[address] = Pte(page, write)
@@ -149,8 +160,9 @@ def _trace(current: TaskStruct, event: str, mm: MmStruct, write: bool, **fields:
     current.actor.log.info(event, mm=mm.owner, write=write, **fields)
 
 
-def _held(current: TaskStruct, mm: MmStruct, mode: str) -> None:
+def _held(current: TaskStruct, mm: MmStruct, mode: str, queued_ns: int | None = None) -> None:
     current.mmap_sem_held.append((mm, mode))
+    current.kernel.rwsem_acquired(current, mm, mode, queued_ns)
 
 
 def _released(current: TaskStruct, mm: MmStruct, mode: str) -> None:
@@ -173,13 +185,14 @@ async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False
     """
     _trace(current, "mmap_lock_start_locking", mm, False, waiters=len(mm.wait))
     now = current.actor.now_ns
-    if not mm.mmap_sem.down_read(current.comm, now):
+    queued = not mm.mmap_sem.down_read(current.comm, now)
+    if queued:
         result = await _sleep(current, mm, killable)
         current.account_sleep("mmap_sem", current.actor.now_ns - now)
         if result:
             return result
     _trace(current, "mmap_lock_acquire_returned", mm, False, success=True, waited_ns=current.actor.now_ns - now)
-    _held(current, mm, "read")
+    _held(current, mm, "read", now if queued else None)
     return 0
 
 
@@ -192,6 +205,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     _trace(current, "mmap_lock_start_locking", mm, True, waiters=len(mm.wait))
     now = current.actor.now_ns
     acquired = mm.mmap_sem.down_write(current.comm, now)
+    queued = not acquired
     while not acquired:
         result = await _sleep(current, mm, killable)
         if result:
@@ -201,7 +215,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     if current.actor.now_ns != now:
         current.account_sleep("mmap_sem", current.actor.now_ns - now)
     _trace(current, "mmap_lock_acquire_returned", mm, True, success=True, waited_ns=current.actor.now_ns - now)
-    _held(current, mm, "write")
+    _held(current, mm, "write", now if queued else None)
     return 0
 
 
@@ -224,14 +238,25 @@ def _wake(mm: MmStruct, wakes: list) -> None:
 
 
 def up_read(current: TaskStruct, mm: MmStruct) -> None:
-    """``up_read(&mm->mmap_sem)``: release, then wake whom the rwsem rules choose."""
+    """``up_read(&mm->mmap_sem)``: release, then wake whom the rwsem rules choose.
+
+    An ``up_read`` by a task that holds no read lock is an emulated kernel
+    bug (an unbalanced release, e.g. KERNEL.md defect 8), recorded as the
+    ``rwsem_release_by_non_holder`` violation and otherwise ignored.
+    """
+    if (mm, "read") not in current.mmap_sem_held:
+        current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="read")
+        return
     _released(current, mm, "read")
     _wake(mm, mm.mmap_sem.up_read(current.comm, current.actor.now_ns))
     _trace(current, "mmap_lock_released", mm, False)
 
 
 def up_write(current: TaskStruct, mm: MmStruct) -> None:
-    """``up_write(&mm->mmap_sem)``."""
+    """``up_write(&mm->mmap_sem)`` (an unbalanced one is recorded, as for ``up_read``)."""
+    if (mm, "write") not in current.mmap_sem_held:
+        current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="write")
+        return
     _released(current, mm, "write")
     _wake(mm, mm.mmap_sem.up_write(current.comm, current.actor.now_ns))
     _trace(current, "mmap_lock_released", mm, True)

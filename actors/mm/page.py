@@ -158,8 +158,20 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str,
     return value != FATAL_WAKE
 
 
+def _check_not_own_lock(current: TaskStruct, page: Page) -> None:
+    """Invariant ``page_double_lock``: a task never sleeps on a page lock it holds itself.
+
+    A locked page that is not uptodate is under a read the task submitted:
+    the lock belongs to that IO, whose completion unlocks it, so waiting on
+    it is fine.
+    """
+    if page.locker == current.comm and page.flags & _LOCKED and page.flags & PageFlag.UPTODATE:
+        current.kernel.violation("page_double_lock", task=current.comm, page=page.name)
+
+
 async def __lock_page(current: TaskStruct, page: Page) -> None:
     """``__lock_page()``: sleep until PG_locked is ours (uninterruptible)."""
+    _check_not_own_lock(current, page)
     while not trylock_page(page, current.comm):
         await _sleep_on(current, page, True, "PG_locked", killable=False)
 
@@ -172,6 +184,7 @@ async def lock_page(current: TaskStruct, page: Page) -> None:
 
 async def __lock_page_killable(current: TaskStruct, page: Page) -> int:
     """``__lock_page_killable()``: 0 once locked, ``-EINTR`` on a fatal signal."""
+    _check_not_own_lock(current, page)
     while not trylock_page(page, current.comm):
         if not await _sleep_on(current, page, True, "PG_locked", killable=True):
             return -Errno.EINTR

@@ -248,6 +248,9 @@ class Workload:
                     current.killed_by = outcome.signal.name
                     current.kernel.count(f"{outcome.signal.name.lower()}_delivered")
                     current.actor.log.info("signal_deliver", sig=outcome.signal.name, address=address)
+                    if self.config.handle_signals and not current.fatal_signal_pending():
+                        current.killed_by = None  # the handler returns to the program, which skips this op
+                        return True
                     return False
                 if current.fatal_signal_pending():
                     return False

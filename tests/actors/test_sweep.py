@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from actors import sweep as sweep_module
 from actors.config import ExperimentConfig
-from actors.sweep import SweepError, derive_seeds, load_sweep, plot_name, resolve_key, sweep_command
+from actors.sweep import plot_name, sweep_command
+from actors.sweep_spec import SweepError, derive_seeds, load_sweep, resolve_key
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
