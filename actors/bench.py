@@ -20,8 +20,11 @@ import random
 import time
 from typing import Any
 
+from actors.config import ExperimentConfig
+from actors.kernel import Kernel
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.mmap import MmStruct, down_read, down_write, up_read, up_write
+from actors.policy import PRESETS
 from actors.sched.task import TaskStruct
 from emu import NSEC_PER_SEC, Engine, Trace
 from emu.bench import pingpong
@@ -35,12 +38,13 @@ HOLD_WRITE_S = 0.020
 def bench_rwsem(t_end_s: float, driver: str = "trio") -> tuple[int, float]:
     """Run the rwsem workload; return (lock acquisitions, wall seconds of the run)."""
     engine = Engine(seed=0, trace=Trace(keep=False), driver=driver)
+    kernel = Kernel(engine, ExperimentConfig(name="bench"), PRESETS["v4.19"])  # the invariant checks ride along
     mm = MmStruct(engine, "bench", 1, RwsemSemantics.V4_19)
     t_end_ns = round(t_end_s * NSEC_PER_SEC)
     acquired = [0]
 
     async def proc(actor: Any, pid: int) -> None:
-        current = TaskStruct(None, actor.name, "bench", pid, 1, mm, "")  # type: ignore[arg-type]
+        current = TaskStruct(kernel, actor.name, "bench", pid, 1, mm, "")
         current.actor = actor
         rng = random.Random(pid)
         write = pid % 10 == 0

@@ -42,6 +42,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from actors.config import OP_NAMES, ConfigError, ExperimentConfig, resolve_policy
 from actors.policy import PRESETS
+from actors.explore import explore_command
 from actors.sweep import sweep_command
 from actors.report import FORMATS, ReportError, build_report, load_run_dir, print_report
 from emu import NSEC_PER_SEC, EmulatorError, format_ns, parse_duration
@@ -354,6 +355,7 @@ def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) ->
 
 
 main.add_command(sweep_command, "sweep")
+main.add_command(explore_command, "explore")
 
 
 if __name__ == "__main__":  # pragma: no cover

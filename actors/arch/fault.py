@@ -98,7 +98,7 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
         major |= fault & VmFaultResult.MAJOR
         if fault & VmFaultResult.RETRY:
             kernel.counters["fault_retries"] += 1
-            if current.dropped_vma is not None:
+            if current.dropped_vma is not None and hasattr(kernel, "note_retry"):
                 kernel.note_retry(current, address)
             if flags & FaultFlag.ALLOW_RETRY:
                 if policy.fault_retry == "once":

@@ -136,6 +136,7 @@ def delete_from_page_cache(page: Page) -> None:
         return
     del mapping.pages[page.index]
     mapping.nrpages -= 1
+    mapping.host.truncate_seq += 1  # the invariants' "this page went away" marker
     page.mapping = None
     put_page(page)
 

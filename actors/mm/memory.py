@@ -68,6 +68,13 @@ class VmFault:
         self.cached_size = 0
 
 
+def _vma_use(current: TaskStruct, vma: VmAreaStruct, where: str) -> None:
+    """Invariant hook ``dropped_means_dropped`` (``Kernel.vma_use``), if the kernel has it."""
+    check = getattr(current.kernel, "vma_use", None)
+    if check is not None:
+        check(current, vma, where)
+
+
 def vm_fault_init(vmf: VmFault, vma: VmAreaStruct, address: int, flags: FaultFlag) -> None:
     """``vm_fault_init()`` (V3 patch 1/7): reset only vma, address and flags."""
     vmf.vma = vma
@@ -135,7 +142,7 @@ async def __do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
 
 def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> VmFaultResult:
     """``finish_fault()`` → ``alloc_set_pte()``: install the PTE (its reference is the fault's)."""
-    current.kernel.vma_use(current, vmf.vma, "finish_fault")
+    _vma_use(current, vmf.vma, "finish_fault")
     mm = vmf.vma.vm_mm
     if vmf.address in mm.ptes:
         return VmFaultResult.NOPAGE  # another thread mapped it meanwhile
@@ -297,7 +304,7 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
         put_page(page)
         return tmp
     # finish_mkwrite_fault(): the PTE may have changed while we slept
-    current.kernel.vma_use(current, vma, "finish_mkwrite_fault")
+    _vma_use(current, vma, "finish_mkwrite_fault")
     current_pte = vma.vm_mm.ptes.get(vmf.address)
     if current_pte is not pte:
         unlock_page(page)

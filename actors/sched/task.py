@@ -188,9 +188,9 @@ class Workload:
                 current.op_start = None
                 if not isinstance(op, Think):
                     current.kernel.record_latency(current.thread, OP_NAMES[type(op)], actor.now_ns - start)
-                if ok and current.fatal_signal_pending():
-                    ok = False  # SIGKILL: the thread dies on its way back to user space
+                if current.fatal_signal_pending():  # SIGKILL: the thread dies on its way back to user space
                     current.killed_by = current.killed_by or "SIGKILL"
+                    return
                 if not ok:
                     return
             iteration += 1
@@ -234,7 +234,14 @@ class Workload:
         mm = current.mm
         vma = current.kernel.mapping_vma(current, op.mapping)
         if vma is None:
-            return True  # unmapped by a racing munmap: the process would get SIGSEGV on access
+            # unmapped by a racing munmap: the access faults on no VMA, SIGSEGV (bad_area)
+            await current.actor.sleep(ACCESS_NS + FAULT_ENTRY_NS)
+            current.kernel.count("sigsegv_delivered")
+            current.actor.log.info("signal_deliver", sig="SIGSEGV", address=None)
+            if self.config.handle_signals:
+                return True
+            current.killed_by = "SIGSEGV"
+            return False
         for address in self._pages(op, vma):
             await current.actor.sleep(ACCESS_NS)
             while True:

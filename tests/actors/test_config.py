@@ -140,6 +140,23 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "duplicate_file_name": ("files[1].name", "duplicate"),
     "duplicate_process_name": ("processes[1].name", "duplicate"),
     "duplicate_mapping_name": ("processes[0].mappings[1].name", "duplicate"),
+    # fault injection, swarm switches, checks (issue 5)
+    "inject_probability_above_one": ("inject.read_error", None),
+    "inject_unknown_key": ("inject", "colour"),
+    "inject_tasks_no_match": ("inject.tasks", "nobody"),
+    "inject_files_no_match": ("inject.files", "nofile"),
+    "inject_sigkill_every_negative": ("inject.sigkill_every", None),
+    "inject_is_a_string": ("inject", "table"),
+    "swarm_off_unknown": ("swarm.off[0]", "teleport"),
+    "checks_liveness_zero": ("checks.liveness", None),
+    "handle_signals_is_a_string": ("processes[0].threads[0].handle_signals", None),
+    # the racing ops (issue 5)
+    "truncate_unknown_file": ("processes[0].threads[0].program[1].file", "nofile"),
+    "truncate_size_not_smaller": ("processes[0].threads[0].program[1].size", "shrink"),
+    "truncate_missing_file": ("processes[0].threads[0].program[1].file", None),
+    "mprotect_prot_unknown": ("processes[0].threads[0].program[1].prot", "rwx"),
+    "mprotect_rw_read_only_mapping": ("processes[0].threads[0].program[1].prot", "not writable"),
+    "mmap_unknown_mapping": ("processes[0].threads[0].program[1].mapping", "nomap"),
 }
 
 #: Problems with the file itself: no key path exists, so the line names where in the file.

@@ -243,6 +243,16 @@ def claims_no_throttle_control(runs: Runs, scenarios) -> None:
         assert p99(run, key) >= 10 * p99(new, key), policy
 
 
+def claims_v3_races(runs: Runs, scenarios) -> None:
+    v3, v51 = runs["v3"], runs["v5.1"]
+    names = {v["invariant"] for v in v3["invariants"]["violations"]}
+    assert "page_ref_leak" in names  # defect 5: bad_area after the retry with cached_page held
+    assert "io_under_mmap_sem_on_retry" in names  # defect 2
+    assert counter(v3, "btrfs_used_cached_fastpath") == 0  # defect 7
+    assert counter(v3, "btrfs_mkwrite_dropped") > 0
+    assert v51["invariants"]["violations"] == []
+
+
 CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "seed-inversion": claims_seed_inversion,
     "v3-second-attempt": claims_v3_second_attempt,
@@ -251,4 +261,5 @@ CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "readahead-sequential": claims_readahead_sequential,
     "page-lock-contention": claims_page_lock_contention,
     "no-throttle-control": claims_no_throttle_control,
+    "v3-races": claims_v3_races,
 }
