@@ -405,17 +405,7 @@ class ExperimentConfig:
             ConfigError: one line per problem, each naming the file and key path.
         """
         path = pathlib.Path(path)
-        try:
-            data = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"{path}: no such file"]) from None
-        except IsADirectoryError:
-            raise ConfigError([f"{path}: is a directory, expected a TOML file"]) from None
-        except UnicodeDecodeError as error:
-            raise ConfigError([f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_toml(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "<config>") -> ExperimentConfig:
@@ -532,6 +522,25 @@ def apply_swarm(config: ExperimentConfig) -> ExperimentConfig:
             threads.append(attrs.evolve(thread, program=program))
         processes.append(attrs.evolve(process, threads=threads))
     return attrs.evolve(config, inject=inject, processes=processes)
+
+
+def read_toml(path: pathlib.Path) -> dict:
+    """Parse a TOML file.
+
+    Raises:
+        ConfigError: one line naming the file: missing, a directory, not
+            UTF-8 (with the byte offset) or not TOML (with line and column).
+    """
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, expected a TOML file"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
 
 
 def process_instance_names(process: ProcessConfig) -> list[str]:

@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import pathlib
 import re
-import tomllib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ import attrs
 import numpy as np
 import orjson
 
-from actors.config import ConfigError, ExperimentConfig
+from actors.config import ConfigError, ExperimentConfig, read_toml
 from actors.policy import PRESETS
 
 #: Top-level keys of a sweep file.
@@ -487,14 +486,7 @@ def _check_metric(metric: object) -> str | None:
 
 
 def _read_toml(path: pathlib.Path) -> dict[str, Any]:
-    shown = str(path)
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise SweepError([f"{shown}: no such file"]) from None
-    except IsADirectoryError:
-        raise SweepError([f"{shown}: is a directory, expected a TOML file"]) from None
-    except UnicodeDecodeError as error:
-        raise SweepError([f"{shown}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
-    except tomllib.TOMLDecodeError as error:
-        raise SweepError([f"{shown}: not valid TOML: {error}"]) from None
+        return read_toml(path)
+    except ConfigError as error:
+        raise SweepError(error.problems) from None

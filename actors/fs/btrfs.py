@@ -75,7 +75,7 @@ import attrs
 
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio
-from actors.fs.generic import BIO_MAX_PAGES, read_end_io
+from actors.fs.generic import BIO_MAX_PAGES, fs_bio, read_end_io
 from actors.kernel_types import PAGE_SHIFT, PAGE_SIZE, BlkStatus, Errno, FaultFlag, PageFlag, ReqFlag, ReqOp, VmFaultResult
 from actors.mm.filemap import add_to_page_cache_lru, fput
 from actors.mm.filemap_fault import filemap_fault, maybe_unlock_mmap_for_io
@@ -183,17 +183,7 @@ class BtrfsFs:
     # -- helpers -------------------------------------------------------------------------
 
     def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io, nr_bytes: int = 0) -> Bio:
-        return Bio(
-            bio_id=self.kernel.next_bio_id(),
-            op=op,
-            flags=flags,
-            pages=pages,
-            blkcg=current.blkcg,
-            submitter=current.comm,
-            bi_end_io=end_io,
-            bi_disk=self.kernel.bdev,
-            nr_bytes=nr_bytes,
-        )
+        return fs_bio(self.kernel, current, pages, op, flags, end_io, nr_bytes)
 
     async def _submit_and_wait(self, current: TaskStruct, bio: Bio, what: str) -> Bio:
         """Submit *bio* and sleep until it completes (``submit_bio_wait``), accounted as ``io``."""

@@ -34,6 +34,21 @@ if TYPE_CHECKING:
 BIO_MAX_PAGES = 256
 
 
+def fs_bio(kernel: Kernel, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io, nr_bytes: int = 0) -> Bio:
+    """A bio to the machine's disk, charged to *current*'s cgroup (``bio_alloc`` + ``bio_set_dev``)."""
+    return Bio(
+        bio_id=kernel.next_bio_id(),
+        op=op,
+        flags=flags,
+        pages=pages,
+        blkcg=current.blkcg,
+        submitter=current.comm,
+        bi_end_io=end_io,
+        bi_disk=kernel.bdev,
+        nr_bytes=nr_bytes,
+    )
+
+
 def read_end_io(bio: Bio) -> None:
     """``mpage_end_io()`` for reads: uptodate (or error), then unlock each page."""
     ok = bio.status == BlkStatus.OK
@@ -57,16 +72,7 @@ class GenericFs:
         self.vm_ops = VmOperations(fault=filemap_fault, page_mkwrite=self.page_mkwrite)
 
     def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io) -> Bio:
-        return Bio(
-            bio_id=self.kernel.next_bio_id(),
-            op=op,
-            flags=flags,
-            pages=pages,
-            blkcg=current.blkcg,
-            submitter=current.comm,
-            bi_end_io=end_io,
-            bi_disk=self.kernel.bdev,
-        )
+        return fs_bio(self.kernel, current, pages, op, flags, end_io)
 
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``mpage_readpage()``: one locked page, one bio; unlocked at completion."""
