@@ -12,33 +12,7 @@ import pytest
 from actors.output import OutputError, write_run_dir
 from actors.perfetto_export import to_perfetto
 
-TINY = """\
-name = "tiny"
-seed = 3
-horizon = "1s"
-policies = ["v4.19", "v5.1"]
-
-[[files]]
-name = "data"
-size = "1MiB"
-
-[[processes]]
-name = "app"
-mappings = [ { name = "data", file = "data" } ]
-
-  [[processes.threads]]
-  name = "toucher"
-  iterations = 4
-  program = [
-    { op = "touch", mapping = "data", pattern = "sequential", pages = 4 },
-    { op = "think", time = "1ms" },
-  ]
-
-  [[processes.threads]]
-  name = "mapper"
-  iterations = 4
-  program = [ { op = "mmap", length = "64KiB" }, { op = "munmap" }, { op = "think", time = "500us" } ]
-"""
+TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
 
 
 def _records() -> list[dict[str, Any]]:
