@@ -286,19 +286,7 @@ class Engine:
         if not has_baton:
             task_status.started()
             await self._wait_baton()
-        try:
-            await actor.fn(actor, *actor.args)
-        except trio.Cancelled:
-            raise
-        except BaseException as error:  # any other exception is an emulator bug
-            self._fail(ActorCrashed(actor.name, self.now_ns, error), error)
-        else:
-            actor.finished = True
-            if not actor.daemon:
-                self._live -= 1
-                if self._live == 0:
-                    self._end("finished")
-        actor.waiting = None
+        await self._run_fn(actor)
         self.tasks.pop(task, None)
         self._handoff(None if self._reason is not None else self._next())
 
@@ -335,10 +323,11 @@ class Engine:
                     actor._task.close()
         return self._stats()
 
-    async def _actor_body(self, actor: Actor) -> None:
+    async def _run_fn(self, actor: Actor) -> None:
+        """Run the actor's code; record how it ended (both drivers)."""
         try:
             await actor.fn(actor, *actor.args)
-        except GeneratorExit:
+        except (trio.Cancelled, GeneratorExit):  # teardown: the Trio nursery, or closing the coroutine
             raise
         except BaseException as error:  # any other exception is an emulator bug
             self._fail(ActorCrashed(actor.name, self.now_ns, error), error)
@@ -349,6 +338,9 @@ class Engine:
                 if self._live == 0:
                     self._end("finished")
         actor.waiting = None
+
+    async def _actor_body(self, actor: Actor) -> None:
+        await self._run_fn(actor)
         self._runnext = None if self._reason is not None else self._next()
 
     # -- the baton --------------------------------------------------------
