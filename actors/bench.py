@@ -48,15 +48,16 @@ def bench_rwsem(t_end_s: float, driver: str = "trio") -> tuple[int, float]:
         current.actor = actor
         rng = random.Random(pid)
         write = pid % 10 == 0
-        hold_mean = HOLD_WRITE_S if write else HOLD_READ_S
+        think_rate = 1.0 / THINK_MEAN_S
+        hold_rate = 1.0 / (HOLD_WRITE_S if write else HOLD_READ_S)
         while actor.now_ns < t_end_ns:
-            await actor.sleep(round(rng.expovariate(1.0 / THINK_MEAN_S) * NSEC_PER_SEC))
+            await actor.sleep(round(rng.expovariate(think_rate) * NSEC_PER_SEC))
             if write:
                 await down_write(current, mm)
             else:
                 await down_read(current, mm)
             acquired[0] += 1
-            await actor.sleep(round(rng.expovariate(1.0 / hold_mean) * NSEC_PER_SEC))
+            await actor.sleep(round(rng.expovariate(hold_rate) * NSEC_PER_SEC))
             if write:
                 up_write(current, mm)
             else:

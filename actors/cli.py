@@ -45,7 +45,8 @@ from actors.policy import PRESETS
 from actors.explore import explore_command
 from actors.sweep import sweep_command
 from actors.report import FORMATS, ReportError, build_report, load_run_dir, print_report
-from emu import NSEC_PER_SEC, EmulatorError, format_ns, parse_duration
+from emu import EmulatorError, format_ns, parse_duration
+from emu.engine import DRIVERS
 
 if TYPE_CHECKING:
     from actors.experiment import ExperimentResult
@@ -340,7 +341,7 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
 @click.argument("name", type=click.Choice(["rwsem", "pingpong"]))
 @click.option("--t-end", type=float, default=1000.0, show_default=True, help="rwsem: virtual seconds to run.")
 @click.option("--messages", type=int, default=200_000, show_default=True, help="pingpong: deliveries.")
-@click.option("--driver", type=click.Choice(["trio", "direct"]), default="trio", show_default=True, help="Engine driver.")
+@click.option("--driver", type=click.Choice(DRIVERS), default="trio", show_default=True, help="Engine driver.")
 @click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s", "ops_per_s"}.')
 def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) -> None:
     """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""

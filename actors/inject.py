@@ -1,18 +1,33 @@
 """Fault injection: IO errors, ENOSPC and fatal signals, from the config's ``[inject]`` table.
 
+The injector changes no kernel code. The modules have their own documented
+error-injection points, and it supplies the callables behind them, the way
+the kernel's fault-injection framework (Documentation/fault-injection/)
+keeps the ``should_fail()`` sites in the code and the ``struct fault_attr``
+settings (``probability``, ``task-filter``) outside it:
+
+* ``BlockDevice(bio_error=...)`` (actors/block/blkdev.py): a bio completes
+  with ``BLK_STS_IOERR``; decided at completion, READ and WRITE alike.
+* ``BtrfsFs(reserve_fail=...)`` (actors/fs/btrfs.py): a successful
+  ``btrfs_delalloc_reserve_space`` is given back and returns ``-ENOSPC``.
+
+``Kernel`` wires them (``bio_error_hook()``, ``reserve_fail_hook()``) and
+starts the SIGKILL kthread.
+
 Every draw comes from the run's own streams ``engine.streams.get("inject",
 <family>)``, one per family, so switching a family on or off (``emu explore
 --swarm``) leaves the other families' draws, and every other stream of the
-run, unchanged. A config without ``[inject]`` builds no injector hooks at
-all: its runs are the same as before injection existed.
+run, unchanged. A family whose probability is 0 draws nothing, and a config
+without ``[inject]`` gets no hooks at all: its runs are the same as before
+injection existed.
 
 Families (``InjectConfig``):
 
 * ``read_error``: a data READ bio (not REQ_META) of a file matching
   ``files``, submitted by a task matching ``tasks``, completes with
-  ``BLK_STS_IOERR`` with this probability (``BlockDevice(read_error=...)``).
-  The page stays !uptodate with PG_error; ``filemap_fault`` takes the
-  ``page_not_uptodate`` re-read path and, if that fails too, SIGBUS.
+  ``BLK_STS_IOERR`` with this probability. The page stays !uptodate with
+  PG_error; ``filemap_fault`` takes the ``page_not_uptodate`` re-read path
+  and, if that fails too, SIGBUS.
 * ``write_error``: a writeback WRITE bio of a matching file fails. The
   flusher re-dirties the pages (nothing is lost; they are written again later).
   Writes are submitted by the flusher, so ``tasks`` does not apply.
@@ -22,42 +37,22 @@ Families (``InjectConfig``):
 * ``sigkill_every``/``sigkill_max``: a kernel thread sends SIGKILL to a random
   live matching task after exponential gaps; a killable wait (page lock,
   ``down_write_killable``) ends at once, any other the task finishes first.
-
-Emulation notes:
-    Write errors are applied by ``InjectingBlockDevice``, a ``BlockDevice``
-    whose completion marks a WRITE bio failed before the normal completion
-    runs (``BlockDevice`` only has a read hook). ENOSPC is applied by
-    wrapping the btrfs instance's ``btrfs_delalloc_reserve_space``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from actors.block.blkdev import BlockDevice
-from actors.kernel_types import BlkStatus, Errno, ReqFlag, ReqOp
+from actors.kernel_types import ReqFlag, ReqOp
 
 if TYPE_CHECKING:
     from actors.block.bio import Bio
     from actors.config import InjectConfig
     from actors.kernel import Kernel
     from actors.sched.task import TaskStruct
-
-
-class InjectingBlockDevice(BlockDevice):
-    """A ``BlockDevice`` that can also fail WRITE bios (``write_error(bio) -> bool``)."""
-
-    def __init__(self, *args: Any, write_error: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.write_error = write_error
-
-    def _complete(self, bio: Bio) -> None:
-        if bio.op == ReqOp.WRITE and self.write_error is not None and self.write_error(bio):
-            bio.status = BlkStatus.IOERR
-            self._nr_errors += 1
-        super()._complete(bio)
 
 
 class Injector:
@@ -82,8 +77,30 @@ class Injector:
         mapping = bio.pages[0].mapping
         return mapping is not None and fnmatch.fnmatchcase(mapping.host.name, self.config.files)
 
+    # -- the hooks ---------------------------------------------------------------------
+
+    def bio_error_hook(self) -> Callable[[Bio], bool] | None:
+        """What ``BlockDevice(bio_error=...)`` gets: ``bio_error``, or ``None`` if no IO-error family is on."""
+        return self.bio_error if self.config.read_error or self.config.write_error else None
+
+    def reserve_fail_hook(self) -> Callable[[TaskStruct, int], bool] | None:
+        """What ``BtrfsFs(reserve_fail=...)`` gets: ``reserve_fail``, or ``None`` if ``enospc`` is off."""
+        return self.reserve_fail if self.config.enospc else None
+
+    def bio_error(self, bio: Bio) -> bool:
+        """``BlockDevice.bio_error``: fail this bio at completion?
+
+        READ bios are decided by the ``read_error`` family, WRITE bios by
+        ``write_error``; a family that is off draws nothing.
+        """
+        if bio.op == ReqOp.READ:
+            return bool(self.config.read_error) and self.read_error(bio)
+        if bio.op == ReqOp.WRITE:
+            return bool(self.config.write_error) and self.write_error(bio)
+        return False
+
     def read_error(self, bio: Bio) -> bool:
-        """``BlockDevice.read_error`` hook: fail this READ bio?"""
+        """The ``read_error`` family: fail this READ bio?"""
         if not self._file_matches(bio) or not fnmatch.fnmatchcase(bio.submitter, self.config.tasks):
             return False
         if self._rng("read_error").random() >= self.config.read_error:
@@ -95,7 +112,7 @@ class Injector:
         return True
 
     def write_error(self, bio: Bio) -> bool:
-        """``InjectingBlockDevice.write_error`` hook: fail this writeback bio?"""
+        """The ``write_error`` family: fail this writeback bio?"""
         if not self._file_matches(bio):
             return False
         if self._rng("write_error").random() >= self.config.write_error:
@@ -103,22 +120,17 @@ class Injector:
         self.kernel.count("inject_write_errors")
         return True
 
-    def wrap_btrfs_reserve(self, fs: Any) -> None:
-        """Make *fs*'s ``btrfs_delalloc_reserve_space`` fail with ENOSPC with the configured probability."""
-        reserve = fs.btrfs_delalloc_reserve_space
+    def reserve_fail(self, current: TaskStruct, nbytes: int) -> bool:
+        """``BtrfsFs.reserve_fail``, the ``enospc`` family: fail this (successful) reservation?"""
+        if not fnmatch.fnmatchcase(current.comm, self.config.tasks):
+            return False
+        if self._rng("enospc").random() >= self.config.enospc:
+            return False
+        self.kernel.count("inject_enospc")
+        current.actor.log.info("inject_enospc", comm=current.comm, bytes=nbytes)
+        return True
 
-        async def btrfs_delalloc_reserve_space(current: TaskStruct, nbytes: int) -> int:
-            error = await reserve(current, nbytes)
-            if error or not fnmatch.fnmatchcase(current.comm, self.config.tasks):
-                return error
-            if self._rng("enospc").random() >= self.config.enospc:
-                return 0
-            fs.btrfs_delalloc_release_space(nbytes)
-            self.kernel.count("inject_enospc")
-            current.actor.log.info("inject_enospc", comm=current.comm, bytes=nbytes)
-            return -Errno.ENOSPC
-
-        fs.btrfs_delalloc_reserve_space = btrfs_delalloc_reserve_space
+    # -- SIGKILL -------------------------------------------------------------------------
 
     def start_sigkill(self) -> None:
         """Spawn the kernel thread that sends the SIGKILLs."""

@@ -16,9 +16,12 @@ During the run (each costs a few attribute reads where it sits):
     ``rwsem_release_by_non_holder``: ``up_read``/``up_write`` by a task that
     holds no such lock (an unbalanced release in emulated kernel code,
     e.g. KERNEL.md defect 8); the release is then ignored.
-    ``page_double_lock``: a task sleeps on the lock of an uptodate page it
-    holds itself (a lock on a !uptodate page belongs to the read IO, whose
-    completion unlocks it).
+    ``page_double_lock``: a task sleeps on a page lock it holds itself (a
+    lock handed to a read bio belongs to the IO, whose completion unlocks it).
+    ``page_unlock_by_non_holder``: PG_locked is released (``unlock_page``,
+    ``page_endio``) or handed to a read bio (``page_lock_handoff``) by
+    someone other than its holder: the task that locked it, or the bio it
+    was handed to. Recorded, then the unlock goes ahead as in the kernel.
     ``page_ref_leak``: a ``vm_fault`` went out of scope still holding a
     page reference (V3's ``cached_page`` on a ``bad_area`` exit, KERNEL.md
     defect 5).
@@ -69,6 +72,7 @@ INVARIANTS = (
     "rwsem_reader_passed_queued_writer",
     "rwsem_release_by_non_holder",
     "page_double_lock",
+    "page_unlock_by_non_holder",
     "page_ref_leak",
     "dropped_means_dropped",
     "io_under_mmap_sem_on_retry",

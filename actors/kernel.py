@@ -25,7 +25,7 @@ from actors.block.blkdev import BlockDevice
 from actors.config import ExperimentConfig, apply_swarm, process_instance_names
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
-from actors.inject import Injector, InjectingBlockDevice
+from actors.inject import Injector
 from actors.invariants import check_rwsem_acquire
 from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.locking.rwsem import RwsemSemantics
@@ -63,14 +63,7 @@ class Kernel:
         self.dirtied: dict[int, Any] = {}
         self.inject = inject = Injector(self, config.inject)
         device = config.device
-        extra: dict[str, Any] = {}
-        bdev_class: type[BlockDevice] = BlockDevice
-        if config.inject.read_error:
-            extra["read_error"] = inject.read_error
-        if config.inject.write_error:
-            bdev_class = InjectingBlockDevice
-            extra["write_error"] = inject.write_error
-        self.bdev = bdev_class(
+        self.bdev = BlockDevice(
             engine,
             name=device.name,
             dev=device.dev,
@@ -80,16 +73,17 @@ class Kernel:
             bandwidth_bytes_per_s=device.bandwidth,
             jitter_permille=min(999, device.jitter_pct * 10),
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
-            **extra,
+            bio_error=inject.bio_error_hook(),
         )
         self.writeback = Writeback(self, config.writeback)
         self._track_dirty()
-        self.filesystems = {"generic": GenericFs(self), "btrfs": BtrfsFs(self, config.btrfs)}
+        self.filesystems = {
+            "generic": GenericFs(self),
+            "btrfs": BtrfsFs(self, config.btrfs, reserve_fail=inject.reserve_fail_hook()),
+        }
         for fs in self.filesystems.values():
             ops = fs.vm_ops  # mark which handler runs, for io_under_mmap_sem_on_retry
             fs.vm_ops = VmOperations(fault=_scoped(ops.fault, "fault"), page_mkwrite=_scoped(ops.page_mkwrite, "mkwrite"))
-        if config.inject.enospc:
-            inject.wrap_btrfs_reserve(self.filesystems["btrfs"])
         self.inodes: dict[str, Inode] = {}
         for ino, file in enumerate(config.files, start=1):
             inode = Inode(ino, file.name, file.size, self.filesystems[file.fs])

@@ -12,14 +12,17 @@ sees the world only through this object:
 * ``actor.rng(purpose)``: its own named random stream.
 
 Every blocking method ends in ``Engine.park``; nothing here imports Trio, so
-actor code never does either.
+actor code never does either. ``sleep``, ``sleep_until``, ``wait`` and
+``call`` are plain methods that do their bookkeeping at the call and return
+``Engine.park``'s awaitable: ``await actor.sleep(ns)`` reads the same, and
+each switch passes through one coroutine frame fewer. Await them at once.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from emu.trace import bind_logger
@@ -129,21 +132,21 @@ class Actor:
         self.waiting = (what, holders)
         return self._gen
 
-    async def wait(self) -> Any:
-        """Park until the wait prepared last is resumed; return its value."""
-        return await self.engine.park(self)
+    def wait(self) -> Awaitable[Any]:
+        """Park until the wait prepared last is resumed; await it at once for its value."""
+        return self.engine.park(self)
 
-    async def sleep(self, ns: int) -> None:
-        """Let *ns* nanoseconds of virtual time pass (0 yields to same-instant events)."""
+    def sleep(self, ns: int) -> Awaitable[None]:
+        """Let *ns* nanoseconds of virtual time pass (0 yields to same-instant events); await it at once."""
         self._gen = gen = self._gen + 1
         self.waiting = _SLEEP
         engine = self.engine
         engine._push(engine.now_ns + ns, self, gen, None)
-        await engine.park(self)
+        return engine.park(self)
 
-    async def sleep_until(self, time_ns: int) -> None:
-        """Sleep until virtual *time_ns* (at once if it has passed)."""
-        await self.sleep(max(0, time_ns - self.engine.now_ns))
+    def sleep_until(self, time_ns: int) -> Awaitable[None]:
+        """Sleep until virtual *time_ns* (at once if it has passed); await it at once."""
+        return self.sleep(max(0, time_ns - self.engine.now_ns))
 
     # -- messages ---------------------------------------------------------
 
@@ -162,13 +165,13 @@ class Actor:
         self.waiting = _RECEIVE
         return await self.engine.park(self)
 
-    async def call(self, dst: Actor, msg: Any) -> Any:
-        """Send *msg* to *dst* and wait for its ``reply``; return the reply value."""
+    def call(self, dst: Actor, msg: Any) -> Awaitable[Any]:
+        """Send *msg* to *dst* and wait for its ``reply``; await it at once for the reply value."""
         self._gen = gen = self._gen + 1
         self.waiting = dst._called
         engine = self.engine
         engine._push(engine.now_ns, dst, _DELIVER, Envelope(self, msg, gen))
-        return await engine.park(self)
+        return engine.park(self)
 
     def reply(self, envelope: Envelope, value: Any = None, *, delay_ns: int = 0) -> None:
         """Answer a ``call``: resume its sender with *value*."""

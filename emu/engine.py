@@ -64,10 +64,10 @@ Not here: any kernel vocabulary. Actors see the engine through ``Actor``
 
 from __future__ import annotations
 
-import heapq
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
+from heapq import heappop, heappush
 from typing import Any, Final
 
 import attrs
@@ -134,6 +134,10 @@ class RunStats:
     trace_digest: str
 
 
+#: The engine drivers (``Engine(driver=...)``); they give the same traces.
+DRIVERS = ("trio", "direct")
+
+
 class Engine:
     """A deterministic discrete-event engine whose processes are Trio tasks.
 
@@ -164,7 +168,7 @@ class Engine:
         trace: Trace | None = None,
         driver: str = "trio",
     ) -> None:
-        if driver not in ("trio", "direct"):
+        if driver not in DRIVERS:
             raise ValueError(f"driver must be 'trio' or 'direct', not {driver!r}")
         self.driver = driver
         self._direct = driver == "direct"
@@ -367,8 +371,11 @@ class Engine:
             nxt = self._next()
             if nxt is actor:
                 return actor._value
-            if nxt is not None and nxt._task is not None and self._fast_trio:
-                self._reschedule(nxt._task, _BATON)  # _handoff's common case, inlined
+            # _handoff's common cases, inlined
+            if self._direct:
+                self._runnext = nxt
+            elif self._fast_trio and nxt is not None and nxt._task is not None:
+                self._reschedule(nxt._task, _BATON)
             else:
                 self._handoff(nxt)
         # Parked; if the run is over, teardown cancels us here.
@@ -409,17 +416,15 @@ class Engine:
         """
         heap = self._heap
         now_q = self._now_q
-        pop = heapq.heappop
-        popleft = now_q.popleft
         while True:
             if heap and (not now_q or heap[0][0] == self.now_ns):
                 if heap[0][0] > self.horizon_ns:
                     self._end("horizon")
                     return None
-                time_ns, _tie, _seq, actor, gen, value = pop(heap)
+                time_ns, _tie, _seq, actor, gen, value = heappop(heap)
                 self.now_ns = time_ns
             elif now_q:
-                actor, gen, value = popleft()
+                actor, gen, value = now_q.popleft()
             else:
                 break
             steps = self.steps = self.steps + 1
@@ -464,7 +469,7 @@ class Engine:
             time_ns = self.now_ns
         self._seq = seq = self._seq + 1
         tie = 0 if self._tie is None else self._tie.getrandbits(32)
-        heapq.heappush(self._heap, (time_ns, tie, seq, actor, gen, value))
+        heappush(self._heap, (time_ns, tie, seq, actor, gen, value))
 
     def resume(self, actor: Actor, gen: int, value: Any = None, *, delay_ns: int = 0) -> None:
         """Schedule the end of *actor*'s wait number *gen*, carrying *value*."""

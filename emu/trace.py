@@ -14,6 +14,16 @@ so the file's own BLAKE2b-128 equals ``trace_digest``.
 
 Logging is synchronous (structlog's ``a*`` methods need asyncio), is never a
 schedule point, and stamps no wall-clock time.
+
+The fast path: the loggers are ``TraceLogger``, structlog's generic
+``BoundLogger`` with its own ``info``. ``info`` (nearly every record, several
+per fault) builds the record itself and appends it to the trace, skipping the
+generic chain (``_proxy_to_logger``, ``_process_event``, the stamp processor
+and the sink), which costs more than encoding and hashing the record. It is
+the exact record the chain would build: same keys, order and values, so the
+same bytes and digest (``tests/emu/test_trace.py`` checks the two agree).
+Everything else (``bind``, ``unbind``, ``new``, ``warning``, ``msg``, ...) is
+plain structlog and goes through the chain.
 """
 
 from __future__ import annotations
@@ -81,15 +91,16 @@ def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 class _TraceSink:
-    """The wrapped 'logger' at the end of the structlog chain."""
+    """The wrapped 'logger' at the end of the structlog chain; ``TraceLogger.info`` reads its clock and trace."""
 
-    __slots__ = ("_append",)
+    __slots__ = ("clock", "trace")
 
-    def __init__(self, trace: Trace) -> None:
-        self._append = trace.append
+    def __init__(self, clock: Clock, trace: Trace) -> None:
+        self.clock = clock
+        self.trace = trace
 
     def info(self, record: dict[str, Any]) -> None:
-        self._append(record)
+        self.trace.append(record)
 
     debug = warning = error = critical = msg = info
 
@@ -110,7 +121,25 @@ def _stamp(clock: Clock, trace: Trace):
     return stamp_virtual_time
 
 
-def bind_logger(clock: Clock, trace: Trace, **context: Any) -> Any:
+class TraceLogger(structlog.BoundLogger):
+    """structlog's generic ``BoundLogger`` whose ``info`` writes the record directly.
+
+    ``info`` gives the record ``stamp_virtual_time`` would: seq, ts, the
+    actor (a call-site ``actor=`` wins over the bound one, as in structlog's
+    event dict), the event, then the bound context and the call-site fields
+    in structlog's merge order. No processor runs for ``info``; every other
+    method goes through the chain.
+    """
+
+    def info(self, event: str, **kw: Any) -> None:
+        sink = self._logger
+        trace = sink.trace
+        record = {"seq": trace.count, "ts": sink.clock.now_ns, "actor": None, "event": None, **self._context, **kw}
+        record["event"] = event  # after the context, as structlog sets it
+        trace.append(record)
+
+
+def bind_logger(clock: Clock, trace: Trace, **context: Any) -> TraceLogger:
     """A structlog bound logger that writes records to *trace*.
 
     Args:
@@ -118,11 +147,11 @@ def bind_logger(clock: Clock, trace: Trace, **context: Any) -> Any:
         trace: where the records go.
         context: fields bound into every record (``actor=...`` first).
     """
-    # .bind() resolves wrap_logger's lazy proxy into a concrete BoundLogger,
+    # .bind() resolves wrap_logger's lazy proxy into a concrete TraceLogger,
     # so each call skips the proxy's attribute lookup.
     return structlog.wrap_logger(
-        _TraceSink(trace),
+        _TraceSink(clock, trace),
         processors=[_stamp(clock, trace)],
-        wrapper_class=structlog.BoundLogger,
+        wrapper_class=TraceLogger,
         context_class=dict,
     ).bind(**context)

@@ -63,3 +63,8 @@ class Bio:
     @property
     def nr_sectors(self) -> int:
         return self.nr_bytes // 512
+
+    @property
+    def lock_name(self) -> str:
+        """Its name as the holder of the page locks it was handed (``page_lock_handoff``)."""
+        return f"bio:{self.bio_id}"

@@ -6,6 +6,13 @@ the waiting done by ``blk-rq-qos.c:rq_qos_wait()``. Sans-IO: no engine, no
 awaiting. Methods mutate state and *return* what must happen next: which
 waiters to wake, in order, and which scale changes to trace.
 
+This module is the throttle and scaling state machine (``check_scale_change``,
+``scale_change``, ``scale_cookie_change``, ``iolatency_throttle``,
+``iolatency_check_latencies``, ``blkiolatency_timer_fn``, the ``rq_wait``
+hand-off). The latency bookkeeping it judges windows with (``latency_stat``,
+the SSD/rotational verdicts, window sizing, ``lat_avg``) is in
+``actors/block/blk_iolatency_stat.py``; its public names are re-exported here.
+
 Theory of operation
 -------------------
 
@@ -45,7 +52,8 @@ Emulation notes:
       scale in the first 500 ms).
     * Rotational stats keep the kernel's ``blk_rq_stat_sum`` quirk: it adds
       ``src->batch``, which a summed stat does not have, so ``cur_stat.mean``
-      stays 0 and only the latest window's mean decides.
+      stays 0 and only the latest window's mean decides (see
+      ``blk_iolatency_stat``).
     * Limits are fixed at construction (no runtime ``iolatency_set_limit``,
       no ``enable_work`` freeze); BLK_STS_AGAIN is not modelled.
 """
@@ -69,17 +77,57 @@ from actors.block.blk_cgroup import (
     blkcg_use_delay,
     blkg_lookup_create,
 )
+from actors.block.blk_iolatency_stat import (
+    BLKIOLATENCY_EXP_BUCKET_SIZE,
+    BLKIOLATENCY_MAX_WIN_SIZE,
+    BLKIOLATENCY_MIN_WIN_SIZE,
+    BLKIOLATENCY_NR_EXP_FACTORS,
+    FIXED_1,
+    IOLATENCY_EXP_FACTORS,
+    IolatencyStatistics,
+    LatencyStat,
+    calc_load,
+    iolat_update_total_lat_avg,
+    iolatency_window,
+    latency_stat_record_time,
+    latency_stat_samples,
+    latency_stat_sum,
+    latency_sum_ok,
+)
 from emu import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC, KernelBug
+
+__all__ = [
+    "BLKIOLATENCY_EXP_BUCKET_SIZE",
+    "BLKIOLATENCY_MAX_WIN_SIZE",
+    "BLKIOLATENCY_MIN_ADJUST_TIME",
+    "BLKIOLATENCY_MIN_GOOD_SAMPLES",
+    "BLKIOLATENCY_MIN_WIN_SIZE",
+    "BLKIOLATENCY_NR_EXP_FACTORS",
+    "DEFAULT_SCALE_COOKIE",
+    "FIXED_1",
+    "IOLATENCY_EXP_FACTORS",
+    "SCALE_DOWN_FACTOR",
+    "SCALE_GRP_IDLE_NSEC",
+    "SCALE_UP_FACTOR",
+    "UINT_MAX",
+    "BlkIolatency",
+    "ChildLatencyInfo",
+    "Decisions",
+    "IolatencyGrp",
+    "IolatencyStatistics",
+    "LatencyStat",
+    "RqDepth",
+    "RqWait",
+    "ScaleEvent",
+    "ThrottleVerdict",
+    "Wake",
+    "calc_load",
+    "iolatency_window",
+    "scale_amount",
+]
 
 UINT_MAX = 0xFFFF_FFFF
 DEFAULT_SCALE_COOKIE = 1_000_000
-BLKIOLATENCY_MIN_WIN_SIZE = 100 * NSEC_PER_MSEC
-BLKIOLATENCY_MAX_WIN_SIZE = NSEC_PER_SEC
-BLKIOLATENCY_NR_EXP_FACTORS = 5
-BLKIOLATENCY_EXP_BUCKET_SIZE = BLKIOLATENCY_MAX_WIN_SIZE // (BLKIOLATENCY_NR_EXP_FACTORS - 1)
-#: ``calc_load`` decay factors, by window-size bucket (stats only).
-IOLATENCY_EXP_FACTORS = (2045, 2039, 2031, 2023, 2014)
-FIXED_1 = 1 << 11
 SCALE_DOWN_FACTOR = 2
 SCALE_UP_FACTOR = 4
 BLKIOLATENCY_MIN_ADJUST_TIME = 500 * NSEC_PER_MSEC
@@ -89,17 +137,6 @@ SCALE_GRP_IDLE_NSEC = 5 * NSEC_PER_SEC
 
 #: A waiter: (group path, the key it sleeps under).
 Wake = tuple[str, Hashable]
-
-
-@attrs.define
-class LatencyStat:
-    """``struct latency_stat``: SSD ``percentile_stats`` or rotational ``blk_rq_stat``."""
-
-    total: int = 0
-    missed: int = 0
-    nr_samples: int = 0
-    batch: int = 0
-    mean: int = 0
 
 
 @attrs.define
@@ -207,49 +244,9 @@ class ThrottleVerdict:
     schedule_throttle: bool
 
 
-@attrs.frozen(kw_only=True)
-class IolatencyStatistics:
-    """One group, as ``io.stat`` prints it (``iolatency_pd_stat``) and more.
-
-    ``avg_lat`` is in microseconds and ``win`` in milliseconds, as printed;
-    ``lat_avg`` and ``cur_win_nsec`` are the raw nanosecond fields.
-    """
-
-    blkcg: str
-    min_lat_nsec: int
-    depth: int
-    avg_lat: int
-    win: int
-    lat_avg: int
-    cur_win_nsec: int
-    missed: int
-    total: int
-    nr_samples: int
-    nr_inflight: int
-    nr_waiters: int
-    use_delay: int
-    delay_nsec: int
-    scale_cookie: int
-    child_scale_cookie: int
-    scale_grp: str | None
-
-
-def iolatency_window(min_lat_nsec: int) -> int:
-    """``cur_win_nsec`` for a target: ``clamp(target << 4, 100 ms, 1 s)`` (iolatency_set_min_lat_nsec)."""
-    return min(max(min_lat_nsec << 4, BLKIOLATENCY_MIN_WIN_SIZE), BLKIOLATENCY_MAX_WIN_SIZE)
-
-
 def scale_amount(qd: int, up: bool) -> int:
     """Mirror of ``scale_amount()``: qd/16 up, qd/4 down, at least 1."""
     return max(qd >> SCALE_UP_FACTOR if up else qd >> SCALE_DOWN_FACTOR, 1)
-
-
-def calc_load(load: int, exp: int, active: int) -> int:
-    """Mirror of ``calc_load()`` (include/linux/sched/loadavg.h): fixed-point EWMA."""
-    newload = load * exp + active * (FIXED_1 - exp)
-    if active >= load:
-        newload += FIXED_1 - 1
-    return newload // FIXED_1
 
 
 class BlkIolatency:
@@ -480,60 +477,32 @@ class BlkIolatency:
             if req_time < grp.min_lat_nsec:
                 blkcg_add_delay(grp.blkg, now, grp.min_lat_nsec - req_time)
             return
-        # latency_stat_record_time()
-        stat = grp.stats
-        if grp.ssd:
-            if req_time >= grp.min_lat_nsec:
-                stat.missed += 1
-            stat.total += 1
-        else:
-            stat.batch += req_time
-            stat.nr_samples += 1
-
-    @staticmethod
-    def _stat_sum(ssd: bool, dst: LatencyStat, src: LatencyStat) -> None:
-        """``latency_stat_sum()`` (``blk_rq_stat_sum()`` for rotational, quirk included)."""
-        if ssd:
-            dst.total += src.total
-            dst.missed += src.missed
-        elif src.nr_samples:
-            dst.mean = (src.batch + dst.mean * dst.nr_samples) // (dst.nr_samples + src.nr_samples)
-            dst.nr_samples += src.nr_samples
-
-    def _sum_ok(self, grp: IolatencyGrp, stat: LatencyStat) -> bool:
-        """Mirror of ``latency_sum_ok()``: SSD p90 rule, rotational mean rule."""
-        if grp.ssd:
-            return stat.missed < max(stat.total // 10, 1)
-        return stat.mean <= grp.min_lat_nsec
-
-    @staticmethod
-    def _samples(grp: IolatencyGrp, stat: LatencyStat) -> int:
-        return stat.total if grp.ssd else stat.nr_samples
+        latency_stat_record_time(grp.ssd, grp.stats, req_time, grp.min_lat_nsec)
 
     def _iolatency_check_latencies(self, grp: IolatencyGrp, now: int) -> list[ScaleEvent]:
         """Mirror of ``iolatency_check_latencies()``: judge a window, maybe move the parent's cookie."""
         stat = LatencyStat()
-        self._stat_sum(grp.ssd, stat, grp.stats)
+        latency_stat_sum(grp.ssd, stat, grp.stats)
         grp.stats = LatencyStat()
         parent = self._parent(grp)
         if parent is None:
             return []
         lat_info = parent.child_lat
         if not grp.ssd:  # iolat_update_total_lat_avg()
-            exp_idx = min(BLKIOLATENCY_NR_EXP_FACTORS - 1, grp.cur_win_nsec // BLKIOLATENCY_EXP_BUCKET_SIZE)
-            grp.lat_avg = calc_load(grp.lat_avg, IOLATENCY_EXP_FACTORS[exp_idx], stat.mean)
-        if self._sum_ok(grp, stat) and lat_info.scale_cookie == DEFAULT_SCALE_COOKIE:
+            grp.lat_avg = iolat_update_total_lat_avg(grp.lat_avg, grp.cur_win_nsec, stat.mean)
+        if latency_sum_ok(grp.ssd, stat, grp.min_lat_nsec) and lat_info.scale_cookie == DEFAULT_SCALE_COOKIE:
             return []
-        self._stat_sum(grp.ssd, grp.cur_stat, stat)
+        latency_stat_sum(grp.ssd, grp.cur_stat, stat)
         lat_info.nr_samples -= grp.nr_samples
-        lat_info.nr_samples += self._samples(grp, grp.cur_stat)
-        grp.nr_samples = self._samples(grp, grp.cur_stat)
+        lat_info.nr_samples += latency_stat_samples(grp.ssd, grp.cur_stat)
+        grp.nr_samples = latency_stat_samples(grp.ssd, grp.cur_stat)
         last = lat_info.last_scale_event
         if last is not None and (last >= now or now - last < BLKIOLATENCY_MIN_ADJUST_TIME):
             return []
         events: list[ScaleEvent] = []
-        if self._sum_ok(grp, grp.cur_stat) and self._sum_ok(grp, stat):
-            if self._samples(grp, grp.cur_stat) < BLKIOLATENCY_MIN_GOOD_SAMPLES:
+        cur_ok = latency_sum_ok(grp.ssd, grp.cur_stat, grp.min_lat_nsec)
+        if cur_ok and latency_sum_ok(grp.ssd, stat, grp.min_lat_nsec):
+            if latency_stat_samples(grp.ssd, grp.cur_stat) < BLKIOLATENCY_MIN_GOOD_SAMPLES:
                 return []
             if lat_info.scale_grp == grp.path:
                 lat_info.last_scale_event = now

@@ -38,6 +38,23 @@ device actor's ``rng("timing")`` (one draw per IO, none when 0), unless a
 The io.latency timer is armed by submissions (1 s, if not pending) and not
 re-armed by itself, so it stops one tick after IO stops, as in the kernel.
 
+Fault injection. ``bio_error`` is the device's one error-injection point,
+for READ and WRITE bios alike. It is called once per bio at completion,
+before ``block_rq_complete`` is traced; ``True`` completes the bio with
+``BLK_STS_IOERR`` (counted in ``nr_errors``), like a driver ending a request
+it could not service with ``blk_mq_end_request(rq, BLK_STS_IOERR)``. The
+failed request has held its tag and a channel for its whole service time,
+and io.latency accounts it like any other completion: the model is a media
+error (null_blk's ``badblocks``, scsi_debug's medium-error injection),
+decided by a ``should_fail()``-style check (lib/fault-inject.c) on the
+completion side, where blk-mq has its own injection point
+(``fail_io_timeout``: ``blk_should_fake_timeout()`` in
+``blk_mq_complete_request()``). It is deliberately not ``fail_make_request``
+(``should_fail_bio()`` in ``generic_make_request_checks()``), which fails a
+bio at submission, before rq_qos and the device see it: no tag, no service
+time, no io.latency sample. Bios reach the hook in completion order, so a
+hook that draws from a random stream draws in that order.
+
 Emulation notes:
     * One hardware queue, no merging, no plugging, no elevator; ``op`` does
       not change the timing model.
@@ -60,7 +77,7 @@ import emu
 from actors.block.bio import Bio
 from actors.block.blk_cgroup import BlkcgHierarchy, parse_io_latency, split_io_latency
 from actors.block.blk_iolatency import BlkIolatency, Decisions, IolatencyStatistics
-from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from actors.kernel_types import BlkStatus, ReqFlag
 from emu import NSEC_PER_SEC, KernelBug
 
 
@@ -141,8 +158,9 @@ class BlockDevice:
         jitter_permille: uniform multiplicative jitter, ± this many 1/1000.
         io_latency: cgroup path → ``io.latency`` text (``"target=2000"``).
         hierarchy: the cgroups, shared with other devices (congestion).
-        read_error: called per READ bio at completion; ``True`` fails it
-            with ``BlkStatus.IOERR``.
+        bio_error: the error-injection point (module header): called once
+            per bio, READ or WRITE, at completion; ``True`` fails it with
+            ``BlkStatus.IOERR``. ``None``: no bio ever fails.
         service_time: replaces the timing model: bio → service ns.
 
     Raises:
@@ -163,7 +181,7 @@ class BlockDevice:
         jitter_permille: int = 0,
         io_latency: Mapping[str, str] | None = None,
         hierarchy: BlkcgHierarchy | None = None,
-        read_error: Callable[[Bio], bool] | None = None,
+        bio_error: Callable[[Bio], bool] | None = None,
         service_time: Callable[[Bio], int] | None = None,
     ) -> None:
         if parallelism < 1 or bandwidth_bytes_per_s < 1 or not 0 <= jitter_permille < 1000:
@@ -177,7 +195,7 @@ class BlockDevice:
         self.base_latency_ns = base_latency_ns
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
         self.jitter_permille = jitter_permille
-        self.read_error = read_error
+        self.bio_error = bio_error
         self.service_time = service_time
         limits: dict[str, int | None] = {}
         for path, text in (io_latency or {}).items():
@@ -248,7 +266,7 @@ class BlockDevice:
         self._in_service -= 1
         self._tags_used -= 1
         now = self.engine.now_ns
-        if bio.op == ReqOp.READ and self.read_error is not None and self.read_error(bio):
+        if self.bio_error is not None and self.bio_error(bio):  # the injection point (module header)
             bio.status = BlkStatus.IOERR
             self._nr_errors += 1
         bio.complete_ns = now

@@ -51,6 +51,23 @@ not cached first reads it (``NODESIZE``, ``REQ_META``: issued as root by
 io.latency, so never throttled) and waits for it — with the mmap_sem held if
 the fault path holds it — then submits the data reads.
 
+Fault injection. ``reserve_fail(current, nbytes) -> bool`` (a constructor
+argument; ``None``: never) is the filesystem's error-injection point. It is
+consulted by ``btrfs_delalloc_reserve_space`` once a reservation has
+succeeded, after the normal cost and any flushing; ``True`` gives the
+reservation back and returns ``-ENOSPC``, which the caller cannot tell from a
+ticket that ran out of flush states (``btrfs_page_mkwrite``: ``vmf_error`` →
+``VM_FAULT_SIGBUS``). The kernel's nearest mechanism is function error
+injection, ``ALLOW_ERROR_INJECTION(fn, ERRNO)`` with ``fail_function`` or
+``bpf_override_return`` (v4.16), but that overrides the return value at
+function entry and skips the body. This point is instead a ``should_fail()``
+check (lib/fault-inject.c) placed inside the function, at its end, the way
+``failslab`` sits inside the slab allocator and ``fail_make_request`` inside
+bio submission: a failed reservation costs what a real one costs, and the
+decision is only taken for reservations that would have succeeded. The hook
+keeps its own counters and trace event; the filesystem only does with the
+error what the kernel does.
+
 Emulation notes:
     * Files are fully allocated overwrites: no holes, no compression, no
       inline extents, no checksums verified; sectorsize = PAGE_SIZE, so the
@@ -69,13 +86,15 @@ Emulation notes:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio
-from actors.fs.generic import BIO_MAX_PAGES, fs_bio, read_end_io
+from actors.fs.generic import BIO_MAX_PAGES, fs_bio, mpage_end_io
 from actors.kernel_types import PAGE_SHIFT, PAGE_SIZE, BlkStatus, Errno, FaultFlag, PageFlag, ReqFlag, ReqOp, VmFaultResult
 from actors.mm.filemap import add_to_page_cache_lru, fput
 from actors.mm.filemap_fault import filemap_fault, maybe_unlock_mmap_for_io
@@ -158,15 +177,22 @@ class BtrfsFs:
     Args:
         kernel: the machine.
         config: ``space``, ``reserve_cost``, ``flush_threshold``, ``commit_cost``.
+        reserve_fail: the reservation's error-injection point (module header):
+            called with the task and the bytes of each successful
+            ``btrfs_delalloc_reserve_space``; ``True`` turns it into ``-ENOSPC``.
     """
 
     kind = "btrfs"
 
-    def __init__(self, kernel: Kernel, config: BtrfsConfig) -> None:
+    def __init__(
+        self, kernel: Kernel, config: BtrfsConfig, *, reserve_fail: Callable[[TaskStruct, int], bool] | None = None
+    ) -> None:
         self.kernel = kernel
         self.config = config
+        self.reserve_fail = reserve_fail
         self.engine = engine = kernel.engine
         self.vm_ops = VmOperations(fault=filemap_fault, page_mkwrite=self.btrfs_page_mkwrite)
+        self.read_end_io = functools.partial(mpage_end_io, kernel)  # end_bio_extent_readpage
         self.bytes_may_use = 0
         self.bytes_pinned = 0
         self._delalloc: dict[tuple[int, int], int] = {}  # (ino, index) -> reserved bytes (EXTENT_DELALLOC)
@@ -242,7 +268,7 @@ class BtrfsFs:
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``btrfs_readpage()``: extent lookup (maybe a tree-block read), then one bio; unlocked at completion."""
         await self.btrfs_get_extent(current, file.f_mapping.host, [page.index])
-        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), read_end_io))
+        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), self.read_end_io))
         return 0
 
     async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
@@ -255,10 +281,10 @@ class BtrfsFs:
         run: list[Page] = []
         for page in inserted:
             if run and (page.index != run[-1].index + 1 or len(run) == BIO_MAX_PAGES):
-                await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, read_end_io))
+                await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, self.read_end_io))
                 run = []
             run.append(page)
-        await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, read_end_io))
+        await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, self.read_end_io))
 
     # -- writes and ordered extents --------------------------------------------------------
 
@@ -363,17 +389,35 @@ class BtrfsFs:
 
         Costs ``reserve_cost`` (``fs``). If the reservation would leave less
         than ``flush_threshold × space`` free, flush (module header) and
-        re-check after each state.
+        re-check after each state. A reservation made is then put to the
+        ``reserve_fail`` injection point (module header): if it fails, the
+        reservation is given back and the result is ``-ENOSPC``.
 
         Returns:
             0, or ``-ENOSPC``.
         """
-        kernel = self.kernel
         actor = current.actor
         await actor.sleep(self.config.reserve_cost)
         current.account_sleep("fs", self.config.reserve_cost)
-        if self._try_reserve(nbytes):
-            return 0
+        if not self._try_reserve(nbytes):
+            error = await self._wait_reserve_ticket(current, nbytes)
+            if error:
+                return error
+        if self.reserve_fail is not None and self.reserve_fail(current, nbytes):
+            self.btrfs_delalloc_release_space(nbytes)
+            return -Errno.ENOSPC
+        return 0
+
+    async def _wait_reserve_ticket(self, current: TaskStruct, nbytes: int) -> int:
+        """The slow path (``__reserve_metadata_bytes`` → ``wait_reserve_ticket``): flush until *nbytes* fit.
+
+        Traces ``btrfs_reserve_ticket``.
+
+        Returns:
+            0 (reserved), or ``-ENOSPC`` after the last flush state.
+        """
+        kernel = self.kernel
+        actor = current.actor
         start = actor.now_ns
         flushed = 0
         error = 0
@@ -500,7 +544,7 @@ class BtrfsFs:
                 kernel.count("btrfs_used_cached_fastpath")
                 actor.log.info("btrfs_page_mkwrite", ino=inode.ino, index=page.index, result="LOCKED", fastpath=True)
                 return VmFaultResult.LOCKED
-            unlock_page(page)
+            unlock_page(current, page)
 
         fpin = maybe_unlock_mmap_for_io(current, vmf, None, flags=vmf.flags) if v3 else None
         kernel.count("btrfs_mkwrite")
@@ -530,7 +574,7 @@ class BtrfsFs:
             # lock_extent_bits(); btrfs_lookup_ordered_range()
             ordered = self._ordered.get((inode.ino, page.index))
             if ordered is not None:
-                unlock_page(page)
+                unlock_page(current, page)
                 kernel.count("btrfs_mkwrite_ordered_wait")
                 await self.btrfs_start_ordered_extent(current, ordered, True)
                 continue
@@ -544,7 +588,7 @@ class BtrfsFs:
         elapsed = actor.now_ns - start
         kernel.count("btrfs_mkwrite_ns", elapsed)
         if fpin is not None:
-            unlock_page(page)
+            unlock_page(current, page)
             fput(fpin)
             get_page(page)
             vmf.cached_size = size

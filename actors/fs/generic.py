@@ -15,15 +15,17 @@ Emulation notes:
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, final
 
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio
-from actors.kernel_types import BlkStatus, PageFlag, ReqFlag, ReqOp, VmFaultResult
+from actors.kernel_types import ReqFlag, ReqOp, VmFaultResult
 from actors.mm.filemap import add_to_page_cache_lru
 from actors.mm.filemap_fault import filemap_fault
 from actors.mm.memory import VmOperations
-from actors.mm.page import Page, lock_page, unlock_page
+from actors.mm.page import Page, lock_page, page_endio, page_lock_handoff, unlock_page
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
@@ -35,8 +37,12 @@ BIO_MAX_PAGES = 256
 
 
 def fs_bio(kernel: Kernel, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io, nr_bytes: int = 0) -> Bio:
-    """A bio to the machine's disk, charged to *current*'s cgroup (``bio_alloc`` + ``bio_set_dev``)."""
-    return Bio(
+    """A bio to the machine's disk, charged to *current*'s cgroup (``bio_alloc`` + ``bio_set_dev``).
+
+    A read takes over *current*'s lock on each page (``page_lock_handoff``):
+    its completion, not the task, unlocks them.
+    """
+    bio = Bio(
         bio_id=kernel.next_bio_id(),
         op=op,
         flags=flags,
@@ -47,18 +53,20 @@ def fs_bio(kernel: Kernel, current: TaskStruct, pages: list[Page], op: ReqOp, fl
         bi_disk=kernel.bdev,
         nr_bytes=nr_bytes,
     )
+    if op == ReqOp.READ:
+        for page in pages:
+            page_lock_handoff(current, page, bio)
+    return bio
 
 
-def read_end_io(bio: Bio) -> None:
-    """``mpage_end_io()`` for reads: uptodate (or error), then unlock each page."""
-    ok = bio.status == BlkStatus.OK
+def mpage_end_io(kernel: Kernel, bio: Bio) -> None:
+    """``mpage_end_io()`` for reads: ``page_endio`` for each page (uptodate or error, unlock).
+
+    Each filesystem binds it to its kernel (``self.read_end_io``), where
+    page-lock invariant violations are recorded.
+    """
     for page in bio.pages:
-        if ok:
-            page.flags |= PageFlag.UPTODATE
-        else:
-            page.flags &= ~PageFlag.UPTODATE
-            page.flags |= PageFlag.ERROR
-        unlock_page(page)
+        page_endio(kernel, bio, page)
 
 
 @final
@@ -70,13 +78,14 @@ class GenericFs:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.vm_ops = VmOperations(fault=filemap_fault, page_mkwrite=self.page_mkwrite)
+        self.read_end_io = functools.partial(mpage_end_io, kernel)
 
     def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io) -> Bio:
         return fs_bio(self.kernel, current, pages, op, flags, end_io)
 
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``mpage_readpage()``: one locked page, one bio; unlocked at completion."""
-        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), read_end_io))
+        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), self.read_end_io))
         return 0
 
     async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
@@ -94,7 +103,7 @@ class GenericFs:
             await self._submit_read(current, run)
 
     async def _submit_read(self, current: TaskStruct, run: list[Page]) -> None:
-        await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, read_end_io))
+        await submit_bio(current, self._bio(current, run, ReqOp.READ, ReqFlag.RAHEAD, self.read_end_io))
 
     async def writepages(self, current: TaskStruct, pages: list[Page], end_io) -> None:
         """``mpage_writepages()`` for the flusher: one bio for the given pages (already PG_writeback)."""
@@ -106,7 +115,7 @@ class GenericFs:
         inode = vmf.vma.vm_file.f_mapping.host
         await lock_page(current, page)
         if page.mapping is not inode.i_mapping:
-            unlock_page(page)
+            unlock_page(current, page)
             return VmFaultResult.NOPAGE
         self.kernel.writeback.set_page_dirty(page)
         return VmFaultResult.LOCKED

@@ -172,7 +172,7 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
             page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
             delete_from_page_cache(page)
             removed += 1
-        unlock_page(page)
+        unlock_page(current, page)
         put_page(page)
     inode.truncate_seq += 1
     current.actor.log.info("truncate_inode_pages", ino=inode.ino, size=new_size, removed=removed)
@@ -190,7 +190,7 @@ def pagecache_get_page_for_mmap(current: TaskStruct, mapping: AddressSpace, offs
         return page
     page = Page(None, offset)
     add_to_page_cache_lru(current, page, mapping, offset)
-    unlock_page(page)  # FGP_FOR_MMAP: "unlock the page before returning"
+    unlock_page(current, page)  # FGP_FOR_MMAP: "unlock the page before returning"
     return page
 
 

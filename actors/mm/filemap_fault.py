@@ -208,7 +208,7 @@ async def filemap_fault_419(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
             put_page(page)
             return ret | RETRY
         if page.mapping is not mapping:  # truncated
-            unlock_page(page)
+            unlock_page(current, page)
             put_page(page)
             page = None
             continue
@@ -220,7 +220,7 @@ async def filemap_fault_419(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
                 return SIGBUS
             continue
         if offset >= inode.nr_pages:
-            unlock_page(page)
+            unlock_page(current, page)
             put_page(page)
             return SIGBUS
         vmf.page = page
@@ -251,7 +251,6 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     mm = vmf.vma.vm_mm
     offset = vmf.pgoff
     flags = vmf.flags  # the local copy Dave Chinner pointed at
-    use_cache = current.kernel.policy.cached_page
     fpin: File | None = None
     page: Page | None = None
     ret = VmFaultResult(0)
@@ -274,7 +273,7 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
             vmf.flags |= FaultFlag.USED_CACHED  # patch 5/7
             current.kernel.count_vm_event("V3_CACHED_PAGE_REUSED", current)
         else:
-            unlock_page(cached_page)
+            unlock_page(current, cached_page)
             put_page(cached_page)
 
     if not have_cached_page:
@@ -315,7 +314,7 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
                 else:
                     await __lock_page(current, page)
             if page.mapping is not mapping:  # truncated
-                unlock_page(page)
+                unlock_page(current, page)
                 put_page(page)
                 page = None
                 continue
@@ -333,7 +332,7 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
                 return SIGBUS
             continue
         if offset >= inode.nr_pages:
-            unlock_page(page)
+            unlock_page(current, page)
             put_page(page)
             return SIGBUS
         vmf.page = page
@@ -405,7 +404,7 @@ async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         if not locked:
             return _v51_out_retry(page, fpin, ret)
         if page.mapping is not mapping:
-            unlock_page(page)
+            unlock_page(current, page)
             put_page(page)
             page = None
             continue
@@ -420,10 +419,10 @@ async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
                 return SIGBUS
             continue
         if fpin is not None:
-            unlock_page(page)
+            unlock_page(current, page)
             return _v51_out_retry(page, fpin, ret)
         if offset >= inode.nr_pages:
-            unlock_page(page)
+            unlock_page(current, page)
             put_page(page)
             return SIGBUS
         vmf.page = page

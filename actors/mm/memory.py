@@ -178,7 +178,7 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         if ra.mmap_miss > 0:
             ra.mmap_miss -= 1
         vma.vm_mm.set_pte(address, page, False)
-        unlock_page(page)
+        unlock_page(current, page)
     return VmFaultResult.NOPAGE if vmf.address in ptes else VmFaultResult(0)
 
 
@@ -191,7 +191,7 @@ async def do_read_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     if ret & _FAIL:
         return ret
     ret |= finish_fault(current, vmf, write=False)
-    unlock_page(vmf.page)
+    unlock_page(current, vmf.page)
     if ret & _FAIL:
         put_page(vmf.page)
     return ret
@@ -204,7 +204,7 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         return ret
     copy = Page(None, vmf.address)
     copy.flags = PageFlag.UPTODATE
-    unlock_page(vmf.page)
+    unlock_page(current, vmf.page)
     put_page(vmf.page)
     vmf.page = copy
     return ret | finish_fault(current, vmf, write=True)
@@ -231,7 +231,7 @@ async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     if not ret & VmFaultResult.LOCKED:
         await lock_page(current, page)
         if page.mapping is None:
-            unlock_page(page)
+            unlock_page(current, page)
             return VmFaultResult(0)
         ret |= VmFaultResult.LOCKED
     return ret
@@ -247,7 +247,7 @@ async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> VmFaultR
     mapping = page.mapping
     writeback = current.kernel.writeback
     writeback.set_page_dirty(page)
-    unlock_page(page)
+    unlock_page(current, page)
     if mapping is None:
         return VmFaultResult(0)
     fpin = None
@@ -265,7 +265,7 @@ async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     ret = await __do_fault(current, vmf)
     if ret & _FAIL:
         return ret
-    unlock_page(vmf.page)
+    unlock_page(current, vmf.page)
     tmp = await do_page_mkwrite(current, vmf)
     if not tmp or tmp & (VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY):
         # RETRY only reaches here under V3 patch 6/7 (do_page_mkwrite filters it otherwise)
@@ -273,7 +273,7 @@ async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         return tmp
     ret |= finish_fault(current, vmf, write=True)
     if ret & _FAIL:
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
         put_page(vmf.page)
         return ret
     return ret | await fault_dirty_shared_page(current, vmf)
@@ -307,7 +307,7 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
     _vma_use(current, vma, "finish_mkwrite_fault")
     current_pte = vma.vm_mm.ptes.get(vmf.address)
     if current_pte is not pte:
-        unlock_page(page)
+        unlock_page(current, page)
         put_page(page)
         return VmFaultResult.NOPAGE
     pte.write = True

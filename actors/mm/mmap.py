@@ -157,6 +157,7 @@ def page_mkclean(page: Page) -> int:
 
 
 def _trace(current: TaskStruct, event: str, mm: MmStruct, write: bool, **fields: object) -> None:
+    # The rare outcomes; down_*/up_* log their records inline (no extra call and kwargs dict per record).
     current.actor.log.info(event, mm=mm.owner, write=write, **fields)
 
 
@@ -185,7 +186,7 @@ async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False
 
     A reader queues behind any waiter, writer or not (the inversion's rule).
     """
-    _trace(current, "mmap_lock_start_locking", mm, False, waiters=len(mm.wait))
+    current.actor.log.info("mmap_lock_start_locking", mm=mm.owner, write=False, waiters=len(mm.wait))
     now = current.actor.now_ns
     queued = not mm.mmap_sem.down_read(current.comm, now)
     if queued:
@@ -193,7 +194,7 @@ async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False
         current.account_sleep("mmap_sem", current.actor.now_ns - now)
         if result:
             return result
-    _trace(current, "mmap_lock_acquire_returned", mm, False, success=True, waited_ns=current.actor.now_ns - now)
+    current.actor.log.info("mmap_lock_acquire_returned", mm=mm.owner, write=False, success=True, waited_ns=current.actor.now_ns - now)
     _held(current, mm, "read", now if queued else None)
     return 0
 
@@ -204,7 +205,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     A woken writer must win ``rwsem_try_write_lock`` itself; if somebody
     stole the free lock first it sleeps again at the head.
     """
-    _trace(current, "mmap_lock_start_locking", mm, True, waiters=len(mm.wait))
+    current.actor.log.info("mmap_lock_start_locking", mm=mm.owner, write=True, waiters=len(mm.wait))
     now = current.actor.now_ns
     acquired = mm.mmap_sem.down_write(current.comm, now)
     queued = not acquired
@@ -216,7 +217,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
         acquired = mm.mmap_sem.down_write_retry(current.comm, current.actor.now_ns)
     if current.actor.now_ns != now:
         current.account_sleep("mmap_sem", current.actor.now_ns - now)
-    _trace(current, "mmap_lock_acquire_returned", mm, True, success=True, waited_ns=current.actor.now_ns - now)
+    current.actor.log.info("mmap_lock_acquire_returned", mm=mm.owner, write=True, success=True, waited_ns=current.actor.now_ns - now)
     _held(current, mm, "write", now if queued else None)
     return 0
 
@@ -251,7 +252,7 @@ def up_read(current: TaskStruct, mm: MmStruct) -> None:
         return
     _released(current, mm, "read")
     _wake(mm, mm.mmap_sem.up_read(current.comm, current.actor.now_ns))
-    _trace(current, "mmap_lock_released", mm, False)
+    current.actor.log.info("mmap_lock_released", mm=mm.owner, write=False)
 
 
 def up_write(current: TaskStruct, mm: MmStruct) -> None:
@@ -261,4 +262,4 @@ def up_write(current: TaskStruct, mm: MmStruct) -> None:
         return
     _released(current, mm, "write")
     _wake(mm, mm.mmap_sem.up_write(current.comm, current.actor.now_ns))
-    _trace(current, "mmap_lock_released", mm, True)
+    current.actor.log.info("mmap_lock_released", mm=mm.owner, write=True)

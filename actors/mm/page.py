@@ -28,10 +28,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actors.kernel_types import FATAL_WAKE, Errno, PageFlag
+from actors.kernel_types import FATAL_WAKE, BlkStatus, Errno, PageFlag
 from emu import KernelBug, WaitQueue
 
 if TYPE_CHECKING:
+    from actors.block.bio import Bio
+    from actors.kernel import Kernel
     from actors.mm.filemap import AddressSpace
     from actors.sched.task import TaskStruct
 
@@ -46,8 +48,9 @@ class Page:
         index: its offset in the file, in pages.
         flags: ``PageFlag`` bits.
         refcount: ``page->_refcount``; the page cache holds one.
-        locker: who took ``PG_locked`` (the task that locked it; a read
-            keeps it locked until the bio completes), for reports.
+        locker: who holds ``PG_locked``: the task that locked it, or the
+            read bio it was handed to (``page_lock_handoff``), for the
+            page-lock invariants and reports.
         rmap: ``(mm, address)`` of every PTE mapping it (``page_mapcount``).
     """
 
@@ -109,10 +112,50 @@ def trylock_page(page: Page, who: str) -> bool:
     return True
 
 
-def unlock_page(page: Page) -> None:
-    """``unlock_page()``: clear PG_locked and wake waiters (see module notes)."""
+def unlock_page(current: TaskStruct, page: Page) -> None:
+    """``unlock_page()`` by *current*, which must hold PG_locked (see module notes)."""
+    _check_holder(current.kernel, page, current.comm, "unlock_page")
+    _unlock(page)
+
+
+def page_lock_handoff(current: TaskStruct, page: Page, bio: Bio) -> None:
+    """*current* gives its PG_locked on *page* to the read *bio*, whose completion unlocks it.
+
+    The kernel's convention for ``->readpage``/``->readpages``: the caller
+    locks the page, the filesystem's read completion unlocks it. The kernel
+    keeps no owner; the emulation records the hand-off so that invariant
+    ``page_unlock_by_non_holder`` can tell the IO from a stray unlock.
+    """
+    _check_holder(current.kernel, page, current.comm, "handoff")
+    page.locker = bio.lock_name
+
+
+def page_endio(kernel: Kernel, bio: Bio, page: Page) -> None:
+    """``page_endio()`` (v4.19) for a read: uptodate or PG_error, then unlock on the bio's behalf."""
+    if bio.status == BlkStatus.OK:
+        page.flags |= PageFlag.UPTODATE
+    else:
+        page.flags &= ~PageFlag.UPTODATE
+        page.flags |= PageFlag.ERROR
+    _check_holder(kernel, page, bio.lock_name, "page_endio")
+    _unlock(page)
+
+
+def _check_holder(kernel: Kernel, page: Page, who: str, where: str) -> None:
+    """Invariant ``page_unlock_by_non_holder``: only the lock's holder releases or hands it on.
+
+    A violation is recorded and the release goes ahead, as the kernel's
+    ``unlock_page`` would (it cannot tell); unlocking an unlocked page is a
+    bug in the emulation itself (``KernelBug``).
+    """
+    kernel.invariant_checks += 1
     if not page.flags & _LOCKED:
-        raise KernelBug(f"unlock_page on unlocked {page.name}")
+        raise KernelBug(f"{where} on unlocked {page.name} by {who}")
+    if page.locker != who:
+        kernel.violation("page_unlock_by_non_holder", page=page.name, by=who, holder=page.locker, where=where)
+
+
+def _unlock(page: Page) -> None:
     page.flags &= ~_LOCKED
     page.locker = None
     _wake_page(page, exclusive_too=True)
@@ -161,11 +204,11 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str,
 def _check_not_own_lock(current: TaskStruct, page: Page) -> None:
     """Invariant ``page_double_lock``: a task never sleeps on a page lock it holds itself.
 
-    A locked page that is not uptodate is under a read the task submitted:
-    the lock belongs to that IO, whose completion unlocks it, so waiting on
-    it is fine.
+    A lock handed to a read (``page_lock_handoff``) belongs to the bio, so
+    waiting for that IO's completion is fine.
     """
-    if page.locker == current.comm and page.flags & _LOCKED and page.flags & PageFlag.UPTODATE:
+    current.kernel.invariant_checks += 1
+    if page.locker == current.comm:
         current.kernel.violation("page_double_lock", task=current.comm, page=page.name)
 
 

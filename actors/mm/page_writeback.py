@@ -466,14 +466,14 @@ class Writeback:
                     continue  # WB_SYNC_NONE: skip pages still under writeback, or locked
                 if page.mapping is None or not page.flags & PageFlag.DIRTY:
                     self._forget_dirty(ino, index)  # truncated or cleaned meanwhile
-                    unlock_page(page)
+                    unlock_page(current, page)
                     continue
                 page_mkclean(page)  # clear_page_dirty_for_io()
                 page.flags &= ~PageFlag.DIRTY
                 self._forget_dirty(ino, index)
                 page.flags |= PageFlag.WRITEBACK  # set_page_writeback()
                 self._nr_writeback += 1
-                unlock_page(page)
+                unlock_page(current, page)
                 taken.append(page)
                 if len(taken) == nr:
                     break

@@ -524,30 +524,6 @@ def do_sync_mmap_readahead_decision(
     return ReadaheadDecision(outcome=RaOutcome.SUBMIT, window=window, calls_readahead=True)
 
 
-def sync_mmap_readahead_plan(
-    ra: FileRaState, offset: int, madvise: Madvise, nr_file_pages: int, congested: bool
-) -> RaWindow | None:
-    """What ``mm/filemap.c:do_sync_mmap_readahead()`` (v4.19) submits, if anything.
-
-    Args:
-        ra: the file's readahead state (updated as the kernel would).
-        offset: the faulting page index.
-        madvise: the VMA's hint.
-        nr_file_pages: file size in pages; a window with no page before EOF
-            is reported as ``None``.
-        congested: ``blk_cgroup_congested()`` for the faulting task.
-
-    Returns:
-        The window to hand to ``ra_submit``, or ``None`` when the fault reads
-        only its own page (``page_cache_read``).
-    """
-    decision = do_sync_mmap_readahead_decision(ra, offset, madvise=madvise, blkcg_congested=congested)
-    window = decision.window
-    if window is None or not window.indices(nr_file_pages):
-        return None
-    return window
-
-
 def do_async_mmap_readahead_decision(
     ra: FileRaState,
     offset: int,

@@ -14,11 +14,14 @@ import pathlib
 import re
 import shutil
 import tomllib
+import types
 
 import attrs
 import pytest
 from click.testing import CliRunner
 
+import actors.config
+from actors import config_schema, config_types
 from actors.cli import main
 from actors.config import ConfigError, ExperimentConfig, Mmap, Think, Touch
 
@@ -300,3 +303,23 @@ def test_all_problems_are_reported_at_once(tmp_path: pathlib.Path) -> None:
     path.write_text(text)
     problems = _problems(path)
     assert any(".cgroup: " in p for p in problems) and any(".file: " in p for p in problems), problems
+
+
+def _defined_in(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", module.__name__) == module.__name__
+    }
+
+
+def test_actors_config_re_exports_the_config_modules() -> None:
+    """Callers import from ``actors.config`` only: it re-exports the schema and value types as the same objects."""
+    exported = set(actors.config.__all__)
+    assert _defined_in(config_schema) <= exported
+    assert _defined_in(config_types) - {"VALUE_HOOKS"} <= exported
+    for name in exported:
+        home = next((m for m in (config_schema, config_types) if hasattr(m, name)), actors.config)
+        assert getattr(actors.config, name) is getattr(home, name), name

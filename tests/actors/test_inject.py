@@ -2,8 +2,13 @@
 
 Issue 5, "done means": injected EIO gives SIGBUS for the faulting task and
 leaves every other task running; injected ENOSPC gives SIGBUS on the write
-fault; nothing else is lost (invariants clean). Each test runs a small
-config to completion (iterations bounded) under every policy it concerns.
+fault; nothing else is lost (invariants clean). Each behaviour test runs a
+small config to completion (iterations bounded) under every policy it
+concerns. The hook tests build a machine without running it and call the
+callables the injector supplies to the modules' injection points
+(``BlockDevice.bio_error``, ``BtrfsFs.reserve_fail``) directly; the points
+themselves are tested in tests/actors/block/test_blkdev.py and
+tests/actors/fs/test_btrfs.py.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from actors.block.bio import Bio
 from actors.config import ExperimentConfig, resolve_policy
 from actors.experiment import run_policy
 from actors.kernel import Kernel
+from actors.kernel_types import ReqFlag, ReqOp
 from emu import Engine, Trace
+from emu.testing import records
 
 POLICIES = ["v4.19", "v3", "v5.1"]
 
@@ -67,6 +75,95 @@ def _run_machine(config: ExperimentConfig, policy: str) -> tuple[Kernel, Any]:
     kernel = Kernel(engine, config, resolve_policy(config, policy))
     stats = engine.run()
     return kernel, stats
+
+
+# -- the hooks the injector supplies ---------------------------------------------------------
+
+
+def _hooks_config(**inject: Any) -> ExperimentConfig:
+    return _config(
+        [{"name": "app", "mappings": [{"name": "m", "file": "data", "writable": True}],
+          "threads": [_thread("t", [_touch("m", pages=1)], iterations=1)]}],
+        files=[{"name": "data", "size": "1MiB", "cached": 1.0}, {"name": "db", "size": "1MiB", "fs": "btrfs", "cached": 1.0}],
+        inject=inject or None,
+    )  # fmt: skip
+
+
+def _machine(config: ExperimentConfig, policy: str = "v5.1") -> Kernel:
+    engine = Engine(seed=config.seed, horizon_ns=config.horizon)
+    return Kernel(engine, config, resolve_policy(config, policy))
+
+
+def _bio(kernel: Kernel, op: ReqOp, file: str = "data", flags: ReqFlag = ReqFlag(0), submitter: str = "app.t") -> Bio:
+    page = kernel.inodes[file].i_mapping.pages[0]
+    return Bio(bio_id=kernel.next_bio_id(), op=op, flags=flags, pages=[page], submitter=submitter)
+
+
+@pytest.mark.parametrize(
+    ("inject", "bio_error", "reserve_fail"),
+    [
+        ({}, False, False),
+        ({"read_error": 0.0, "enospc": 0.0}, False, False),
+        ({"read_error": 0.5}, True, False),
+        ({"write_error": 0.5}, True, False),
+        ({"enospc": 0.5}, False, True),
+        ({"sigkill_every": "1s"}, False, False),
+    ],
+)
+def test_kernel_wires_the_injection_points_only_for_families_that_are_on(
+    inject: dict[str, Any], bio_error: bool, reserve_fail: bool
+) -> None:
+    """``BlockDevice.bio_error`` and ``BtrfsFs.reserve_fail`` get the injector's callables only when a
+    family that uses them has a non-zero probability; otherwise they stay ``None``."""
+    kernel = _machine(_hooks_config(**inject))
+    assert (kernel.bdev.bio_error is not None, kernel.filesystems["btrfs"].reserve_fail is not None) == (bio_error, reserve_fail)
+    if bio_error:
+        assert kernel.bdev.bio_error == kernel.inject.bio_error
+    if reserve_fail:
+        assert kernel.filesystems["btrfs"].reserve_fail == kernel.inject.reserve_fail
+
+
+def test_bio_error_fails_each_direction_by_its_own_family_and_stream() -> None:
+    """With only ``write_error`` on, a WRITE bio of a matching file fails (counted) and a READ bio
+    neither fails nor draws from the ``read_error`` stream; REQ_META bios and other files never fail."""
+    kernel = _machine(_hooks_config(write_error=1.0, files="data"))
+    inject = kernel.inject
+    streams = kernel.engine.streams
+    read_state = streams.get("inject", "read_error").getstate()
+    assert inject.bio_error(_bio(kernel, ReqOp.READ)) is False
+    assert streams.get("inject", "read_error").getstate() == read_state
+    assert inject.bio_error(_bio(kernel, ReqOp.WRITE)) is True
+    assert kernel.counters["inject_write_errors"] == 1
+    write_state = streams.get("inject", "write_error").getstate()
+    assert inject.bio_error(_bio(kernel, ReqOp.WRITE, flags=ReqFlag.META)) is False
+    assert inject.bio_error(_bio(kernel, ReqOp.WRITE, file="db")) is False
+    assert streams.get("inject", "write_error").getstate() == write_state  # filtered before the draw
+    assert kernel.counters["inject_write_errors"] == 1
+
+
+def test_bio_error_fails_reads_of_matching_tasks_and_marks_the_file() -> None:
+    """``read_error`` applies to READ bios submitted by a task matching ``tasks``; a hit bumps the
+    inode's ``error_seq`` (the invariants see the error) and counts ``inject_read_errors``."""
+    kernel = _machine(_hooks_config(read_error=1.0, tasks="app.*"))
+    inode = kernel.inodes["data"]
+    before = inode.error_seq
+    assert kernel.inject.bio_error(_bio(kernel, ReqOp.READ, submitter="other.t")) is False
+    assert kernel.inject.bio_error(_bio(kernel, ReqOp.WRITE)) is False  # write_error is off
+    assert kernel.inject.bio_error(_bio(kernel, ReqOp.READ)) is True
+    assert inode.error_seq == before + 1 and kernel.counters["inject_read_errors"] == 1
+
+
+def test_reserve_fail_matches_tasks_and_traces_the_injection() -> None:
+    """``reserve_fail`` fails the reservations of matching tasks only, counting and tracing each."""
+    kernel = _machine(_hooks_config(enospc=1.0, tasks="app.t"))
+    task = next(t for t in kernel.tasks if t.comm == "app.t")
+    other = next(t for t in kernel.tasks if t.comm != "app.t")
+    assert kernel.inject.reserve_fail(other, 4096) is False
+    assert kernel.counters["inject_enospc"] == 0
+    assert kernel.inject.reserve_fail(task, 4096) is True
+    assert kernel.counters["inject_enospc"] == 1
+    (event,) = [r for r in records(kernel.engine) if r["event"] == "inject_enospc"]
+    assert (event["comm"], event["bytes"]) == ("app.t", 4096)
 
 
 # -- EIO ---------------------------------------------------------------------------------

@@ -13,15 +13,23 @@ from typing import Any
 import attrs
 import pytest
 
+from actors.block.bio import Bio
 from actors.config import ExperimentConfig, resolve_policy
 from actors.experiment import run_policy
 from actors.invariants import INVARIANTS, check_invariants, check_rwsem_acquire
 from actors.kernel import Kernel
-from actors.kernel_types import PageFlag
+from actors.kernel_types import PageFlag, ReqOp
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
 from actors.mm.mmap import up_read, up_write
-from actors.mm.page import Page, _check_not_own_lock
-from emu import Engine, Trace
+from actors.mm.page import (
+    Page,
+    _check_not_own_lock,
+    page_endio,
+    page_lock_handoff,
+    trylock_page,
+    unlock_page,
+)
+from emu import Engine, KernelBug, Trace
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -110,21 +118,78 @@ def test_rwsem_checks_run_on_every_acquire_and_stay_silent_on_a_contended_scenar
 # -- page lock ------------------------------------------------------------------------------
 
 
-def test_page_double_lock_flags_sleeping_on_own_uptodate_page_only() -> None:
+def test_page_double_lock_flags_sleeping_on_a_lock_the_task_holds_not_one_its_read_holds() -> None:
     kernel = _kernel()
     task = next(t for t in kernel.tasks if t.comm == "app.t")
     page = kernel.inodes["f"].i_mapping.pages[0]
-    page.flags |= PageFlag.LOCKED
-    page.locker = task.comm
+    assert trylock_page(page, task.comm)
     _check_not_own_lock(task, page)
     assert _names(kernel.violations) == ["page_double_lock"]
     io_page = Page(kernel.inodes["f"].i_mapping, 999)
-    io_page.flags = PageFlag.LOCKED  # !uptodate: the lock belongs to the read IO
-    io_page.locker = task.comm
+    assert trylock_page(io_page, task.comm)
+    page_lock_handoff(task, io_page, _read_bio(kernel, io_page))  # now the read's lock
     _check_not_own_lock(task, io_page)
     assert _names(kernel.violations) == ["page_double_lock"]
 
 
+def _read_bio(kernel: Kernel, page: Page) -> Bio:
+    return Bio(bio_id=kernel.next_bio_id(), op=ReqOp.READ, pages=[page])
+
+
+def _two_thread_kernel() -> tuple[Kernel, Any, Any]:
+    thread = {"program": [{"op": "touch", "mapping": "m", "pages": 1}]}
+    config = _config(processes=[{"name": "app", "mappings": [{"name": "m", "file": "f"}],
+                                 "threads": [{"name": "a", **thread}, {"name": "b", **thread}]}])  # fmt: skip
+    kernel = _kernel(config)
+    by_comm = {t.comm: t for t in kernel.tasks}
+    return kernel, by_comm["app.a"], by_comm["app.b"]
+
+
+def test_unlock_by_the_holder_is_silent_and_by_anyone_else_is_a_violation_not_a_crash() -> None:
+    kernel, a, b = _two_thread_kernel()
+    page = kernel.inodes["f"].i_mapping.pages[0]
+    checked = kernel.invariant_checks
+    assert trylock_page(page, a.comm)
+    unlock_page(a, page)
+    assert kernel.violations == [] and kernel.invariant_checks == checked + 1
+    assert trylock_page(page, a.comm)
+    unlock_page(b, page)
+    assert [(v["invariant"], v["by"], v["holder"], v["where"]) for v in kernel.violations] == [
+        ("page_unlock_by_non_holder", "app.b", "app.a", "unlock_page")
+    ]
+    assert not page.flags & PageFlag.LOCKED  # released anyway, as the kernel would
+    with pytest.raises(KernelBug, match="unlock_page on unlocked"):
+        unlock_page(a, page)
+
+
+def test_a_read_unlocks_what_it_was_handed_and_nothing_else() -> None:
+    kernel, a, b = _two_thread_kernel()
+    mapping = kernel.inodes["f"].i_mapping
+    handed, kept = Page(mapping, 100), Page(mapping, 101)
+    assert trylock_page(handed, a.comm) and trylock_page(kept, a.comm)
+    bio = _read_bio(kernel, handed)
+    page_lock_handoff(a, handed, bio)
+    assert handed.locker == bio.lock_name
+    page_endio(kernel, bio, handed)
+    assert kernel.violations == [] and handed.flags & PageFlag.UPTODATE
+    page_endio(kernel, bio, kept)  # a completion unlocking a page its task still holds
+    other = Page(mapping, 102)
+    assert trylock_page(other, a.comm)
+    page_lock_handoff(b, other, bio)  # b gives away a's lock
+    assert [(v["by"], v["holder"], v["where"]) for v in kernel.violations] == [
+        (bio.lock_name, "app.a", "page_endio"),
+        ("app.b", "app.a", "handoff"),
+    ]
+
+
+@pytest.mark.parametrize("policy", ["v4.19", "v3", "v5.1"])
+def test_page_lock_checks_run_on_real_reads_and_stay_silent(policy: str) -> None:
+    """v3-second-attempt reads through readahead and single-page reads, waits on locked pages and retries."""
+    config = ExperimentConfig.from_toml(REPO / "configs/v3-second-attempt.toml")
+    kernel = Kernel(Engine(seed=1, horizon_ns=100_000_000, trace=Trace(keep=False)), config, resolve_policy(config, policy))
+    kernel.engine.run()
+    assert kernel.bdev.statistics().nr_completed > 50
+    assert not [v for v in kernel.violations if v["invariant"].startswith("page_")]
 # -- references, dirty data, liveness (end of run) -------------------------------------------
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import pathlib
 
+import orjson
 import structlog
 
 from emu import Engine, Trace, bind_logger, read_jsonl
 from emu.testing import records, run_strict
+from emu.trace import TraceLogger, _stamp, _TraceSink
 
 
 def _logging_scenario(engine: Engine) -> None:
@@ -110,3 +112,51 @@ def test_two_engines_do_not_share_traces(make_engine) -> None:
     run_strict(e2)
     assert [r["event"] for r in records(e2)] == ["only"]
     assert e1.trace.count == 5
+
+
+class _Clock:
+    now_ns = 2_500
+
+
+def _chain_logger(clock: _Clock, trace: Trace, **context: object) -> structlog.BoundLogger:
+    """The generic structlog path ``TraceLogger.info`` short-cuts: stamp processor, then sink."""
+    return structlog.wrap_logger(
+        _TraceSink(clock, trace),
+        processors=[_stamp(clock, trace)],
+        wrapper_class=structlog.BoundLogger,
+        context_class=dict,
+    ).bind(**context)
+
+
+def test_direct_info_writes_the_bytes_of_the_processor_chain() -> None:
+    """``TraceLogger.info`` gives the chain's exact record: key order, overrides, extra bound context."""
+    clock = _Clock()
+    fast_trace, chain_trace = Trace(), Trace()
+    fast = bind_logger(clock, fast_trace, actor="blkdev", dev="8:0")
+    chain = _chain_logger(clock, chain_trace, actor="blkdev", dev="8:0")
+    assert isinstance(fast, TraceLogger) and isinstance(fast, structlog.BoundLogger)
+    for log in (fast, chain):
+        log.info("block_rq_complete", sector=8, nr_sector=8)
+        log.info("override", dev="8:16", z=1, a=2)  # a bound key keeps its place, takes the new value
+        log.info("other_actor", actor="irq", n=3)  # a call-site actor wins
+        log.info("stamp_keys", ts=1, seq=2)  # as structlog merges them: the call site's values, in place
+        log.bind(op="read").unbind("dev").info("rebound", n=4)
+        log.bind(event="bound").info("event_wins")  # the event argument replaces a bound "event"
+        log.new(only=True).info("new_context")
+    assert fast_trace.lines == chain_trace.lines
+    assert fast_trace.digest() == chain_trace.digest()
+    assert orjson.loads(fast_trace.lines[0]) == {
+        "seq": 0, "ts": 2_500, "actor": "blkdev", "event": "block_rq_complete", "dev": "8:0", "sector": 8, "nr_sector": 8,
+    }
+
+
+def test_other_methods_keep_the_processor_chain(engine: Engine) -> None:
+    """Methods other than ``info`` still run the chain (``warning`` adds its level)."""
+    trace = Trace()
+    log = bind_logger(engine, trace, actor="x")
+    log.warning("w", n=1)
+    log.msg("m")
+    assert list(trace.records()) == [
+        {"seq": 0, "ts": 0, "actor": "x", "event": "w", "level": "warning", "n": 1},
+        {"seq": 1, "ts": 0, "actor": "x", "event": "m"},
+    ]

@@ -133,9 +133,9 @@ def test_requests_beyond_nr_requests_wait_fifo_for_a_tag() -> None:
     assert [(r["bio"], r["ts"]) for r in h.records("block_rq_issue")] == [(1, 0), (2, 0), (3, 10 * MS)]
 
 
-def test_read_error_hook_fails_the_bio() -> None:
-    """The injection hook turns a read into BlkStatus.IOERR, visible in the trace."""
-    h = Harness(read_error=lambda bio: bio.bio_id == 2)
+def test_bio_error_hook_fails_a_read() -> None:
+    """The injection hook turns a read into BlkStatus.IOERR, visible in the trace and in nr_errors."""
+    h = Harness(bio_error=lambda bio: bio.bio_id == 2)
 
     async def program(current: FakeTask) -> None:
         for _ in range(2):
@@ -147,6 +147,39 @@ def test_read_error_hook_fails_the_bio() -> None:
     h.engine.run()
     assert [r["error"] for r in h.records("block_rq_complete")] == [0, int(BlkStatus.IOERR)]
     assert h.dev.statistics().nr_errors == 1
+
+
+def test_bio_error_hook_covers_writes_and_runs_at_completion() -> None:
+    """The same hook fails WRITE bios too; it is asked once per bio, at completion time and in
+    completion order, and a failed request still took its full service time."""
+    asked: list[tuple[int, str, int, int]] = []
+
+    def bio_error(bio: Bio) -> bool:
+        asked.append((bio.bio_id, bio.op.name, h.engine.now_ns, bio.complete_ns))
+        return bio.op == ReqOp.WRITE
+
+    h = Harness(service_time=lambda bio: 3 * MS, bio_error=bio_error)
+    statuses: dict[int, BlkStatus] = {}
+
+    async def program(current: FakeTask) -> None:
+        for op in (ReqOp.READ, ReqOp.WRITE, ReqOp.READ, ReqOp.WRITE):
+            bio = h.bio("a", op=op)
+            await submit_bio(current, bio)
+            await h.wait_io(current, bio)
+            statuses[bio.bio_id] = bio.status
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    # Asked at each completion (3, 6, 9, 12 ms), before the bio's completion time was set.
+    assert asked == [(1, "READ", 3 * MS, 0), (2, "WRITE", 6 * MS, 0), (3, "READ", 9 * MS, 0), (4, "WRITE", 12 * MS, 0)]
+    assert statuses == {1: BlkStatus.OK, 2: BlkStatus.IOERR, 3: BlkStatus.OK, 4: BlkStatus.IOERR}
+    completes = h.records("block_rq_complete")
+    assert [(r["op"], r["error"], r["lat_ns"]) for r in completes] == [
+        ("READ", 0, 3 * MS), ("WRITE", int(BlkStatus.IOERR), 3 * MS),
+        ("READ", 0, 3 * MS), ("WRITE", int(BlkStatus.IOERR), 3 * MS),
+    ]  # fmt: skip
+    stats = h.dev.statistics()
+    assert (stats.nr_completed, stats.nr_errors, stats.in_flight) == (4, 2, 0)
 
 
 def test_jitter_is_seeded_and_deterministic() -> None:

@@ -1,63 +1,35 @@
 """Tests for actors/fs/btrfs.py: btrfs_page_mkwrite (4.19 and V3 patch 7/7), space flushing, reads.
 
 Paths run through a real engine, block device and ``Writeback`` flusher,
-with a small fake kernel and fake tasks (the parts of ``Kernel`` and
-``TaskStruct`` these paths use).
+with the small fake kernel and fake tasks of tests/actors/fakes.py (the
+parts of ``Kernel`` and ``TaskStruct`` these paths use).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Coroutine
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
-from actors.block.blkdev import BlockDevice
+from actors.block.bio import Bio
 from actors.config import BtrfsConfig, WritebackConfig
 from actors.fs.btrfs import FINISH_ORDERED_IO_NS, NODESIZE, BtrfsFs
-from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
+from actors.kernel_types import PAGE_SIZE, BlkStatus, FaultFlag, PageFlag, ReqOp, VmFaultResult
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.memory import VmFault, do_page_mkwrite
 from actors.mm.mmap import MmStruct, VmFlag, down_read_trylock, down_write, up_read, up_write
 from actors.mm.page import Page, end_page_writeback, unlock_page
-from actors.mm.page_writeback import Writeback
-from actors.policy import PRESETS
-from emu import NSEC_PER_MSEC, NSEC_PER_USEC, Engine
-from emu.testing import records, run_strict
+from emu import NSEC_PER_MSEC, NSEC_PER_USEC
+from emu.testing import run_strict
+from tests.actors.fakes import FakeKernel, FakeTask
 
 MS = NSEC_PER_MSEC
 US = NSEC_PER_USEC
 WRITE_MKWRITE = FaultFlag.WRITE | FaultFlag.MKWRITE
 
 
-class FakeTask:
-    """The parts of ``TaskStruct`` the fault and fs paths use."""
-
-    def __init__(self, kernel: FakeKernel, comm: str, mm: MmStruct | None = None, blkcg: str = "") -> None:
-        self.kernel = kernel
-        self.comm = comm
-        self.thread = comm
-        self.pid = kernel.next_pid()
-        self.blkcg = blkcg
-        self.mm = mm
-        self.actor: Any = None
-        self.mmap_sem_held: list = []
-        self.killable_queue = None
-        self.dropped_vma = None
-        self.throttle_queue = None
-        self.pending_sigkill = False
-        self.sleep_ns: dict[str, int] = defaultdict(int)
-
-    def fatal_signal_pending(self) -> bool:
-        return self.pending_sigkill
-
-    def account_sleep(self, kind: str, ns: int) -> None:
-        self.sleep_ns[kind] += ns
-
-
-class FakeKernel:
-    """Engine, device, flusher, btrfs, one shared file mapping and counters."""
+class FakeBtrfsKernel(FakeKernel):
+    """``FakeKernel`` with btrfs on its device and one shared, writable mapping of a fully cached file."""
 
     def __init__(
         self,
@@ -67,52 +39,19 @@ class FakeKernel:
         writeback: WritebackConfig | None = None,
         nr_pages: int = 64,
         service_ns: int = MS,
+        bio_error: Callable[[Bio], bool] | None = None,
+        reserve_fail: Callable[[Any, int], bool] | None = None,
     ) -> None:
-        self.engine = Engine(seed=0, horizon_ns=60_000 * MS)
-        self.policy = PRESETS[policy]
-        self.config = SimpleNamespace(
-            btrfs=btrfs or BtrfsConfig(), writeback=writeback or WritebackConfig(interval=10_000 * MS)
-        )
-        self.counters: defaultdict[str, int] = defaultdict(int)
-        self.bdev = BlockDevice(self.engine, service_time=lambda bio: service_ns)
-        self._pid = 100
-        self._bio_id = 0
-        self.writeback = Writeback(self, self.config.writeback)
-        self.btrfs = BtrfsFs(self, self.config.btrfs)
+        super().__init__(
+            policy=policy, btrfs=btrfs, writeback=writeback or WritebackConfig(interval=10_000 * MS),
+            service_ns=service_ns, bio_error=bio_error,
+        )  # fmt: skip
+        self.btrfs = BtrfsFs(self, self.config.btrfs, reserve_fail=reserve_fail)
         self.inode = Inode(1, "db", nr_pages * PAGE_SIZE, self.btrfs)
         cached_fraction_fill(self.inode, list(range(nr_pages)))
         self.mm = MmStruct(self.engine, "db", 1, RwsemSemantics.V4_19)
         self.file = File(self.inode, "db:db", 32)
         self.vma = self.mm.insert_vma(nr_pages, VmFlag.READ | VmFlag.WRITE | VmFlag.SHARED, self.file, "db")
-
-    def next_pid(self) -> int:
-        self._pid += 1
-        return self._pid
-
-    def next_bio_id(self) -> int:
-        self._bio_id += 1
-        return self._bio_id
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] += n
-
-    def spawn_kthread(self, name: str, fn: Callable[[Any], Coroutine[Any, Any, None]]) -> FakeTask:
-        task = FakeTask(self, name)
-
-        async def main(actor: Any) -> None:
-            await fn(task)
-
-        task.actor = self.engine.spawn(name, main, daemon=True)
-        return task
-
-    def spawn(self, comm: str, fn: Callable[[FakeTask], Coroutine[Any, Any, None]]) -> FakeTask:
-        task = FakeTask(self, comm, self.mm)
-
-        async def main(actor: Any) -> None:
-            await fn(task)
-
-        task.actor = self.engine.spawn(comm, main)
-        return task
 
     def page(self, index: int) -> Page:
         return self.inode.i_mapping.pages[index]
@@ -126,13 +65,10 @@ class FakeKernel:
         vmf.page = self.page(index)
         return vmf
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [r for r in records(self.engine) if r["event"] == name]
-
 
 def test_btrfs_mkwrite_reserves_space_and_dirties_page():
     """4.19 mkwrite pays ``reserve_cost``, reserves a page of delalloc and returns the page locked and dirty."""
-    kernel = FakeKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
     seen = {}
 
     async def program(current: FakeTask) -> None:
@@ -141,7 +77,7 @@ def test_btrfs_mkwrite_reserves_space_and_dirties_page():
         seen["now"] = current.actor.now_ns
         page = vmf.page
         seen["flags"] = (page.test(PageFlag.LOCKED), page.test(PageFlag.DIRTY), page.test(PageFlag.UPTODATE))
-        unlock_page(page)
+        unlock_page(current, page)
 
     task = kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -158,13 +94,13 @@ def test_btrfs_mkwrite_reserves_space_and_dirties_page():
 
 def test_mkwrite_twice_on_a_page_does_not_double_reserve():
     """A second mkwrite of a page that is still delalloc replaces its reservation."""
-    kernel = FakeKernel()
+    kernel = FakeBtrfsKernel()
 
     async def program(current: FakeTask) -> None:
         for _ in range(2):
             vmf = kernel.vmf(3)
             await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-            unlock_page(vmf.page)
+            unlock_page(current, vmf.page)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -173,18 +109,18 @@ def test_mkwrite_twice_on_a_page_does_not_double_reserve():
 
 def test_reservation_flushes_delalloc_then_commits_when_space_short():
     """Short of space: FLUSH_DELALLOC, FLUSH_DELALLOC_WAIT (freed extents stay pinned), then COMMIT_TRANS unpins."""
-    kernel = FakeKernel(btrfs=BtrfsConfig(space=16 * PAGE_SIZE, flush_threshold=0.25, commit_cost=2 * MS))
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=16 * PAGE_SIZE, flush_threshold=0.25, commit_cost=2 * MS))
     seen = {}
 
     async def program(current: FakeTask) -> None:
         for index in range(12):  # leaves exactly the 4-page threshold free
             vmf = kernel.vmf(index)
             assert await kernel.btrfs.btrfs_page_mkwrite(current, vmf) == VmFaultResult.LOCKED
-            unlock_page(vmf.page)
+            unlock_page(current, vmf.page)
         seen["before"] = (kernel.btrfs.statistics(), current.actor.now_ns, dict(current.sleep_ns))
         vmf = kernel.vmf(12)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
         seen["after"] = kernel.btrfs.statistics()
         seen["sleeps"] = dict(current.sleep_ns)
 
@@ -210,7 +146,7 @@ def test_reservation_flushes_delalloc_then_commits_when_space_short():
 
 def test_enospc_gives_sigbus():
     """When even a commit cannot make room, the reservation fails with -ENOSPC and mkwrite returns SIGBUS."""
-    kernel = FakeKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0))
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0))
     seen = {}
 
     async def program(current: FakeTask) -> None:
@@ -227,9 +163,100 @@ def test_enospc_gives_sigbus():
     assert kernel.events("btrfs_reserve_ticket")[0]["error"] == -28
 
 
+def test_reserve_fail_hook_gives_sigbus_and_gives_the_reservation_back():
+    """The ``reserve_fail`` injection point turns a successful reservation into -ENOSPC after its cost:
+    the reservation is released and mkwrite returns SIGBUS with the page unlocked and clean."""
+    calls: list[tuple[str, int, int]] = []
+
+    def reserve_fail(current: FakeTask, nbytes: int) -> bool:
+        calls.append((current.comm, nbytes, kernel.btrfs.bytes_may_use))  # consulted holding the reservation
+        return True
+
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US), reserve_fail=reserve_fail)
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(0)
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["now"] = current.actor.now_ns
+        seen["flags"] = (vmf.page.test(PageFlag.LOCKED), vmf.page.test(PageFlag.DIRTY))
+
+    task = kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["ret"] == VmFaultResult.SIGBUS
+    assert seen["flags"] == (False, False)
+    assert calls == [("writer", PAGE_SIZE, PAGE_SIZE)]
+    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 30 * US  # the normal cost was paid
+    st = kernel.btrfs.statistics()
+    assert (st.bytes_may_use, st.bytes_pinned, st.delalloc_pages) == (0, 0, 0)
+    assert kernel.writeback.statistics().nr_dirty == 0
+    assert not kernel.counters["btrfs_enospc"]  # the hook keeps its own counters
+    assert not kernel.events("btrfs_reserve_ticket")  # no flushing: the fast path reserved, then failed
+
+
+def test_reserve_fail_hook_is_consulted_only_for_successful_reservations():
+    """A reservation that fails by itself (real ENOSPC) never reaches the hook; one that passes it is kept."""
+    asked: list[int] = []
+
+    def reserve_fail(current: FakeTask, nbytes: int) -> bool:
+        asked.append(nbytes)
+        return False
+
+    short = FakeBtrfsKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0), reserve_fail=reserve_fail)
+    ok = FakeBtrfsKernel(reserve_fail=reserve_fail)
+    seen = {}
+
+    def program(kernel: FakeBtrfsKernel, name: str):
+        async def run(current: FakeTask) -> None:
+            vmf = kernel.vmf(0)
+            seen[name] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+            if seen[name] == VmFaultResult.LOCKED:
+                unlock_page(current, vmf.page)
+
+        return run
+
+    short.spawn("writer", program(short, "short"))
+    run_strict(short.engine)
+    assert seen["short"] == VmFaultResult.SIGBUS and asked == []
+    ok.spawn("writer", program(ok, "ok"))
+    run_strict(ok.engine)
+    assert seen["ok"] == VmFaultResult.LOCKED and asked == [PAGE_SIZE]
+    assert ok.btrfs.statistics().bytes_may_use == PAGE_SIZE
+
+
+def test_write_error_from_the_device_hook_returns_the_reservation_to_the_page():
+    """A WRITE bio failed by the device's ``bio_error`` hook: the page is re-dirtied, and when the
+    ordered extent finishes its reservation goes back to the page's delalloc instead of being pinned."""
+    kernel = FakeBtrfsKernel(
+        writeback=WritebackConfig(interval=10 * MS), service_ns=MS, bio_error=lambda bio: bio.op == ReqOp.WRITE
+    )
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        vmf = kernel.vmf(2)
+        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        unlock_page(current, vmf.page)
+        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
+        await current.actor.sleep_until(dirtied + 11 * MS + 2 * FINISH_ORDERED_IO_NS)
+        page = vmf.page
+        seen["flags"] = (page.test(PageFlag.DIRTY), page.test(PageFlag.WRITEBACK), page.test(PageFlag.ERROR))
+        seen["ordered"] = kernel.btrfs.ordered_extent(1, 2)
+        seen["space"] = kernel.btrfs.statistics()
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    assert seen["flags"] == (True, False, True)
+    assert seen["ordered"] is None
+    space = seen["space"]
+    assert (space.bytes_may_use, space.bytes_pinned, space.delalloc_pages) == (PAGE_SIZE, 0, 1)
+    first_write = next(r for r in kernel.events("block_rq_complete") if r["op"] == "WRITE")
+    assert first_write["error"] == int(BlkStatus.IOERR)
+    assert kernel.bdev.statistics().nr_errors >= 1 and kernel.counters["writeback_errors"] >= 1
+
+
 def test_mkwrite_waits_on_page_writeback():
     """mkwrite waits (``io``) for PG_writeback to clear, unconditionally, with the page locked."""
-    kernel = FakeKernel()
+    kernel = FakeBtrfsKernel()
     page = kernel.page(4)
     page.flags |= PageFlag.WRITEBACK
     kernel.engine.call_at(5 * MS, end_page_writeback, page)
@@ -239,7 +266,7 @@ def test_mkwrite_waits_on_page_writeback():
         vmf = kernel.vmf(4)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         seen["now"] = current.actor.now_ns
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
 
     task = kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -250,7 +277,7 @@ def test_mkwrite_waits_on_page_writeback():
 
 def test_mkwrite_waits_for_ordered_extent():
     """An ordered extent on the page: unlock, btrfs_start_ordered_extent(wait=1), then again from lock_page."""
-    kernel = FakeKernel()
+    kernel = FakeBtrfsKernel()
     btrfs = kernel.btrfs
     seen = {}
 
@@ -261,7 +288,7 @@ def test_mkwrite_waits_for_ordered_extent():
         seen["ret"] = await btrfs.btrfs_page_mkwrite(current, vmf)
         seen["now"] = current.actor.now_ns
         seen["ordered"] = btrfs.ordered_extent(1, 9)
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -272,13 +299,13 @@ def test_mkwrite_waits_for_ordered_extent():
 
 def test_flusher_write_creates_ordered_extent_until_finish_ordered_io():
     """The flusher's write makes an ordered extent that outlives PG_writeback by FINISH_ORDERED_IO_NS."""
-    kernel = FakeKernel(writeback=WritebackConfig(interval=10 * MS), service_ns=MS)
+    kernel = FakeBtrfsKernel(writeback=WritebackConfig(interval=10 * MS), service_ns=MS)
     seen = {}
 
     async def program(current: FakeTask) -> None:
         vmf = kernel.vmf(2)
         await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
         dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
         await current.actor.sleep_until(dirtied + 11 * MS + FINISH_ORDERED_IO_NS // 2)
         seen["mid"] = (vmf.page.test(PageFlag.WRITEBACK), kernel.btrfs.ordered_extent(1, 2) is not None)
@@ -295,7 +322,7 @@ def test_flusher_write_creates_ordered_extent_until_finish_ordered_io():
 
 def test_v3_mkwrite_drops_sem_and_returns_retry_with_cached_page():
     """V3 (behaviour 19, first half): the sem is dropped for the reservation; RETRY with the page cached."""
-    kernel = FakeKernel(policy="v3", btrfs=BtrfsConfig(reserve_cost=100 * US))
+    kernel = FakeBtrfsKernel(policy="v3", btrfs=BtrfsConfig(reserve_cost=100 * US))
     mm = kernel.mm
     seen = {}
 
@@ -330,7 +357,7 @@ def test_v3_mkwrite_drops_sem_and_returns_retry_with_cached_page():
 
 def test_v3_mkwrite_keeps_sem_without_allow_retry():
     """V3's second attempt (no ALLOW_RETRY) runs the full mkwrite holding the sem and returns LOCKED."""
-    kernel = FakeKernel(policy="v3")
+    kernel = FakeBtrfsKernel(policy="v3")
     seen = {}
 
     async def faulter(current: FakeTask) -> None:
@@ -338,7 +365,7 @@ def test_v3_mkwrite_keeps_sem_without_allow_retry():
         vmf = kernel.vmf(5, WRITE_MKWRITE | FaultFlag.TRIED)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         seen["held"] = len(current.mmap_sem_held)
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
         up_read(current, kernel.mm)
 
     kernel.spawn("faulter", faulter)
@@ -349,7 +376,7 @@ def test_v3_mkwrite_keeps_sem_without_allow_retry():
 
 def test_v3_enospc_after_drop_retakes_sem_behind_queued_writer():
     """V3 error path (defect 9): fput, then a blocking down_read that queues behind a waiting writer."""
-    kernel = FakeKernel(policy="v3", btrfs=BtrfsConfig(space=2048, flush_threshold=0.0, commit_cost=MS))
+    kernel = FakeBtrfsKernel(policy="v3", btrfs=BtrfsConfig(space=2048, flush_threshold=0.0, commit_cost=MS))
     mm = kernel.mm
     seen = {}
 
@@ -387,7 +414,7 @@ def test_v3_enospc_after_drop_retakes_sem_behind_queued_writer():
 
 def test_v3_used_cached_fastpath_only_with_flag():
     """USED_CACHED would skip the work (fast path), but do_page_mkwrite strips it (defect 7): full mkwrite."""
-    kernel = FakeKernel(policy="v3")
+    kernel = FakeBtrfsKernel(policy="v3")
     btrfs = kernel.btrfs
     seen = {}
 
@@ -398,14 +425,14 @@ def test_v3_used_cached_fastpath_only_with_flag():
         vmf = kernel.vmf(6, WRITE_MKWRITE | FaultFlag.USED_CACHED)
         vmf.cached_size = kernel.inode.i_size
         seen["direct"] = (await btrfs.btrfs_page_mkwrite(current, vmf), current.actor.now_ns)
-        unlock_page(page)
+        unlock_page(current, page)
         seen["after_direct"] = (kernel.counters["btrfs_mkwrite"], btrfs.statistics().bytes_may_use)
         # Through do_page_mkwrite, as every real fault calls it: the flag never arrives.
         vmf = kernel.vmf(6, FaultFlag.WRITE | FaultFlag.USED_CACHED | FaultFlag.KILLABLE | FaultFlag.USER)
         vmf.cached_size = kernel.inode.i_size
         seen["via_do_page_mkwrite"] = await do_page_mkwrite(current, vmf)
         seen["flags_restored"] = vmf.flags
-        unlock_page(page)
+        unlock_page(current, page)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -420,7 +447,7 @@ def test_v3_used_cached_fastpath_only_with_flag():
 
 def test_truncated_page_leaves_through_the_success_exit_as_in_419():
     """4.19 quirk: a page truncated after the reservation exits via out_unlock with ret2 == 0 (LOCKED)."""
-    kernel = FakeKernel()
+    kernel = FakeBtrfsKernel()
     seen = {}
 
     async def program(current: FakeTask) -> None:
@@ -428,7 +455,7 @@ def test_truncated_page_leaves_through_the_success_exit_as_in_419():
         vmf.page.mapping = None  # truncated (without the page-cache bookkeeping)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         seen["locked"] = vmf.page.test(PageFlag.LOCKED)
-        unlock_page(vmf.page)
+        unlock_page(current, vmf.page)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
@@ -439,7 +466,7 @@ def test_truncated_page_leaves_through_the_success_exit_as_in_419():
 
 def test_readpage_reads_the_tree_block_first_and_caches_it():
     """A data read whose extent metadata is not cached waits for a REQ_META tree-block read first."""
-    kernel = FakeKernel(nr_pages=600, service_ns=MS)
+    kernel = FakeBtrfsKernel(nr_pages=600, service_ns=MS)
     mapping = kernel.inode.i_mapping
     for index in (10, 11, 300):
         del mapping.pages[index]

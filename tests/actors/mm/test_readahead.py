@@ -22,10 +22,14 @@ from actors.mm.readahead import (
     ondemand_readahead,
     page_cache_async_readahead_decision,
     page_cache_sync_readahead_decision,
-    sync_mmap_readahead_plan,
 )
 
 NR_PAGES = 1024
+
+
+def _sync(ra: FileRaState, offset: int, **kw: object):
+    args = {"madvise": Madvise.NORMAL, "blkcg_congested": False, **kw}
+    return do_sync_mmap_readahead_decision(ra, offset, **args)  # type: ignore[arg-type]
 
 
 def _async(ra: FileRaState, offset: int, **kw: object):
@@ -97,7 +101,8 @@ def test_read_around_clipped_at_file_start_and_eof():
     assert tail == RaWindow(102, 32, 8)
     assert tail.indices(120) == range(102, 120)
     assert tail.marked_index(120) is None  # 126 is past EOF
-    assert sync_mmap_readahead_plan(FileRaState(), 118, Madvise.NORMAL, 120, False) == RaWindow(102, 32, 8)
+    decision = _sync(FileRaState(), 118)
+    assert decision.outcome is RaOutcome.SUBMIT and decision.window == RaWindow(102, 32, 8)
 
 
 def test_read_around_disabled_when_ra_pages_zero():
@@ -113,7 +118,7 @@ def test_mmap_miss_over_lotsamiss_disables_read_around():
     for i in range(MMAP_LOTSAMISS):
         assert mmap_read_around(ra, 1000 * i + 500) is not None
     assert ra.mmap_miss == MMAP_LOTSAMISS
-    decision = do_sync_mmap_readahead_decision(ra, 7, madvise=Madvise.NORMAL, blkcg_congested=False)
+    decision = _sync(ra, 7)
     assert decision.outcome is RaOutcome.LOTSAMISS
     assert decision.window is None and not decision.calls_readahead
     assert ra.mmap_miss == MMAP_LOTSAMISS + 1
@@ -138,7 +143,7 @@ def test_mmap_miss_saturates_at_1000():
 def test_read_around_ignores_blkcg_congestion_in_4_19():
     """v4.19 read-around goes straight to ra_submit, so blk_cgroup_congested() does not stop it."""
     ra = FileRaState()
-    decision = do_sync_mmap_readahead_decision(ra, 100, madvise=Madvise.NORMAL, blkcg_congested=True)
+    decision = _sync(ra, 100, blkcg_congested=True)
     assert decision.outcome is RaOutcome.SUBMIT
     assert decision.window == RaWindow(84, 32, 8)
     assert decision.calls_readahead
@@ -150,10 +155,9 @@ def test_read_around_ignores_blkcg_congestion_in_4_19():
 def test_madv_random_reads_no_readahead():
     """VM_RAND_READ: no readahead on a miss and no mmap_miss accounting on either path."""
     ra = FileRaState(mmap_miss=5)
-    decision = do_sync_mmap_readahead_decision(ra, 100, madvise=Madvise.RANDOM, blkcg_congested=False)
+    decision = _sync(ra, 100, madvise=Madvise.RANDOM)
     assert decision.outcome is RaOutcome.RAND_READ
-    assert not decision.calls_readahead
-    assert sync_mmap_readahead_plan(ra, 100, Madvise.RANDOM, NR_PAGES, False) is None
+    assert not decision.calls_readahead and decision.window is None
     assert _async(ra, 100, madvise=Madvise.RANDOM).outcome is RaOutcome.RAND_READ
     assert ra.mmap_miss == 5
     assert (ra.start, ra.size) == (0, 0)
@@ -169,7 +173,9 @@ def test_madvise_from_vm_flags_prefers_random():
 def test_madv_sequential_uses_ondemand_window():
     """VM_SEQ_READ runs ondemand with req_size = ra_pages: a fault at 0 reads 32 pages marked at 16."""
     ra = FileRaState()
-    window = sync_mmap_readahead_plan(ra, 0, Madvise.SEQUENTIAL, NR_PAGES, False)
+    decision = _sync(ra, 0, madvise=Madvise.SEQUENTIAL)
+    assert decision.outcome is RaOutcome.SUBMIT and decision.calls_readahead
+    window = decision.window
     assert window == RaWindow(0, 32, 16)
     assert window.marked_index(NR_PAGES) == 16
     assert ra.mmap_miss == 0  # the sequential path does not count misses
@@ -182,19 +188,18 @@ def test_madv_sequential_uses_ondemand_window():
 def test_madv_sequential_random_offset_reads_req_size_only():
     """Without history or prev_pos a VM_SEQ_READ miss mid-file reads ra_pages pages, unmarked, leaving ra alone."""
     ra = FileRaState()
-    window = sync_mmap_readahead_plan(ra, 500, Madvise.SEQUENTIAL, NR_PAGES, False)
-    assert window == RaWindow(500, 32, 0)
+    assert _sync(ra, 500, madvise=Madvise.SEQUENTIAL).window == RaWindow(500, 32, 0)
     assert (ra.start, ra.size, ra.async_size) == (0, 0, 0)
 
 
 def test_madv_sequential_skipped_when_blkcg_congested():
     """page_cache_sync_readahead returns when blk_cgroup_congested(), after 5.1 would already have dropped the sem."""
     ra = FileRaState()
-    decision = do_sync_mmap_readahead_decision(ra, 0, madvise=Madvise.SEQUENTIAL, blkcg_congested=True)
+    decision = _sync(ra, 0, madvise=Madvise.SEQUENTIAL, blkcg_congested=True)
     assert decision.outcome is RaOutcome.BLKCG_CONGESTED
     assert decision.window is None
     assert decision.calls_readahead
-    assert sync_mmap_readahead_plan(FileRaState(), 0, Madvise.SEQUENTIAL, NR_PAGES, True) is None
+    assert (ra.start, ra.size, ra.async_size) == (0, 0, 0)
 
 
 # -- async readahead -------------------------------------------------------------------------

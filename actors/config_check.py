@@ -1,0 +1,140 @@
+"""Config cross-references: problems no single field can show.
+
+``check_config`` runs after a config structured cleanly and returns one
+``key.path: message`` line per problem (``actors.config`` prefixes the
+file): cgroup paths and their parents, duplicate names, unknown policy
+names and presets, a process's cgroup, a mapping's file, an op's mapping
+(and whether it is writable), ``proc_read`` targets and ``[inject]`` globs
+that match nothing, and truncations that do not shrink their file. Every
+problem is reported, not just the first.
+
+Not here: anything about a single value's type or range, which the value
+hooks (``actors.config_types``) and the converter (``actors.config_convert``)
+report while structuring.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING
+
+from actors.block.blk_cgroup import check_path
+from actors.config_schema import (
+    Mprotect,
+    ProcessConfig,
+    ProcRead,
+    Touch,
+    Truncate,
+    process_instance_names,
+)
+from actors.policy import PRESETS
+
+if TYPE_CHECKING:
+    from actors.config import ExperimentConfig
+
+
+def check_config(config: ExperimentConfig) -> list[str]:
+    """Cross-reference problems of *config*, as ``key.path: message`` lines, in key order."""
+    problems: list[str] = []
+    _check_cgroups(problems, config)
+    _unique(problems, "cgroups", [c.path for c in config.cgroups], "path")
+    _unique(problems, "files", [f.name for f in config.files], "name")
+    _unique(problems, "processes", [p.name for p in config.processes], "name")
+    _check_policies(problems, config)
+    if not config.processes:
+        problems.append("processes: expected at least one process")
+    _check_inject(problems, config)
+    for i, process in enumerate(config.processes):
+        _check_process(problems, config, i, process)
+    return problems
+
+
+def _check_cgroups(problems: list[str], config: ExperimentConfig) -> None:
+    """Each cgroup path is well formed, not the root, and its parent is configured."""
+    cgroups = {c.path for c in config.cgroups} | {""}
+    for i, cgroup in enumerate(config.cgroups):
+        parent = cgroup.path.rpartition("/")[0]
+        try:
+            check_path(cgroup.path)
+        except ValueError as error:
+            problems.append(f"cgroups[{i}].path: {error}")
+            continue
+        if not cgroup.path:
+            problems.append(f'cgroups[{i}].path: the root cgroup is implicit, expected a path like "a/b"')
+        elif parent and parent not in cgroups:
+            problems.append(f"cgroups[{i}].path: parent {parent!r} is not a configured cgroup")
+
+
+def _check_policies(problems: list[str], config: ExperimentConfig) -> None:
+    """Custom policies start from a preset; ``policies`` names presets or custom policies."""
+    policy_names = set(PRESETS) | {p.name for p in config.policy}
+    for i, policy in enumerate(config.policy):
+        if policy.base not in PRESETS:
+            problems.append(f"policy[{i}].base: unknown preset {policy.base!r}, expected one of {', '.join(PRESETS)}")
+    for i, name in enumerate(config.policies):
+        if name not in policy_names:
+            problems.append(f"policies[{i}]: unknown policy {name!r}, expected one of {', '.join(sorted(policy_names))}")
+
+
+def _check_inject(problems: list[str], config: ExperimentConfig) -> None:
+    """``[inject]`` globs match some thread (``process.thread``) and file; SIGKILLs have a budget."""
+    inject = config.inject
+    thread_names = [f"{name}.{t.name}" for p in config.processes for name in process_instance_names(p) for t in p.threads]
+    if inject.tasks != "*" and not any(fnmatch.fnmatchcase(n, inject.tasks) for n in thread_names):
+        problems.append(f"inject.tasks: no thread matches {inject.tasks!r} (threads are named process.thread)")
+    if inject.files != "*" and not any(fnmatch.fnmatchcase(n, inject.files) for n in {f.name for f in config.files}):
+        problems.append(f"inject.files: no file matches {inject.files!r}")
+    if inject.sigkill_every and not inject.sigkill_max:
+        problems.append("inject.sigkill_max: sigkill_every is set but sigkill_max is 0")
+
+
+def _check_process(problems: list[str], config: ExperimentConfig, i: int, process: ProcessConfig) -> None:
+    """``processes[i]``: its cgroup, mappings and threads, and what each op refers to."""
+    at = f"processes[{i}]"
+    cgroups = {c.path for c in config.cgroups} | {""}
+    files = {f.name for f in config.files}
+    file_sizes = {f.name: f.size for f in config.files}
+    process_names = [name for p in config.processes for name in process_instance_names(p)]
+    if process.cgroup not in cgroups:
+        problems.append(f"{at}.cgroup: unknown cgroup {process.cgroup!r}")
+    mappings = {m.name for m in process.mappings}
+    _unique(problems, f"{at}.mappings", [m.name for m in process.mappings], "name")
+    for j, mapping in enumerate(process.mappings):
+        if mapping.file not in files:
+            problems.append(f"{at}.mappings[{j}].file: unknown file {mapping.file!r}")
+    if not process.threads:
+        problems.append(f"{at}.threads: expected at least one thread")
+    for j, thread in enumerate(process.threads):
+        if not thread.program:
+            problems.append(f"{at}.threads[{j}].program: expected at least one op")
+        for k, op in enumerate(thread.program):
+            where = f"{at}.threads[{j}].program[{k}]"
+            mapping = getattr(op, "mapping", None)
+            if mapping is not None and mapping not in mappings:
+                problems.append(f"{where}.mapping: unknown mapping {mapping!r} in process {process.name!r}")
+            if isinstance(op, Touch) and op.write and mapping in mappings:
+                spec = next(m for m in process.mappings if m.name == mapping)
+                if not spec.writable:
+                    problems.append(f"{where}.write: mapping {mapping!r} is not writable")
+            if isinstance(op, ProcRead) and not any(fnmatch.fnmatchcase(n, op.target) for n in process_names):
+                problems.append(f"{where}.target: no process matches {op.target!r}")
+            if isinstance(op, Mprotect) and op.prot == "rw" and mapping in mappings:
+                spec = next(m for m in process.mappings if m.name == mapping)
+                if not spec.writable:
+                    problems.append(f"{where}.prot: mapping {mapping!r} is not writable")
+            if isinstance(op, Mprotect) and op.prot is not None and mapping is None:
+                problems.append(f'{where}.prot: needs a mapping (prot = "{op.prot}" of which mapping?)')
+            if isinstance(op, Truncate):
+                if op.file not in file_sizes:
+                    problems.append(f"{where}.file: unknown file {op.file!r}")
+                elif op.size >= file_sizes[op.file]:
+                    problems.append(f"{where}.size: {op.size} bytes does not shrink file {op.file!r} ({file_sizes[op.file]} bytes)")
+
+
+def _unique(problems: list[str], at: str, names: list[str], key: str) -> None:
+    """Report each repeat of a name in *names* (the list at key path *at*) at its own index."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(f"{at}[{i}].{key}: duplicate {name!r}")
+        seen.add(name)

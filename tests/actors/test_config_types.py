@@ -1,0 +1,90 @@
+"""Tests for ``actors.config_types``: value types read from their TOML spellings, and ``read_toml``."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from actors.config_types import (
+    VALUE_HOOKS,
+    ConfigError,
+    Count,
+    Duration,
+    Fraction,
+    IoLatency,
+    Natural,
+    PositiveDuration,
+    PositiveSize,
+    Size,
+    read_toml,
+)
+
+HOOKS = dict(VALUE_HOOKS)
+
+
+def test_every_value_type_has_a_hook() -> None:
+    """Each NewType a schema field may use is read by its own hook."""
+    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Count, Natural, Fraction, IoLatency}
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "expected"),
+    [
+        (Duration, "10ms", 10_000_000),
+        (Duration, 0, 0),
+        (PositiveDuration, "1.5s", 1_500_000_000),
+        (Size, "4KiB", 4096),
+        (Size, 0, 0),
+        (PositiveSize, 8192, 8192),
+        (Count, 1, 1),
+        (Natural, 0, 0),
+        (Fraction, 1, 1.0),
+        (IoLatency, "target=2000", 2_000_000),
+        (IoLatency, "max", None),
+    ],
+)
+def test_value_hook_reads_toml_spelling(type_: object, value: object, expected: object) -> None:
+    """Durations become ns, sizes bytes, io.latency min_lat_nsec (``max`` is off)."""
+    assert HOOKS[type_](value, type_) == expected
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "message"),
+    [
+        (Duration, 5, 'expected a duration like "10ms", got 5'),
+        (Duration, True, 'expected a duration like "10ms", got True'),
+        (PositiveDuration, 0, "expected a duration above zero, got 0"),
+        (Size, -1, 'expected a size like "4KiB", got -1'),
+        (PositiveSize, 0, "expected a size above zero, got 0"),
+        (Count, 0, "expected an integer >= 1, got 0"),
+        (Natural, True, "expected an integer >= 0, got True"),
+        (Fraction, 1.5, "expected a fraction between 0 and 1, got 1.5"),
+        (IoLatency, 3, """expected "target=<usec>" or "max", got 3"""),
+    ],
+)
+def test_value_hook_rejects_with_config_words(type_: object, value: object, message: str) -> None:
+    """A bad value is a ValueError whose text is the message the config line shows."""
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
+        HOOKS[type_](value, type_)
+
+
+def test_read_toml_reads_a_table(tmp_path: pathlib.Path) -> None:
+    """A TOML file comes back as its dict."""
+    path = tmp_path / "a.toml"
+    path.write_text('name = "a"\n[device]\nnr_requests = 4\n')
+    assert read_toml(path) == {"name": "a", "device": {"nr_requests": 4}}
+
+
+def test_read_toml_names_the_file_when_it_cannot_read(tmp_path: pathlib.Path) -> None:
+    """A missing file, a directory and bad bytes are each one ConfigError line naming the file."""
+    (tmp_path / "bad.toml").write_bytes(b'name = "\xff"\n')
+    for name, message in (
+        ("nope.toml", "no such file"),
+        ("", "is a directory, expected a TOML file"),
+        ("bad.toml", "not UTF-8 text (invalid start byte at byte 8)"),
+    ):
+        path = tmp_path / name
+        with pytest.raises(ConfigError) as info:
+            read_toml(path)
+        assert info.value.problems == [f"{path}: {message}"]
