@@ -210,5 +210,6 @@ def resolve_policy(config: ExperimentConfig, name: str) -> Policy:
     for custom in config.policy:
         if custom.name == name:
             changes = {k: v for k, v in attrs.asdict(custom).items() if v is not None and k not in ("name", "base")}
-            return attrs.evolve(PRESETS[custom.base], name=name, **changes)
+            what = ", ".join(f"{k} = {v!r}" for k, v in changes.items()) or "nothing changed"
+            return attrs.evolve(PRESETS[custom.base], name=name, description=f"custom: {custom.base} with {what}", **changes)
     return PRESETS[name]

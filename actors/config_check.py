@@ -1,26 +1,30 @@
-"""Config cross-references: problems no single field can show.
+"""Config cross-references: problems no single field's type can show.
 
 ``check_config`` runs after a config structured cleanly and returns one
 ``key.path: message`` line per problem (``actors.config`` prefixes the
-file): cgroup paths and their parents, duplicate names, unknown policy
-names and presets, a process's cgroup, a mapping's file, an op's mapping
-(and whether it is writable), ``proc_read`` targets and ``[inject]`` globs
-that match nothing, and truncations that do not shrink their file. Every
-problem is reported, not just the first.
+file): the device's ``MAJ:MIN`` and jitter bound; cgroup paths and their
+parents; duplicate names, also of replicas, threads and custom policies
+(which may not reuse a preset's name); unknown policy names and presets; a
+process's cgroup, a mapping's file, an op's mapping (and whether it is
+writable); a looping program that takes no virtual time; ``proc_read``
+targets and ``[inject]`` globs that match nothing; truncations that do not
+shrink their file. Every problem is reported, not just the first.
 
-Not here: anything about a single value's type or range, which the value
-hooks (``actors.config_types``) and the converter (``actors.config_convert``)
+Not here: a value's type and spelling, which the value hooks
+(``actors.config_types``) and the converter (``actors.config_convert``)
 report while structuring.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import TYPE_CHECKING
 
 from actors.block.blk_cgroup import check_path
 from actors.config_schema import (
     Mprotect,
+    Think,
     ProcessConfig,
     ProcRead,
     Touch,
@@ -32,14 +36,18 @@ from actors.policy import PRESETS
 if TYPE_CHECKING:
     from actors.config import ExperimentConfig
 
+_DEV = re.compile(r"\d+:\d+")
+
 
 def check_config(config: ExperimentConfig) -> list[str]:
     """Cross-reference problems of *config*, as ``key.path: message`` lines, in key order."""
     problems: list[str] = []
+    _check_device(problems, config)
     _check_cgroups(problems, config)
     _unique(problems, "cgroups", [c.path for c in config.cgroups], "path")
     _unique(problems, "files", [f.name for f in config.files], "name")
     _unique(problems, "processes", [p.name for p in config.processes], "name")
+    _check_instance_names(problems, config)
     _check_policies(problems, config)
     if not config.processes:
         problems.append("processes: expected at least one process")
@@ -47,6 +55,26 @@ def check_config(config: ExperimentConfig) -> list[str]:
     for i, process in enumerate(config.processes):
         _check_process(problems, config, i, process)
     return problems
+
+
+def _check_device(problems: list[str], config: ExperimentConfig) -> None:
+    """``dev`` is ``MAJ:MIN`` (io.latency settings name it); jitter stays below 100 %."""
+    device = config.device
+    if not _DEV.fullmatch(device.dev):
+        problems.append(f'device.dev: expected "MAJ:MIN" like "8:0", got {device.dev!r}')
+    if device.jitter_pct > 99:
+        problems.append(f"device.jitter_pct: expected at most 99 (percent), got {device.jitter_pct}")
+
+
+def _check_instance_names(problems: list[str], config: ExperimentConfig) -> None:
+    """Replicas (``name0``, ``name1``...) do not take another process's name."""
+    owner: dict[str, int] = {}
+    for i, process in enumerate(config.processes):
+        for name in process_instance_names(process):
+            if name in owner and owner[name] != i:
+                first = config.processes[owner[name]].name
+                problems.append(f"processes[{i}].name: process {name!r} would exist twice (also from processes[{owner[name]}], {first!r})")
+            owner.setdefault(name, i)
 
 
 def _check_cgroups(problems: list[str], config: ExperimentConfig) -> None:
@@ -69,8 +97,11 @@ def _check_policies(problems: list[str], config: ExperimentConfig) -> None:
     """Custom policies start from a preset; ``policies`` names presets or custom policies."""
     policy_names = set(PRESETS) | {p.name for p in config.policy}
     for i, policy in enumerate(config.policy):
+        if policy.name in PRESETS:
+            problems.append(f"policy[{i}].name: {policy.name!r} is a preset; give the custom policy a name of its own")
         if policy.base not in PRESETS:
             problems.append(f"policy[{i}].base: unknown preset {policy.base!r}, expected one of {', '.join(PRESETS)}")
+    _unique(problems, "policy", [p.name for p in config.policy], "name")
     for i, name in enumerate(config.policies):
         if name not in policy_names:
             problems.append(f"policies[{i}]: unknown policy {name!r}, expected one of {', '.join(sorted(policy_names))}")
@@ -104,9 +135,12 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
             problems.append(f"{at}.mappings[{j}].file: unknown file {mapping.file!r}")
     if not process.threads:
         problems.append(f"{at}.threads: expected at least one thread")
+    _unique(problems, f"{at}.threads", [t.name for t in process.threads], "name")
     for j, thread in enumerate(process.threads):
         if not thread.program:
             problems.append(f"{at}.threads[{j}].program: expected at least one op")
+        elif not thread.iterations and thread.every is None and all(isinstance(op, Think) and not op.time for op in thread.program):
+            problems.append(f"{at}.threads[{j}].program: takes no virtual time, so looping on it would never let time pass")
         for k, op in enumerate(thread.program):
             where = f"{at}.threads[{j}].program[{k}]"
             mapping = getattr(op, "mapping", None)

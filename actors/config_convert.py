@@ -106,6 +106,8 @@ def _make_converter() -> cattrs.Converter:
 
     def structure_table(cls: type):
         overrides = {"io_latency": override(rename="io.latency")} if cls is CgroupConfig else {}
+        if any(a.name == "source" for a in attrs.fields(cls)):
+            overrides["source"] = override(omit=True)  # set by the loader, never by the file
         inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
 
         def structure(value: object, _type: type):

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 import actors.config
 from actors import config_schema, config_types
 from actors.cli import main
-from actors.config import ConfigError, ExperimentConfig, Mmap, Think, Touch
+from actors.config import ConfigError, ExperimentConfig, Mmap, Think, Touch, resolve_policy
 
 CORPUS = pathlib.Path(__file__).with_name("bad_configs")
 
@@ -143,6 +143,15 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "duplicate_file_name": ("files[1].name", "duplicate"),
     "duplicate_process_name": ("processes[1].name", "duplicate"),
     "duplicate_mapping_name": ("processes[0].mappings[1].name", "duplicate"),
+    "duplicate_thread_name": ("processes[0].threads[1].name", "duplicate"),
+    "replica_name_clash": ("processes[1].name", "'app1' would exist twice"),
+    "duplicate_custom_policy": ("policy[1].name", "duplicate"),
+    "custom_policy_shadows_preset": ("policy[0].name", "is a preset"),
+    # values that only make sense together with others
+    "device_dev_not_maj_min": ("device.dev", "MAJ:MIN"),
+    "jitter_pct_over_99": ("device.jitter_pct", "at most 99"),
+    "program_takes_no_time": ("processes[0].threads[1].program", "no virtual time"),
+    "source_key_in_file": ("(top level)", "source"),
     # fault injection, swarm switches, checks (issue 5)
     "inject_probability_above_one": ("inject.read_error", None),
     "inject_unknown_key": ("inject", "colour"),
@@ -254,6 +263,15 @@ def test_emu_validate_on_bad_config_exits_2(path: pathlib.Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.stderr.strip()
+
+
+def test_custom_policy_is_its_base_with_its_switches_and_says_so(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    config = ExperimentConfig.from_toml(path)
+    mine, base = resolve_policy(config, "mine"), resolve_policy(config, "v5.1")
+    assert attrs.evolve(mine, name="v5.1", rwsem=base.rwsem, description=base.description) == base
+    assert (mine.name, mine.rwsem, mine.description) == ("mine", "5.3", "custom: v5.1 with rwsem = '5.3'")
 
 
 def test_good_config_round_trip(tmp_path: pathlib.Path) -> None:

@@ -253,6 +253,18 @@ def claims_v3_races(runs: Runs, scenarios) -> None:
     assert v51["invariants"]["violations"] == []
 
 
+def claims_fault_injection(runs: Runs, scenarios) -> None:
+    for policy, run in runs.items():
+        assert min(counter(run, f"inject_{family}") for family in ("read_errors", "write_errors", "enospc")) > 0, policy
+        assert counter(run, "inject_sigkill") == 2, policy
+        assert counter(run, "sigbus_delivered") >= counter(run, "inject_enospc"), policy  # each failed reservation
+        assert count(run, "monitor/proc_read") == 30 and count(run, "reader/io") > 0, policy  # the service keeps its pace
+        allowed = {"io_under_mmap_sem_on_retry"} if policy == "v3" else set()
+        assert {v["invariant"] for v in run["invariants"]["violations"]} <= allowed, policy
+    v419 = runs["v4.19"]
+    assert counter(v419, "sigbus_delivered") > counter(v419, "inject_enospc")  # a read that failed twice
+
+
 CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "seed-inversion": claims_seed_inversion,
     "v3-second-attempt": claims_v3_second_attempt,
@@ -262,4 +274,5 @@ CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "page-lock-contention": claims_page_lock_contention,
     "no-throttle-control": claims_no_throttle_control,
     "v3-races": claims_v3_races,
+    "fault-injection": claims_fault_injection,
 }

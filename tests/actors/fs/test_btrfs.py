@@ -1,8 +1,9 @@
-"""Tests for actors/fs/btrfs.py: btrfs_page_mkwrite (4.19 and V3 patch 7/7), space flushing, reads.
+"""Tests for actors/fs/btrfs.py: btrfs_page_mkwrite (4.19 and V3 patch 7/7), reads, the filesystem's entry points.
 
 Paths run through a real engine, block device and ``Writeback`` flusher,
 with the small fake kernel and fake tasks of tests/actors/fakes.py (the
-parts of ``Kernel`` and ``TaskStruct`` these paths use).
+parts of ``Kernel`` and ``TaskStruct`` these paths use). ``FakeBtrfsKernel``
+is shared with test_btrfs_space.py and test_btrfs_ordered_data.py.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 from actors.block.bio import Bio
 from actors.config import BtrfsConfig, WritebackConfig
-from actors.fs.btrfs import FINISH_ORDERED_IO_NS, NODESIZE, BtrfsFs
-from actors.kernel_types import PAGE_SIZE, BlkStatus, FaultFlag, PageFlag, ReqOp, VmFaultResult
+from actors.fs.btrfs import NODESIZE, BtrfsFs
+from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.memory import VmFault, do_page_mkwrite
@@ -107,153 +108,6 @@ def test_mkwrite_twice_on_a_page_does_not_double_reserve():
     assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE
 
 
-def test_reservation_flushes_delalloc_then_commits_when_space_short():
-    """Short of space: FLUSH_DELALLOC, FLUSH_DELALLOC_WAIT (freed extents stay pinned), then COMMIT_TRANS unpins."""
-    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=16 * PAGE_SIZE, flush_threshold=0.25, commit_cost=2 * MS))
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        for index in range(12):  # leaves exactly the 4-page threshold free
-            vmf = kernel.vmf(index)
-            assert await kernel.btrfs.btrfs_page_mkwrite(current, vmf) == VmFaultResult.LOCKED
-            unlock_page(current, vmf.page)
-        seen["before"] = (kernel.btrfs.statistics(), current.actor.now_ns, dict(current.sleep_ns))
-        vmf = kernel.vmf(12)
-        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(current, vmf.page)
-        seen["after"] = kernel.btrfs.statistics()
-        seen["sleeps"] = dict(current.sleep_ns)
-
-    kernel.spawn("writer", program)
-    run_strict(kernel.engine)
-    assert seen["before"][0].bytes_may_use == 12 * PAGE_SIZE
-    assert seen["ret"] == VmFaultResult.LOCKED
-    states = [e["state"] for e in kernel.events("btrfs_flush_space")]  # all from the 13th mkwrite
-    assert states == ["FLUSH_DELALLOC", "FLUSH_DELALLOC_WAIT", "COMMIT_TRANS"]
-    assert kernel.counters["btrfs_flush_delalloc"] == 2 and kernel.counters["btrfs_commit_transaction"] == 1
-    assert not kernel.counters["btrfs_enospc"]
-    (commit,) = kernel.events("btrfs_transaction_commit")
-    assert commit["unpinned"] == 12 * PAGE_SIZE  # every delalloc page was written (one 256 KiB item) and finished
-    after = seen["after"]
-    assert (after.bytes_may_use, after.bytes_pinned) == (PAGE_SIZE, 0)
-    meta_writes = [r for r in kernel.events("block_bio_queue") if r["op"] == "WRITE" and r["comm"] == "writer"]
-    assert len(meta_writes) == 1  # the commit's REQ_META write, issued by the reserving task
-    fs_before = seen["before"][2]["fs"]
-    assert seen["sleeps"]["fs"] - fs_before >= 2 * MS and seen["sleeps"]["io"] > 0
-    (ticket,) = kernel.events("btrfs_reserve_ticket")
-    assert (ticket["flush_states"], ticket["error"]) == (3, 0)
-
-
-def test_enospc_gives_sigbus():
-    """When even a commit cannot make room, the reservation fails with -ENOSPC and mkwrite returns SIGBUS."""
-    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0))
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(0)
-        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        seen["locked"] = vmf.page.test(PageFlag.LOCKED)
-
-    kernel.spawn("writer", program)
-    run_strict(kernel.engine)
-    assert seen["ret"] == VmFaultResult.SIGBUS
-    assert not seen["locked"]
-    assert kernel.counters["btrfs_enospc"] == 1 and kernel.counters["btrfs_commit_transaction"] == 1
-    assert kernel.btrfs.statistics().bytes_may_use == 0
-    assert kernel.events("btrfs_reserve_ticket")[0]["error"] == -28
-
-
-def test_reserve_fail_hook_gives_sigbus_and_gives_the_reservation_back():
-    """The ``reserve_fail`` injection point turns a successful reservation into -ENOSPC after its cost:
-    the reservation is released and mkwrite returns SIGBUS with the page unlocked and clean."""
-    calls: list[tuple[str, int, int]] = []
-
-    def reserve_fail(current: FakeTask, nbytes: int) -> bool:
-        calls.append((current.comm, nbytes, kernel.btrfs.bytes_may_use))  # consulted holding the reservation
-        return True
-
-    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US), reserve_fail=reserve_fail)
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(0)
-        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        seen["now"] = current.actor.now_ns
-        seen["flags"] = (vmf.page.test(PageFlag.LOCKED), vmf.page.test(PageFlag.DIRTY))
-
-    task = kernel.spawn("writer", program)
-    run_strict(kernel.engine)
-    assert seen["ret"] == VmFaultResult.SIGBUS
-    assert seen["flags"] == (False, False)
-    assert calls == [("writer", PAGE_SIZE, PAGE_SIZE)]
-    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 30 * US  # the normal cost was paid
-    st = kernel.btrfs.statistics()
-    assert (st.bytes_may_use, st.bytes_pinned, st.delalloc_pages) == (0, 0, 0)
-    assert kernel.writeback.statistics().nr_dirty == 0
-    assert not kernel.counters["btrfs_enospc"]  # the hook keeps its own counters
-    assert not kernel.events("btrfs_reserve_ticket")  # no flushing: the fast path reserved, then failed
-
-
-def test_reserve_fail_hook_is_consulted_only_for_successful_reservations():
-    """A reservation that fails by itself (real ENOSPC) never reaches the hook; one that passes it is kept."""
-    asked: list[int] = []
-
-    def reserve_fail(current: FakeTask, nbytes: int) -> bool:
-        asked.append(nbytes)
-        return False
-
-    short = FakeBtrfsKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0), reserve_fail=reserve_fail)
-    ok = FakeBtrfsKernel(reserve_fail=reserve_fail)
-    seen = {}
-
-    def program(kernel: FakeBtrfsKernel, name: str):
-        async def run(current: FakeTask) -> None:
-            vmf = kernel.vmf(0)
-            seen[name] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-            if seen[name] == VmFaultResult.LOCKED:
-                unlock_page(current, vmf.page)
-
-        return run
-
-    short.spawn("writer", program(short, "short"))
-    run_strict(short.engine)
-    assert seen["short"] == VmFaultResult.SIGBUS and asked == []
-    ok.spawn("writer", program(ok, "ok"))
-    run_strict(ok.engine)
-    assert seen["ok"] == VmFaultResult.LOCKED and asked == [PAGE_SIZE]
-    assert ok.btrfs.statistics().bytes_may_use == PAGE_SIZE
-
-
-def test_write_error_from_the_device_hook_returns_the_reservation_to_the_page():
-    """A WRITE bio failed by the device's ``bio_error`` hook: the page is re-dirtied, and when the
-    ordered extent finishes its reservation goes back to the page's delalloc instead of being pinned."""
-    kernel = FakeBtrfsKernel(
-        writeback=WritebackConfig(interval=10 * MS), service_ns=MS, bio_error=lambda bio: bio.op == ReqOp.WRITE
-    )
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(2)
-        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(current, vmf.page)
-        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
-        await current.actor.sleep_until(dirtied + 11 * MS + 2 * FINISH_ORDERED_IO_NS)
-        page = vmf.page
-        seen["flags"] = (page.test(PageFlag.DIRTY), page.test(PageFlag.WRITEBACK), page.test(PageFlag.ERROR))
-        seen["ordered"] = kernel.btrfs.ordered_extent(1, 2)
-        seen["space"] = kernel.btrfs.statistics()
-
-    kernel.spawn("writer", program)
-    run_strict(kernel.engine)
-    assert seen["flags"] == (True, False, True)
-    assert seen["ordered"] is None
-    space = seen["space"]
-    assert (space.bytes_may_use, space.bytes_pinned, space.delalloc_pages) == (PAGE_SIZE, 0, 1)
-    first_write = next(r for r in kernel.events("block_rq_complete") if r["op"] == "WRITE")
-    assert first_write["error"] == int(BlkStatus.IOERR)
-    assert kernel.bdev.statistics().nr_errors >= 1 and kernel.counters["writeback_errors"] >= 1
-
-
 def test_mkwrite_waits_on_page_writeback():
     """mkwrite waits (``io``) for PG_writeback to clear, unconditionally, with the page locked."""
     kernel = FakeBtrfsKernel()
@@ -282,7 +136,7 @@ def test_mkwrite_waits_for_ordered_extent():
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        oe = btrfs._add_ordered_extent(current, [kernel.page(9)])  # written, finish_ordered_io pending
+        oe = btrfs.ordered.btrfs_add_ordered_extent(current, [kernel.page(9)])  # written, finish_ordered_io pending
         kernel.engine.call_later(3 * MS, btrfs.btrfs_finish_ordered_io, oe)
         vmf = kernel.vmf(9)
         seen["ret"] = await btrfs.btrfs_page_mkwrite(current, vmf)
@@ -295,29 +149,6 @@ def test_mkwrite_waits_for_ordered_extent():
     assert seen["ret"] == VmFaultResult.LOCKED and seen["now"] == 3 * MS and seen["ordered"] is None
     assert kernel.counters["btrfs_mkwrite_ordered_wait"] == 1
     assert len(kernel.events("btrfs_ordered_extent_start")) == 1
-
-
-def test_flusher_write_creates_ordered_extent_until_finish_ordered_io():
-    """The flusher's write makes an ordered extent that outlives PG_writeback by FINISH_ORDERED_IO_NS."""
-    kernel = FakeBtrfsKernel(writeback=WritebackConfig(interval=10 * MS), service_ns=MS)
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(2)
-        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(current, vmf.page)
-        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
-        await current.actor.sleep_until(dirtied + 11 * MS + FINISH_ORDERED_IO_NS // 2)
-        seen["mid"] = (vmf.page.test(PageFlag.WRITEBACK), kernel.btrfs.ordered_extent(1, 2) is not None)
-        await current.actor.sleep(FINISH_ORDERED_IO_NS)
-        seen["end"] = kernel.btrfs.ordered_extent(1, 2)
-        seen["space"] = kernel.btrfs.statistics()
-
-    kernel.spawn("writer", program)
-    run_strict(kernel.engine)
-    assert seen["mid"] == (False, True)
-    assert seen["end"] is None
-    assert (seen["space"].bytes_may_use, seen["space"].bytes_pinned) == (0, PAGE_SIZE)
 
 
 def test_v3_mkwrite_drops_sem_and_returns_retry_with_cached_page():
@@ -492,6 +323,38 @@ def test_readpage_reads_the_tree_block_first_and_caches_it():
     assert all(b["blkcg"] == "app" for b in bios)
 
 
+def test_filesystem_offers_the_helpers_entry_points_and_old_import_paths():
+    """``BtrfsFs`` keeps the space and ordered-extent entry points (and actors.fs.btrfs their names) it had before the split."""
+    from actors.fs import btrfs as btrfs_module
+    from actors.fs import btrfs_ordered_data, btrfs_space
+
+    for name in ("FINISH_ORDERED_IO_NS", "BtrfsOrderedExtent", "BtrfsOrderedTree"):
+        assert getattr(btrfs_module, name) is getattr(btrfs_ordered_data, name)
+    for name in ("NODESIZE", "COMMIT_META_BYTES", "EXTENT_SIZE_PER_ITEM", "FLUSH_STATES", "BtrfsSpaceInfo", "BtrfsSpaceStatistics"):
+        assert getattr(btrfs_module, name) is getattr(btrfs_space, name)
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
+    btrfs = kernel.btrfs
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        seen["ret"] = await btrfs.btrfs_delalloc_reserve_space(current, PAGE_SIZE)
+        seen["reserved"] = (btrfs.bytes_may_use, btrfs.space.bytes_may_use, btrfs.free_bytes())
+        btrfs.btrfs_delalloc_release_space(PAGE_SIZE)
+        oe = btrfs.ordered.btrfs_add_ordered_extent(current, [kernel.page(3)])
+        seen["ordered"] = btrfs.ordered_extent(1, 3) is oe
+        btrfs.btrfs_finish_ordered_io(oe)
+        await btrfs.btrfs_wait_ordered_roots(current)
+        seen["unpinned"] = await btrfs.btrfs_commit_transaction(current)
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    space = kernel.config.btrfs.space
+    assert seen["ret"] == 0 and seen["reserved"] == (PAGE_SIZE, PAGE_SIZE, space - PAGE_SIZE)
+    assert seen["ordered"] and seen["unpinned"] == 0
+    assert btrfs.reserve_fail is None and btrfs.statistics().bytes_may_use == 0
+    assert btrfs.ordered_extent(1, 3) is None
+
+
 def _write_fault_config(**btrfs: Any) -> Any:
     from actors.config import ExperimentConfig
 
@@ -550,3 +413,4 @@ def test_full_run_is_deterministic_with_the_flusher_and_btrfs():
 
     config = _write_fault_config()
     assert run_policy(config, "v3").results["trace_digest"] == run_policy(config, "v3").results["trace_digest"]
+
