@@ -88,6 +88,7 @@ def replay_command(config_path: pathlib.Path | str, policy: str, seed: int, tie_
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="faultpath", prog_name="emu")
 def main() -> None:
     """faultpath: a deterministic emulator of the Linux page-fault path."""
 

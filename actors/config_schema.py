@@ -82,7 +82,12 @@ class BtrfsConfig:
 
 @attrs.frozen(kw_only=True)
 class WritebackConfig:
-    """The flusher: ``dirty_writeback_interval`` and the dirty limit for ``balance_dirty_pages``."""
+    """The flusher: ``dirty_writeback_interval`` and the dirty limit for ``balance_dirty_pages``.
+
+    ``interval`` defaults to 500 ms, a tenth of the kernel's 5 s
+    (``dirty_writeback_centisecs = 500``), so that runs of a few virtual
+    seconds see periodic writeback.
+    """
 
     interval: PositiveDuration = 500_000_000
     dirty_limit_pages: Count = 4096

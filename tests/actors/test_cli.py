@@ -181,6 +181,11 @@ def test_replay_command_quotes_paths() -> None:
     assert replay_command("my configs/a.toml", "v3", 1, None, "out dir") == "emu run 'my configs/a.toml' --policy v3 --seed 1 --out 'out dir'"
 
 
+def test_version_names_the_distribution() -> None:
+    result = _run("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("emu, version ")
+
+
 def test_bench_pingpong_json_prints_one_line() -> None:
     """``emu bench pingpong --json`` prints one JSON line with name, ops, wall_s and ops_per_s."""
     result = _run("bench", "pingpong", "--json", "--messages", "2000")

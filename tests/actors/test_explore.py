@@ -114,6 +114,17 @@ def test_explore_command_exit_status_and_summary(policy: str, status: int, tmp_p
         assert "no failures" in result.stdout
 
 
+def test_summary_shows_what_was_injected_only_when_something_was() -> None:
+    injecting = RACES.with_name("fault-injection.toml")
+    result = CliRunner().invoke(explore_command, [str(injecting), "--runs", "1", "--policy", "v5.1"])
+    assert result.exit_code == 0, result.output
+    counts = {line.split(":")[0].strip(): int(line.rsplit(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("  inject_")}
+    assert set(counts) == {"inject_read_errors", "inject_write_errors", "inject_enospc", "inject_sigkill"} and counts["inject_sigkill"] == 2
+    assert "sigbus_delivered: v5.1" in result.stdout
+    quiet = CliRunner().invoke(explore_command, [str(RACES), "--runs", "1", "--policy", "v5.1"])
+    assert "inject_" not in quiet.stdout and "btrfs_used_cached_fastpath:" in quiet.stdout
+
+
 def test_explore_rejects_a_bad_config_with_exit_2(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n')
