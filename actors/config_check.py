@@ -3,9 +3,8 @@
 ``check_config`` runs after a config structured cleanly and returns one
 ``key.path: message`` line per problem (``actors.config`` prefixes the
 file): the device's ``MAJ:MIN`` and jitter bound; cgroup paths and their
-parents; duplicate names, also of replicas, threads (within a process, and
-across process entries, since latency rows are keyed by thread name) and
-custom policies (which may not reuse a preset's name); unknown policy names
+parents; duplicate names, also of replicas, of threads within a process and
+of custom policies (which may not reuse a preset's name); unknown policy names
 and presets; a process's cgroup, a mapping's file, an op's mapping (and
 whether it is writable); a looping program that takes no virtual time;
 ``proc_read`` targets and ``[inject]`` globs that match nothing;
@@ -50,7 +49,6 @@ def check_config(config: ExperimentConfig) -> list[str]:
     _unique(problems, "files", [f.name for f in config.files], "name")
     _unique(problems, "processes", [p.name for p in config.processes], "name")
     _check_instance_names(problems, config)
-    _check_thread_names_across_processes(problems, config)
     _check_policies(problems, config)
     if not config.processes:
         problems.append("processes: expected at least one process")
@@ -78,23 +76,6 @@ def _check_instance_names(problems: list[str], config: ExperimentConfig) -> None
                 first = config.processes[owner[name]].name
                 problems.append(f"processes[{i}].name: process {name!r} would exist twice (also from processes[{owner[name]}], {first!r})")
             owner.setdefault(name, i)
-
-
-def _check_thread_names_across_processes(problems: list[str], config: ExperimentConfig) -> None:
-    """A thread name belongs to one process entry: latency rows are keyed ``<thread>/<op>``.
-
-    Replicas of one entry share rows on purpose; two entries sharing a
-    thread name would be merged silently.
-    """
-    owner: dict[str, int] = {}
-    for i, process in enumerate(config.processes):
-        for j, thread in enumerate(process.threads):
-            first = owner.setdefault(thread.name, i)
-            if first != i:
-                problems.append(
-                    f"processes[{i}].threads[{j}].name: {thread.name!r} is also a thread of processes[{first}] "
-                    f"({config.processes[first].name!r}); latency rows are keyed <thread>/<op>, so give it a name of its own"
-                )
 
 
 def _check_cgroups(problems: list[str], config: ExperimentConfig) -> None:

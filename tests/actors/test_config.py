@@ -145,7 +145,6 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "duplicate_mapping_name": ("processes[0].mappings[1].name", "duplicate"),
     "duplicate_thread_name": ("processes[0].threads[1].name", "duplicate"),
     "replica_name_clash": ("processes[1].name", "'app1' would exist twice"),
-    "thread_name_in_two_processes": ("processes[1].threads[0].name", "also a thread of processes"),
     "duplicate_custom_policy": ("policy[1].name", "duplicate"),
     "custom_policy_shadows_preset": ("policy[0].name", "is a preset"),
     # values that only make sense together with others
