@@ -17,6 +17,7 @@ Naming exceptions (one each, documented here):
 from __future__ import annotations
 
 import enum
+import functools
 
 
 class FaultFlag(enum.IntFlag):
@@ -63,12 +64,17 @@ VM_FAULT_ERROR = (
 )
 
 
-class PageFlag(enum.IntFlag):
+class PageFlag:
     """``PG_*`` page flags that the fault path looks at (include/linux/page-flags.h).
 
     ``READAHEAD`` aliases ``PG_reclaim`` in the kernel; the emulator keeps one
     bit and ``WRITEBACK`` separately, and ``page_cache_async_readahead`` checks
     writeback first, as 4.19 does.
+
+    Plain ``int`` bits, not an ``enum.IntFlag`` like the other flag sets here:
+    fault-around tests several bits of every page in its window, and each
+    operator on a Python ``Flag`` builds a new member (about a microsecond),
+    which made those tests a quarter of a large run's time.
     """
 
     LOCKED = 0x01
@@ -131,4 +137,10 @@ PAGE_SHIFT = 12
 
 def flag_names(value: enum.IntFlag) -> str:
     """``"ALLOW_RETRY|KILLABLE|USER"`` for trace records, or ``"0"``."""
-    return "|".join(member.name for member in type(value) if member & value) or "0"
+    return _flag_names(type(value), int(value))
+
+
+@functools.cache
+def _flag_names(flags: type[enum.IntFlag], value: int) -> str:
+    # Flag arithmetic is slow and a few combinations recur in every fault.
+    return "|".join(member.name for member in flags if member.value & value) or "0"

@@ -73,13 +73,13 @@ class Page:
     def __repr__(self) -> str:
         return f"<Page {self.name}>"
 
-    def test(self, flag: PageFlag) -> bool:
+    def test(self, flag: int) -> bool:
         return bool(self.flags & flag)
 
-    def set(self, flag: PageFlag) -> None:
+    def set(self, flag: int) -> None:
         self.flags |= flag
 
-    def clear(self, flag: PageFlag) -> None:
+    def clear(self, flag: int) -> None:
         self.flags &= ~flag
 
 
