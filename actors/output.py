@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from actors.perfetto_export import to_perfetto
+from emu import PerfettoTrace
 
 if TYPE_CHECKING:
     from actors.experiment import ExperimentResult
@@ -87,8 +88,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
     Args:
         out: the directory to create (its parent is created if missing).
         result: the experiment's runs, with their traces kept.
-        plots: also call ``actors.plots.write_plots(dir, result)`` if that
-            module exists (otherwise skipped silently).
+        plots: also draw the plots (``actors.plots.write_plots(dir, result)``).
         force: replace an existing non-empty *out*.
 
     Returns:
@@ -123,16 +123,12 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult) -> None:
         run_dir = root / policy_dir_name(run.policy)
         run_dir.mkdir(exist_ok=True)
         run.trace.write_jsonl(run_dir / TRACE_JSONL)
-        to_perfetto(run.trace.records(), depth_cap=depth_cap).write(run_dir / TRACE_PERFETTO)
+        with open(run_dir / TRACE_PERFETTO, "wb") as stream:
+            to_perfetto(run.trace.records(), depth_cap=depth_cap, out=PerfettoTrace(stream)).close()
 
 
 def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:
-    try:
-        plots = importlib.import_module("actors.plots")
-    except ModuleNotFoundError as error:
-        if error.name in ("actors.plots", "actors"):
-            return []  # plots not written yet (issue 4): skip silently
-        return [f"plots skipped: actors.plots needs {error.name!r}"]
+    plots = importlib.import_module("actors.plots")  # matplotlib loads only when plots are drawn
     try:
         plots.write_plots(root, result)
     except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run

@@ -104,7 +104,9 @@ def _args(record: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in skip}
 
 
-def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = None) -> PerfettoTrace:
+def to_perfetto(
+    records: Iterable[dict[str, Any]], *, depth_cap: int | None = None, out: PerfettoTrace | None = None
+) -> PerfettoTrace:
     """Draw *records* (trace records, in order) as a Perfetto timeline.
 
     Args:
@@ -112,11 +114,14 @@ def to_perfetto(records: Iterable[dict[str, Any]], *, depth_cap: int | None = No
         depth_cap: draw io.latency's unlimited depth as this value (the
             device's ``nr_requests``); without it, unlimited depth samples are
             left out of the depth counter.
+        out: where to draw (a streaming ``PerfettoTrace(file)``); a new
+            in-memory one by default.
 
     Returns:
-        The timeline; ``.write(path)`` renders ``trace.perfetto.json``.
+        The timeline (*out*); ``.write(path)`` renders an in-memory one as
+        ``trace.perfetto.json``, a streamed one needs ``close()``.
     """
-    out = PerfettoTrace()
+    out = PerfettoTrace() if out is None else out
     ids = _Ids(out)
     faults: dict[str, dict[str, Any]] = {}  # actor → open fault
     waits: dict[str, dict[str, Any]] = {}  # actor → open mmap_sem wait

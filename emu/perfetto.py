@@ -6,12 +6,17 @@ virtual nanoseconds and come out in microseconds, as the format requires.
 
 Format reference: the "Trace Event Format" document (phases ``M`` metadata,
 ``X`` complete, ``b``/``e`` async nestable, ``s``/``f`` flow, ``C`` counter).
+
+Events are kept in order and rendered at the end (``to_json``/``write``),
+or, given a binary file, written as they come (``PerfettoTrace(out)`` then
+``close()``), so a trace of millions of events never sits in memory. Both
+give the same bytes.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -20,51 +25,78 @@ def _us(ns: int) -> float:
     return ns / 1000
 
 
+_HEAD = b'{"traceEvents":['
+_TAIL = b'],"displayTimeUnit":"ns"}'
+
+
 class PerfettoTrace:
-    """Trace events collected in order and written as one JSON object."""
+    """Trace events in order, as one JSON object.
 
-    __slots__ = ("events", "_named")
+    Args:
+        out: a binary file to stream the events to (finish with ``close``);
+            without it they are kept in ``events``.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("events", "_named", "_out", "_count")
+
+    def __init__(self, out: BinaryIO | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self._named: dict[tuple[int, int | None], str] = {}
+        self._out = out
+        self._count = 0
+        if out is not None:
+            out.write(_HEAD)
+
+    def _add(self, event: dict[str, Any]) -> None:
+        if self._out is None:
+            self.events.append(event)
+            return
+        self._out.write(b"," + orjson.dumps(event) if self._count else orjson.dumps(event))
+        self._count += 1
+
+    def close(self) -> None:
+        """End a streamed trace (the file itself stays open)."""
+        if self._out is None:
+            raise ValueError("close() ends a streamed trace; this one keeps its events (use write)")
+        self._out.write(_TAIL)
+        self._out = None
 
     def process(self, pid: int, name: str) -> None:
         """Name process *pid* (once)."""
         if (pid, None) not in self._named:
             self._named[(pid, None)] = name
-            self.events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
+            self._add({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
 
     def thread(self, pid: int, tid: int, name: str) -> None:
         """Name thread *tid* of process *pid* (once)."""
         if (pid, tid) not in self._named:
             self._named[(pid, tid)] = name
-            self.events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
+            self._add({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
 
     def complete(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, cat: str = "", args: dict | None = None) -> None:
         """A slice on one thread; slices on a thread must nest."""
         event = {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": _us(ts_ns), "dur": _us(dur_ns)}
         if args:
             event["args"] = args
-        self.events.append(event)
+        self._add(event)
 
     def async_slice(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, id: str, cat: str, args: dict | None = None) -> None:
         """A begin/end pair that may overlap others (its own track in the UI)."""
         begin = {"ph": "b", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns)}
         if args:
             begin["args"] = args
-        self.events.append(begin)
-        self.events.append({"ph": "e", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns + dur_ns)})
+        self._add(begin)
+        self._add({"ph": "e", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns + dur_ns)})
 
     def flow(self, name: str, id: str, start: tuple[int, int, int], end: tuple[int, int, int], *, cat: str = "flow") -> None:
         """An arrow from (pid, tid, ts_ns) *start* to *end*; each end binds to the enclosing slice."""
         (spid, stid, sts), (epid, etid, ets) = start, end
-        self.events.append({"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": _us(sts)})
-        self.events.append({"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": _us(ets)})
+        self._add({"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": _us(sts)})
+        self._add({"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": _us(ets)})
 
     def counter(self, name: str, pid: int, ts_ns: int, values: dict[str, int | float]) -> None:
         """A sample of a counter track."""
-        self.events.append({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts_ns), "args": values})
+        self._add({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts_ns), "args": values})
 
     def to_json(self) -> bytes:
         return orjson.dumps({"traceEvents": self.events, "displayTimeUnit": "ns"})

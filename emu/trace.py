@@ -46,42 +46,56 @@ class Clock(Protocol):
 class Trace:
     """The run's records, encoded, with a running digest.
 
+    Kept lines live in one ``bytearray``, newline-terminated, exactly as
+    ``trace.jsonl`` holds them: a list of ``orjson.dumps`` results would keep
+    orjson's over-allocated buffers (about a kilobyte a record, whatever its
+    length).
+
     Args:
         keep: keep the encoded lines for export (``False`` keeps only the
             digest and count, for very long runs).
     """
 
-    __slots__ = ("keep", "lines", "count", "_hash")
+    __slots__ = ("keep", "count", "_hash", "_text")
 
     def __init__(self, *, keep: bool = True) -> None:
         self.keep = keep
-        self.lines: list[bytes] = []
         self.count = 0
         self._hash = hashlib.blake2b(digest_size=16)
+        self._text = bytearray()
 
     def append(self, record: dict[str, Any]) -> None:
         """Encode *record* canonically and add it."""
-        line = orjson.dumps(record)
-        self._hash.update(line + b"\n")
+        line = orjson.dumps(record) + b"\n"
+        self._hash.update(line)
         self.count += 1
         if self.keep:
-            self.lines.append(line)
+            self._text += line
 
     def digest(self) -> str:
         """Hex BLAKE2b-128 of every line so far, newline-terminated."""
         return self._hash.hexdigest()
 
+    @property
+    def lines(self) -> list[bytes]:
+        """The kept lines, without their newlines."""
+        return list(self._lines())
+
+    def _lines(self) -> Iterator[bytes]:
+        text, start = self._text, 0
+        while (end := text.find(b"\n", start)) >= 0:
+            yield bytes(text[start:end])
+            start = end + 1
+
     def records(self) -> Iterator[dict[str, Any]]:
-        """The kept records, decoded, in order."""
-        for line in self.lines:
+        """The kept records, decoded, in order (one at a time)."""
+        for line in self._lines():
             yield orjson.loads(line)
 
     def write_jsonl(self, path: pathlib.Path) -> None:
         """Write the kept records as JSON lines."""
         with open(path, "wb") as out:
-            for line in self.lines:
-                out.write(line)
-                out.write(b"\n")
+            out.write(self._text)
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 
 from actors.output import OutputError, write_run_dir
 from actors.perfetto_export import to_perfetto
+from emu import PerfettoTrace
 
 TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
 
@@ -162,6 +163,16 @@ def test_perfetto_is_a_pure_function_of_the_records() -> None:
     assert to_perfetto(_records()).to_json() == to_perfetto(_records()).to_json()
 
 
+def test_streamed_timeline_has_the_same_bytes(tmp_path: pathlib.Path) -> None:
+    """``emu run`` streams trace.perfetto.json to disk; it must equal the in-memory rendering."""
+    path = tmp_path / "trace.perfetto.json"
+    with open(path, "wb") as stream:
+        streamed = to_perfetto(_records(), depth_cap=32, out=PerfettoTrace(stream))
+        streamed.close()
+    assert not streamed.events
+    assert path.read_bytes() == to_perfetto(_records(), depth_cap=32).to_json()
+
+
 # -- with the real model -----------------------------------------------------------
 
 
@@ -244,15 +255,6 @@ def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Pat
     monkeypatch.setitem(sys.modules, "actors.plots", types.SimpleNamespace(write_plots=write_plots))
     assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
     assert calls == [tiny_result] and (tmp_path / "out" / "latency_cdf.png").exists()
-
-
-def test_plots_skipped_silently_without_the_module(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
-    """Without ``actors.plots`` the run directory is written with no plots and no warning."""
-    import sys
-
-    monkeypatch.setitem(sys.modules, "actors.plots", None)
-    assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
-    assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import orjson
+import pytest
 
 from emu import PerfettoTrace
 
@@ -54,3 +55,15 @@ def test_written_file_is_a_trace_event_object(tmp_path: pathlib.Path) -> None:
     assert set(data) == {"traceEvents", "displayTimeUnit"}
     assert len(data["traceEvents"]) == 2
     assert path.read_bytes() == trace.to_json()
+
+
+def test_an_in_memory_trace_cannot_be_closed_as_a_stream() -> None:
+    with pytest.raises(ValueError, match="streamed"):
+        PerfettoTrace().close()
+
+
+def test_an_empty_streamed_trace_is_valid_json(tmp_path) -> None:
+    path = tmp_path / "t.json"
+    with open(path, "wb") as stream:
+        PerfettoTrace(stream).close()
+    assert orjson.loads(path.read_bytes()) == {"traceEvents": [], "displayTimeUnit": "ns"}
