@@ -14,6 +14,16 @@ from tests.actors.fakes import FakeTask
 from tests.actors.fs.test_btrfs import MS, FakeBtrfsKernel
 
 
+async def _dirty_page_2(kernel: FakeBtrfsKernel, current: FakeTask):
+    """Write-fault page 2 through ``btrfs_page_mkwrite``; its vmf and when it was dirtied.
+
+    The flusher's periodic pass (10 ms in these tests) writes it; the IO takes 1 ms.
+    """
+    vmf = kernel.vmf(2)
+    await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+    unlock_page(current, vmf.page)
+    return vmf, current.actor.now_ns
+
 def test_write_error_from_the_device_hook_returns_the_reservation_to_the_page():
     """A WRITE bio failed by the device's ``bio_error`` hook: the page is re-dirtied, and when the
     ordered extent finishes its reservation goes back to the page's delalloc instead of being pinned."""
@@ -23,10 +33,7 @@ def test_write_error_from_the_device_hook_returns_the_reservation_to_the_page():
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(2)
-        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(current, vmf.page)
-        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
+        vmf, dirtied = await _dirty_page_2(kernel, current)
         await current.actor.sleep_until(dirtied + 11 * MS + 2 * FINISH_ORDERED_IO_NS)
         page = vmf.page
         seen["flags"] = (page.test(PageFlag.DIRTY), page.test(PageFlag.WRITEBACK), page.test(PageFlag.ERROR))
@@ -50,10 +57,7 @@ def test_flusher_write_creates_ordered_extent_until_finish_ordered_io():
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        vmf = kernel.vmf(2)
-        await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
-        unlock_page(current, vmf.page)
-        dirtied = current.actor.now_ns  # the periodic pass runs 10 ms later; the IO takes 1 ms
+        vmf, dirtied = await _dirty_page_2(kernel, current)
         await current.actor.sleep_until(dirtied + 11 * MS + FINISH_ORDERED_IO_NS // 2)
         seen["mid"] = (vmf.page.test(PageFlag.WRITEBACK), kernel.btrfs.ordered_extent(1, 2) is not None)
         await current.actor.sleep(FINISH_ORDERED_IO_NS)
