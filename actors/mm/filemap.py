@@ -164,10 +164,9 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
         await lock_page(current, page)
         await wait_on_page_writeback(current, page)
         if page.mapping is mapping:
-            for mm, address in list(page.rmap):  # unmap_mapping_range → zap_pte_range
-                pte = mm.ptes.pop(address, None)
-                if pte is not None:
-                    put_page(pte.page)
+            for pte in page.rmap:  # unmap_mapping_range → zap_pte_range
+                del pte.mm.ptes[pte.address]
+                put_page(page)
             page.rmap.clear()
             page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
             delete_from_page_cache(page)

@@ -293,7 +293,7 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
         old = pte.page
         del vma.vm_mm.ptes[vmf.address]
         if old.mapping is not None:
-            old.rmap.remove((vma.vm_mm, vmf.address))
+            old.rmap.remove(pte)
         put_page(old)
         vma.vm_mm.set_pte(vmf.address, copy, True)
         return VmFaultResult.WRITE

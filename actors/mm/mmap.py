@@ -67,13 +67,19 @@ class VmAreaStruct:
 
 
 class Pte:
-    """A present PTE: the page it maps (holding a reference) and its write bit."""
+    """A present PTE: the page it maps (holding a reference), its write bit, and where it is.
 
-    __slots__ = ("page", "write")
+    ``mm`` and ``address`` make it its own reverse-map entry: a page's
+    ``rmap`` lists the PTEs that map it.
+    """
 
-    def __init__(self, page: Page, write: bool) -> None:
+    __slots__ = ("page", "write", "mm", "address")
+
+    def __init__(self, page: Page, write: bool, mm: MmStruct, address: int) -> None:
         self.page = page
         self.write = write
+        self.mm = mm
+        self.address = address
 
 
 class MmStruct:
@@ -112,7 +118,7 @@ class MmStruct:
             pte = self.ptes.pop(address, None)
             if pte is not None:
                 if pte.page.mapping is not None:
-                    pte.page.rmap.remove((self, address))
+                    pte.page.rmap.remove(pte)
                 put_page(pte.page)
                 zapped += 1
         self.vmas.remove(vma)
@@ -133,9 +139,9 @@ class MmStruct:
 
     def set_pte(self, address: int, page: Page, write: bool) -> None:
         """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* (its reference moves to the PTE)."""
-        self.ptes[address] = Pte(page, write)
+        pte = self.ptes[address] = Pte(page, write, self, address)
         if page.mapping is not None:
-            page.rmap.append((self, address))
+            page.rmap.append(pte)
 
 
 def page_mkclean(page: Page) -> int:
@@ -145,8 +151,7 @@ def page_mkclean(page: Page) -> int:
     and goes through ``->page_mkwrite``.
     """
     cleaned = 0
-    for mm, address in page.rmap:
-        pte = mm.ptes[address]
+    for pte in page.rmap:
         if pte.write:
             pte.write = False
             cleaned += 1

@@ -51,7 +51,7 @@ class Page:
         locker: who holds ``PG_locked``: the task that locked it, or the
             read bio it was handed to (``page_lock_handoff``), for the
             page-lock invariants and reports.
-        rmap: ``(mm, address)`` of every PTE mapping it (``page_mapcount``).
+        rmap: every ``Pte`` mapping it (``page_mapcount``).
     """
 
     __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "rmap")
@@ -63,7 +63,7 @@ class Page:
         self.refcount = 1
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
-        self.rmap: list[tuple[Any, int]] = []
+        self.rmap: list[Any] = []
 
     @property
     def name(self) -> str:
