@@ -121,7 +121,7 @@ class Injector:
         return True
 
     def reserve_fail(self, current: TaskStruct, nbytes: int) -> bool:
-        """``BtrfsFs.reserve_fail``, the ``enospc`` family: fail this (successful) reservation?"""
+        """``BtrfsFs(reserve_fail=...)``, the ``enospc`` family: fail this (successful) reservation?"""
         if not fnmatch.fnmatchcase(current.comm, self.config.tasks):
             return False
         if self._rng("enospc").random() >= self.config.enospc:

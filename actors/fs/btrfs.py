@@ -6,8 +6,8 @@ Mirrors, at v4.19: fs/btrfs/inode.c (``btrfs_page_mkwrite``, with V3 patch
 (``extent_readpages`` → ``btrfs_get_extent``, which may have to read a tree
 block first). ``BtrfsFs`` is what the rest of the machine sees: the
 filesystem's ``btrfs_aops`` and ``btrfs_file_vm_ops``. It owns two helpers
-split out along the kernel's own files, and offers their entry points as its
-own methods::
+split out along the kernel's own files; their entry points are called on
+them (``fs.space.flush_space``, ``fs.ordered.btrfs_finish_ordered_io``)::
 
     BtrfsFs           actors/fs/btrfs.py               inode.c, extent_io.c (reads): mkwrite, readpage(s)
     ├─ .space         actors/fs/btrfs_space.py         extent-tree.c: reservation, ticketed flushing,
@@ -51,20 +51,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio
-from actors.fs.btrfs_ordered_data import FINISH_ORDERED_IO_NS, BtrfsOrderedExtent, BtrfsOrderedTree
-from actors.fs.btrfs_space import (
-    COMMIT_META_BYTES,
-    COMMIT_TRANS,
-    EXTENT_SIZE_PER_ITEM,
-    FLUSH_DELALLOC,
-    FLUSH_DELALLOC_WAIT,
-    FLUSH_STATE_NAMES,
-    FLUSH_STATES,
-    NODESIZE,
-    BtrfsSpaceInfo,
-    BtrfsSpaceStatistics,
-    submit_bio_wait,
-)
+from actors.fs.btrfs_ordered_data import BtrfsOrderedExtent, BtrfsOrderedTree
+from actors.fs.btrfs_space import NODESIZE, BtrfsSpaceInfo, BtrfsSpaceStatistics, submit_bio_wait
 from actors.fs.generic import BIO_MAX_PAGES, fs_bio, mpage_end_io
 from actors.kernel_types import PAGE_SHIFT, PAGE_SIZE, BlkStatus, Errno, FaultFlag, PageFlag, ReqFlag, ReqOp, VmFaultResult
 from actors.mm.filemap import add_to_page_cache_lru, fput
@@ -80,26 +68,6 @@ if TYPE_CHECKING:
     from actors.mm.filemap import File, Inode
     from actors.mm.memory import VmFault
     from actors.sched.task import TaskStruct
-
-# Re-exported so that ``from actors.fs.btrfs import ...`` keeps working for what moved out.
-__all__ = [
-    "COMMIT_META_BYTES",
-    "COMMIT_TRANS",
-    "EXTENT_SIZE_PER_ITEM",
-    "FINISH_ORDERED_IO_NS",
-    "FLUSH_DELALLOC",
-    "FLUSH_DELALLOC_WAIT",
-    "FLUSH_STATES",
-    "FLUSH_STATE_NAMES",
-    "NODESIZE",
-    "PAGES_PER_META_BLOCK",
-    "BtrfsFs",
-    "BtrfsOrderedExtent",
-    "BtrfsOrderedTree",
-    "BtrfsSpaceInfo",
-    "BtrfsSpaceStatistics",
-    "vmf_error",
-]
 
 #: Data pages described by one extent/csum tree block (emulator's choice).
 PAGES_PER_META_BLOCK = 256
@@ -345,52 +313,8 @@ class BtrfsFs:
             flushing=space.flushing is not None,
         )
 
-    # -- the helpers' entry points, as the filesystem's own ---------------------------------
-
-    @property
-    def reserve_fail(self) -> Callable[[TaskStruct, int], bool] | None:
-        """The reservation's error-injection point (``BtrfsSpaceInfo.reserve_fail``)."""
-        return self.space.reserve_fail
-
-    @property
-    def bytes_may_use(self) -> int:
-        return self.space.bytes_may_use
-
-    @property
-    def bytes_pinned(self) -> int:
-        return self.space.bytes_pinned
-
-    def free_bytes(self) -> int:
-        return self.space.free_bytes()
-
-    async def btrfs_delalloc_reserve_space(self, current: TaskStruct, nbytes: int) -> int:
-        """``BtrfsSpaceInfo.btrfs_delalloc_reserve_space``: 0, or ``-ENOSPC``."""
-        return await self.space.btrfs_delalloc_reserve_space(current, nbytes)
-
-    def btrfs_delalloc_release_space(self, nbytes: int) -> None:
-        """``BtrfsSpaceInfo.btrfs_delalloc_release_space``."""
-        self.space.btrfs_delalloc_release_space(nbytes)
-
-    async def flush_space(self, current: TaskStruct, state: int, nbytes: int) -> None:
-        """``BtrfsSpaceInfo.flush_space``."""
-        await self.space.flush_space(current, state, nbytes)
-
-    async def btrfs_commit_transaction(self, current: TaskStruct) -> int:
-        """``BtrfsSpaceInfo.btrfs_commit_transaction``: the bytes unpinned."""
-        return await self.space.btrfs_commit_transaction(current)
+    # -- a_ops ---------------------------------------------------------------------------
 
     async def writepages(self, current: TaskStruct, pages: list[Page], end_io) -> None:
         """``BtrfsOrderedTree.writepages`` (``extent_writepages``), the flusher's ``a_ops->writepages``."""
         await self.ordered.writepages(current, pages, end_io)
-
-    def btrfs_finish_ordered_io(self, oe: BtrfsOrderedExtent) -> None:
-        """``BtrfsOrderedTree.btrfs_finish_ordered_io``."""
-        self.ordered.btrfs_finish_ordered_io(oe)
-
-    async def btrfs_start_ordered_extent(self, current: TaskStruct, oe: BtrfsOrderedExtent, wait: bool) -> None:
-        """``BtrfsOrderedTree.btrfs_start_ordered_extent``."""
-        await self.ordered.btrfs_start_ordered_extent(current, oe, wait)
-
-    async def btrfs_wait_ordered_roots(self, current: TaskStruct) -> None:
-        """``BtrfsOrderedTree.btrfs_wait_ordered_roots``."""
-        await self.ordered.btrfs_wait_ordered_roots(current)

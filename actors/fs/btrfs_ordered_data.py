@@ -6,9 +6,9 @@ Mirrors, at v4.19, fs/btrfs/ordered-data.c (``struct btrfs_ordered_extent``,
 side of fs/btrfs/extent_io.c and inode.c that creates them
 (``extent_writepages`` → ``cow_file_range`` → ``btrfs_add_ordered_extent``,
 folded into one ``writepages``) and inode.c's ``btrfs_finish_ordered_io``.
-``BtrfsFs`` (actors/fs/btrfs.py) owns one ``BtrfsOrderedTree`` and offers
-its entry points as its own methods; the space accounting a finished extent
-updates is in actors/fs/btrfs_space.py.
+``BtrfsFs`` (actors/fs/btrfs.py) owns one ``BtrfsOrderedTree`` (``fs.ordered``)
+and hands the flusher's ``writepages`` to it; the space accounting a
+finished extent updates is in actors/fs/btrfs_space.py.
 
 Theory of operation
 -------------------

@@ -6,7 +6,7 @@ fault; nothing else is lost (invariants clean). Each behaviour test runs a
 small config to completion (iterations bounded) under every policy it
 concerns. The hook tests build a machine without running it and call the
 callables the injector supplies to the modules' injection points
-(``BlockDevice.bio_error``, ``BtrfsFs.reserve_fail``) directly; the points
+(``BlockDevice.bio_error``, ``BtrfsSpaceInfo.reserve_fail``) directly; the points
 themselves are tested in tests/actors/block/test_blkdev.py and
 tests/actors/fs/test_btrfs.py.
 """
@@ -113,14 +113,14 @@ def _bio(kernel: Kernel, op: ReqOp, file: str = "data", flags: ReqFlag = ReqFlag
 def test_kernel_wires_the_injection_points_only_for_families_that_are_on(
     inject: dict[str, Any], bio_error: bool, reserve_fail: bool
 ) -> None:
-    """``BlockDevice.bio_error`` and ``BtrfsFs.reserve_fail`` get the injector's callables only when a
+    """``BlockDevice.bio_error`` and ``BtrfsSpaceInfo.reserve_fail`` get the injector's callables only when a
     family that uses them has a non-zero probability; otherwise they stay ``None``."""
     kernel = _machine(_hooks_config(**inject))
-    assert (kernel.bdev.bio_error is not None, kernel.filesystems["btrfs"].reserve_fail is not None) == (bio_error, reserve_fail)
+    assert (kernel.bdev.bio_error is not None, kernel.filesystems["btrfs"].space.reserve_fail is not None) == (bio_error, reserve_fail)
     if bio_error:
         assert kernel.bdev.bio_error == kernel.inject.bio_error
     if reserve_fail:
-        assert kernel.filesystems["btrfs"].reserve_fail == kernel.inject.reserve_fail
+        assert kernel.filesystems["btrfs"].space.reserve_fail == kernel.inject.reserve_fail
 
 
 def test_bio_error_fails_each_direction_by_its_own_family_and_stream() -> None:

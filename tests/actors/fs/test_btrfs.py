@@ -13,12 +13,20 @@ from typing import Any
 
 from actors.block.bio import Bio
 from actors.config import BtrfsConfig, WritebackConfig
-from actors.fs.btrfs import NODESIZE, BtrfsFs
+from actors.fs.btrfs import BtrfsFs
+from actors.fs.btrfs_space import NODESIZE
 from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.memory import VmFault, do_page_mkwrite
-from actors.mm.mmap import MmStruct, VmFlag, down_read_trylock, down_write, up_read, up_write
+from actors.mm.mmap import (
+    MmStruct,
+    VmFlag,
+    down_read_trylock,
+    down_write,
+    up_read,
+    up_write,
+)
 from actors.mm.page import Page, end_page_writeback, unlock_page
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC
 from emu.testing import run_strict
@@ -137,7 +145,7 @@ def test_mkwrite_waits_for_ordered_extent():
 
     async def program(current: FakeTask) -> None:
         oe = btrfs.ordered.btrfs_add_ordered_extent(current, [kernel.page(9)])  # written, finish_ordered_io pending
-        kernel.engine.call_later(3 * MS, btrfs.btrfs_finish_ordered_io, oe)
+        kernel.engine.call_later(3 * MS, btrfs.ordered.btrfs_finish_ordered_io, oe)
         vmf = kernel.vmf(9)
         seen["ret"] = await btrfs.btrfs_page_mkwrite(current, vmf)
         seen["now"] = current.actor.now_ns
@@ -323,35 +331,28 @@ def test_readpage_reads_the_tree_block_first_and_caches_it():
     assert all(b["blkcg"] == "app" for b in bios)
 
 
-def test_filesystem_offers_the_helpers_entry_points_and_old_import_paths():
-    """``BtrfsFs`` keeps the space and ordered-extent entry points (and actors.fs.btrfs their names) it had before the split."""
-    from actors.fs import btrfs as btrfs_module
-    from actors.fs import btrfs_ordered_data, btrfs_space
-
-    for name in ("FINISH_ORDERED_IO_NS", "BtrfsOrderedExtent", "BtrfsOrderedTree"):
-        assert getattr(btrfs_module, name) is getattr(btrfs_ordered_data, name)
-    for name in ("NODESIZE", "COMMIT_META_BYTES", "EXTENT_SIZE_PER_ITEM", "FLUSH_STATES", "BtrfsSpaceInfo", "BtrfsSpaceStatistics"):
-        assert getattr(btrfs_module, name) is getattr(btrfs_space, name)
+def test_space_and_ordered_helpers_work_through_the_filesystem():
+    """``fs.space`` and ``fs.ordered`` are the filesystem's: ``statistics`` and ``ordered_extent`` see their state."""
     kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
     btrfs = kernel.btrfs
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        seen["ret"] = await btrfs.btrfs_delalloc_reserve_space(current, PAGE_SIZE)
-        seen["reserved"] = (btrfs.bytes_may_use, btrfs.space.bytes_may_use, btrfs.free_bytes())
-        btrfs.btrfs_delalloc_release_space(PAGE_SIZE)
+        seen["ret"] = await btrfs.space.btrfs_delalloc_reserve_space(current, PAGE_SIZE)
+        seen["reserved"] = (btrfs.statistics().bytes_may_use, btrfs.space.bytes_may_use, btrfs.space.free_bytes())
+        btrfs.space.btrfs_delalloc_release_space(PAGE_SIZE)
         oe = btrfs.ordered.btrfs_add_ordered_extent(current, [kernel.page(3)])
         seen["ordered"] = btrfs.ordered_extent(1, 3) is oe
-        btrfs.btrfs_finish_ordered_io(oe)
-        await btrfs.btrfs_wait_ordered_roots(current)
-        seen["unpinned"] = await btrfs.btrfs_commit_transaction(current)
+        btrfs.ordered.btrfs_finish_ordered_io(oe)
+        await btrfs.ordered.btrfs_wait_ordered_roots(current)
+        seen["unpinned"] = await btrfs.space.btrfs_commit_transaction(current)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
     space = kernel.config.btrfs.space
     assert seen["ret"] == 0 and seen["reserved"] == (PAGE_SIZE, PAGE_SIZE, space - PAGE_SIZE)
     assert seen["ordered"] and seen["unpinned"] == 0
-    assert btrfs.reserve_fail is None and btrfs.statistics().bytes_may_use == 0
+    assert btrfs.space.reserve_fail is None and btrfs.statistics().bytes_may_use == 0
     assert btrfs.ordered_extent(1, 3) is None
 
 

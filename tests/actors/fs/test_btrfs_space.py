@@ -77,7 +77,7 @@ def test_reserve_fail_hook_gives_sigbus_and_gives_the_reservation_back():
     calls: list[tuple[str, int, int]] = []
 
     def reserve_fail(current: FakeTask, nbytes: int) -> bool:
-        calls.append((current.comm, nbytes, kernel.btrfs.bytes_may_use))  # consulted holding the reservation
+        calls.append((current.comm, nbytes, kernel.btrfs.space.bytes_may_use))  # consulted holding the reservation
         return True
 
     kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US), reserve_fail=reserve_fail)
