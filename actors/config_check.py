@@ -19,15 +19,14 @@ report while structuring.
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import TYPE_CHECKING
 
-from actors.block.blk_cgroup import check_path
+from actors.block.blk_cgroup import check_path, is_dev
 from actors.config_schema import (
     Mprotect,
-    Think,
     ProcessConfig,
     ProcRead,
+    Think,
     Touch,
     Truncate,
     process_instance_names,
@@ -36,8 +35,6 @@ from actors.policy import PRESETS
 
 if TYPE_CHECKING:
     from actors.config import ExperimentConfig
-
-_DEV = re.compile(r"\d+:\d+")
 
 
 def check_config(config: ExperimentConfig) -> list[str]:
@@ -61,7 +58,7 @@ def check_config(config: ExperimentConfig) -> list[str]:
 def _check_device(problems: list[str], config: ExperimentConfig) -> None:
     """``dev`` is ``MAJ:MIN`` (io.latency settings name it); jitter stays below 100 %."""
     device = config.device
-    if not _DEV.fullmatch(device.dev):
+    if not is_dev(device.dev):
         problems.append(f'device.dev: expected "MAJ:MIN" like "8:0", got {device.dev!r}')
     if device.jitter_pct > 99:
         problems.append(f"device.jitter_pct: expected at most 99 (percent), got {device.jitter_pct}")

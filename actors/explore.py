@@ -52,8 +52,10 @@ from emu import EmulatorError, derive_seed, format_ns
 
 #: Counters summed over runs and printed per policy.
 SUMMARY_COUNTERS = ("btrfs_used_cached_fastpath", "btrfs_mkwrite_dropped", "v3_cached_page_reused", "fault_retries")
-#: Also summed, and printed when some run injected anything: what was injected and what it caused.
-INJECT_COUNTERS = ("inject_read_errors", "inject_write_errors", "inject_enospc", "inject_sigkill", "sigbus_delivered")
+#: What was injected; these and the SIGBUS they cause are printed only when some run injected anything.
+INJECT_COUNTERS = ("inject_read_errors", "inject_write_errors", "inject_enospc", "inject_sigkill")
+#: Every counter summed over runs.
+COUNTERS = (*SUMMARY_COUNTERS, *INJECT_COUNTERS, "sigbus_delivered")
 CORPUS_SCHEMA = 1
 
 
@@ -122,7 +124,7 @@ def run_one(config: ExperimentConfig, policy: str, seed: int, tie_seed: int, off
     except EmulatorError as error:
         failure = {"invariant": type(error).__name__, "ts": getattr(error, "now_ns", None), "event": None, "message": str(error).splitlines()[0]}
         return RunOutcome(policy=policy, seed=seed, tie_seed=tie_seed, swarm_off=off, failures=[failure], counters={})
-    counters = {name: results["counters"].get(name, 0) for name in (*SUMMARY_COUNTERS, *INJECT_COUNTERS)}
+    counters = {name: results["counters"].get(name, 0) for name in COUNTERS}
     return RunOutcome(
         policy=policy, seed=seed, tie_seed=tie_seed, swarm_off=off, failures=results["invariants"]["violations"], counters=counters
     )
@@ -151,7 +153,7 @@ class Exploration:
 
     def add(self, outcome: RunOutcome) -> None:
         policy = outcome.policy
-        totals = self.counters.setdefault(policy, dict.fromkeys((*SUMMARY_COUNTERS, *INJECT_COUNTERS), 0))
+        totals = self.counters.setdefault(policy, dict.fromkeys(COUNTERS, 0))
         for name, value in outcome.counters.items():
             totals[name] += value
         self.failing_runs.setdefault(policy, 0)
@@ -248,8 +250,8 @@ def print_summary(result: Exploration, echo=click.echo) -> None:
     for policy in result.policies:
         echo(f"{policy:<12} {result.runs:>5} {result.failing_runs.get(policy, 0):>13} {result.violations.get(policy, 0):>11} {len(result.distinct(policy)):>9}")
     echo("counters summed over runs:")
-    injected = any(result.counters.get(p, {}).get(name, 0) for p in result.policies for name in INJECT_COUNTERS[:-1])
-    for name in (*SUMMARY_COUNTERS, *INJECT_COUNTERS) if injected else SUMMARY_COUNTERS:
+    injected = any(result.counters.get(p, {}).get(name, 0) for p in result.policies for name in INJECT_COUNTERS)
+    for name in COUNTERS if injected else SUMMARY_COUNTERS:
         values = ", ".join(f"{p} {result.counters.get(p, {}).get(name, 0)}" for p in result.policies)
         echo(f"  {name}: {values}")
     if not result.failures:

@@ -71,7 +71,7 @@ class Kernel:
             rotational=device.rotational,
             base_latency_ns=device.latency,
             bandwidth_bytes_per_s=device.bandwidth,
-            jitter_permille=min(999, device.jitter_pct * 10),
+            jitter_permille=device.jitter_pct * 10,  # at most 990: config_check bounds jitter_pct
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
             bio_error=inject.bio_error_hook(),
         )

@@ -169,7 +169,7 @@ class Engine:
         driver: str = "trio",
     ) -> None:
         if driver not in DRIVERS:
-            raise ValueError(f"driver must be 'trio' or 'direct', not {driver!r}")
+            raise ValueError(f"driver must be one of {', '.join(map(repr, DRIVERS))}, not {driver!r}")
         self.driver = driver
         self._direct = driver == "direct"
         self._runnext: Actor | None = None

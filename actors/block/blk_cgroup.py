@@ -97,6 +97,11 @@ def ancestors(path: str) -> list[str]:
 # -- io.latency syntax ------------------------------------------------------
 
 
+def is_dev(text: str) -> bool:
+    """Is *text* a device number ``MAJ:MIN``, as ``blkg_conf_prep()`` reads it (``"%u:%u"``)?"""
+    return _DEV.match(text) is not None
+
+
 def split_io_latency(text: str) -> tuple[str | None, str]:
     """Split an ``io.latency`` write into its optional ``MAJ:MIN`` and its body.
 
@@ -111,7 +116,7 @@ def split_io_latency(text: str) -> tuple[str | None, str]:
     if not isinstance(text, str):
         raise ValueError(f'expected "target=<usec>" or "max", got {text!r}')
     words = text.split()
-    if words and _DEV.match(words[0]):
+    if words and is_dev(words[0]):
         return words[0], " ".join(words[1:])
     return None, " ".join(words)
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from actors.block.bio import Bio
     from actors.kernel import Kernel
     from actors.mm.filemap import AddressSpace
+    from actors.mm.mmap import Pte
     from actors.sched.task import TaskStruct
 
 _LOCKED = PageFlag.LOCKED
@@ -63,7 +64,7 @@ class Page:
         self.refcount = 1
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
-        self.rmap: list[Any] = []
+        self.rmap: list[Pte] = []
 
     @property
     def name(self) -> str:
