@@ -11,7 +11,7 @@ This module is the throttle and scaling state machine (``check_scale_change``,
 ``iolatency_check_latencies``, ``blkiolatency_timer_fn``, the ``rq_wait``
 hand-off). The latency bookkeeping it judges windows with (``latency_stat``,
 the SSD/rotational verdicts, window sizing, ``lat_avg``) is in
-``actors/block/blk_iolatency_stat.py``; its public names are re-exported here.
+``actors/block/blk_iolatency_stat.py``.
 
 Theory of operation
 -------------------
@@ -78,15 +78,9 @@ from actors.block.blk_cgroup import (
     blkg_lookup_create,
 )
 from actors.block.blk_iolatency_stat import (
-    BLKIOLATENCY_EXP_BUCKET_SIZE,
-    BLKIOLATENCY_MAX_WIN_SIZE,
     BLKIOLATENCY_MIN_WIN_SIZE,
-    BLKIOLATENCY_NR_EXP_FACTORS,
-    FIXED_1,
-    IOLATENCY_EXP_FACTORS,
     IolatencyStatistics,
     LatencyStat,
-    calc_load,
     iolat_update_total_lat_avg,
     iolatency_window,
     latency_stat_record_time,
@@ -95,36 +89,6 @@ from actors.block.blk_iolatency_stat import (
     latency_sum_ok,
 )
 from emu import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC, KernelBug
-
-__all__ = [
-    "BLKIOLATENCY_EXP_BUCKET_SIZE",
-    "BLKIOLATENCY_MAX_WIN_SIZE",
-    "BLKIOLATENCY_MIN_ADJUST_TIME",
-    "BLKIOLATENCY_MIN_GOOD_SAMPLES",
-    "BLKIOLATENCY_MIN_WIN_SIZE",
-    "BLKIOLATENCY_NR_EXP_FACTORS",
-    "DEFAULT_SCALE_COOKIE",
-    "FIXED_1",
-    "IOLATENCY_EXP_FACTORS",
-    "SCALE_DOWN_FACTOR",
-    "SCALE_GRP_IDLE_NSEC",
-    "SCALE_UP_FACTOR",
-    "UINT_MAX",
-    "BlkIolatency",
-    "ChildLatencyInfo",
-    "Decisions",
-    "IolatencyGrp",
-    "IolatencyStatistics",
-    "LatencyStat",
-    "RqDepth",
-    "RqWait",
-    "ScaleEvent",
-    "ThrottleVerdict",
-    "Wake",
-    "calc_load",
-    "iolatency_window",
-    "scale_amount",
-]
 
 UINT_MAX = 0xFFFF_FFFF
 DEFAULT_SCALE_COOKIE = 1_000_000

@@ -76,7 +76,8 @@ import attrs
 import emu
 from actors.block.bio import Bio
 from actors.block.blk_cgroup import BlkcgHierarchy, parse_io_latency, split_io_latency
-from actors.block.blk_iolatency import BlkIolatency, Decisions, IolatencyStatistics
+from actors.block.blk_iolatency import BlkIolatency, Decisions
+from actors.block.blk_iolatency_stat import IolatencyStatistics
 from actors.kernel_types import BlkStatus, ReqFlag
 from emu import NSEC_PER_SEC, KernelBug
 

@@ -6,15 +6,14 @@ import itertools
 
 import pytest
 
-from actors.block import blk_iolatency, blk_iolatency_stat
 from actors.block.blk_iolatency import (
     DEFAULT_SCALE_COOKIE,
     UINT_MAX,
     BlkIolatency,
     Decisions,
-    iolatency_window,
     scale_amount,
 )
+from actors.block.blk_iolatency_stat import iolatency_window
 from emu import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC
 
 MS = NSEC_PER_MSEC
@@ -299,11 +298,3 @@ def test_disabled_queue_has_no_levels() -> None:
     iolat = BlkIolatency(nr_requests=4, rotational=False, limits={"a": None})
     assert iolat.levels("a/b", now_ns=0) == []
     assert iolat.done_bio("a/b", now_ns=1, issue_ns=0, issue_as_root=False) == Decisions()
-
-
-def test_statistics_names_stay_importable_from_blk_iolatency() -> None:
-    """The names split out into blk_iolatency_stat are still the ones blk_iolatency exports."""
-    for name in blk_iolatency_stat.__all__:
-        assert getattr(blk_iolatency, name) is getattr(blk_iolatency_stat, name)
-    for name in blk_iolatency.__all__:
-        assert hasattr(blk_iolatency, name)

@@ -29,7 +29,13 @@ import itertools
 import attrs
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from actors.block import blk_iolatency
 from actors.block.blk_iolatency import BlkIolatency, Decisions, ScaleEvent
