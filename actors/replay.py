@@ -139,7 +139,7 @@ def replay_run(run_dir: RunDirectory, policy: str, config: Any) -> ReplayOutcome
     loaded = run_dir.run(policy)
     seed, tie_seed = loaded.results["seed"], loaded.results.get("tie_seed")
     run = run_policy(config, policy, seed=seed, tie_seed=tie_seed, keep_trace=True)
-    events, divergence = compare_lines(_trace_lines(loaded.trace_path), run.trace.lines)
+    events, divergence = compare_lines(_trace_lines(loaded.trace_path), run.trace.iter_lines())
     return ReplayOutcome(
         policy=policy,
         seed=seed,

@@ -79,9 +79,10 @@ class Trace:
     @property
     def lines(self) -> list[bytes]:
         """The kept lines, without their newlines."""
-        return list(self._lines())
+        return list(self.iter_lines())
 
-    def _lines(self) -> Iterator[bytes]:
+    def iter_lines(self) -> Iterator[bytes]:
+        """The kept lines, without their newlines, one at a time."""
         text, start = self._text, 0
         while (end := text.find(b"\n", start)) >= 0:
             yield bytes(text[start:end])
@@ -89,7 +90,7 @@ class Trace:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The kept records, decoded, in order (one at a time)."""
-        for line in self._lines():
+        for line in self.iter_lines():
             yield orjson.loads(line)
 
     def write_jsonl(self, path: pathlib.Path) -> None:
