@@ -50,9 +50,9 @@ from actors.kernel_types import ReqFlag, ReqOp
 
 if TYPE_CHECKING:
     from actors.block.bio import Bio
-    from actors.config import InjectConfig
     from actors.kernel import Kernel
     from actors.sched.task import TaskStruct
+    from actors.schema import InjectConfig
 
 
 class Injector:

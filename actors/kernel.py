@@ -22,7 +22,6 @@ from typing import Any
 
 from actors.block.blk_cgroup import format_io_latency
 from actors.block.blkdev import BlockDevice
-from actors.config import ExperimentConfig, apply_swarm, process_instance_names
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
 from actors.inject import Injector
@@ -35,6 +34,7 @@ from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
 from actors.mm.page_writeback import Writeback
 from actors.policy import Policy
 from actors.sched.task import TaskStruct, Workload
+from actors.schema import ExperimentConfig, apply_swarm, process_instance_names
 from emu import Engine
 
 _MADVISE = {"normal": VmFlag(0), "random": VmFlag.RAND_READ, "sequential": VmFlag.SEQ_READ}

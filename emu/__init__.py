@@ -6,10 +6,23 @@ Domain-free: nothing here knows about kernels. The emulated kernel lives in
 
 from emu.actor import Actor, Envelope
 from emu.engine import Engine, RunStats
-from emu.errors import ActorCrashed, EmulatorError, HungTaskError, KernelBug, LivelockError
+from emu.errors import (
+    ActorCrashed,
+    EmulatorError,
+    HungTaskError,
+    KernelBug,
+    LivelockError,
+)
 from emu.perfetto import PerfettoTrace
 from emu.rng import Streams, derive_seed
-from emu.time import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC, format_ns, parse_duration, parse_size
+from emu.time import (
+    NSEC_PER_MSEC,
+    NSEC_PER_SEC,
+    NSEC_PER_USEC,
+    format_ns,
+    parse_duration,
+    parse_size,
+)
 from emu.trace import Trace, bind_logger, read_jsonl
 from emu.waitqueue import WaitQueue
 

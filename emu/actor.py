@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 #: What an actor waits on: a description and, if known, who holds it.
 Waiting = tuple[str, Callable[[], list[str]] | None]
 
-#: ``Engine`` entry kind for a mailbox delivery (mirrors ``emu.engine._DELIVER``).
-_DELIVER = -2
+#: ``Engine.schedule``'s *gen* for a mailbox delivery (not a wait number).
+DELIVER = -2
 
 _SLEEP: Waiting = ("sleep", None)
 _RECEIVE: Waiting = ("receive", None)
@@ -141,7 +141,7 @@ class Actor:
         self._gen = gen = self._gen + 1
         self.waiting = _SLEEP
         engine = self.engine
-        engine._push(engine.now_ns + ns, self, gen, None)
+        engine.schedule(engine.now_ns + ns, self, gen, None)
         return engine.park(self)
 
     def sleep_until(self, time_ns: int) -> Awaitable[None]:
@@ -153,7 +153,7 @@ class Actor:
     def send(self, dst: Actor, msg: Any, *, delay_ns: int = 0) -> None:
         """Cast *msg* to *dst*; it arrives now, or after *delay_ns*."""
         engine = self.engine
-        engine._push(engine.now_ns + delay_ns, dst, _DELIVER, Envelope(self, msg))
+        engine.schedule(engine.now_ns + delay_ns, dst, DELIVER, Envelope(self, msg))
 
     async def receive(self) -> Envelope:
         """The next envelope in the mailbox, waiting for one if it is empty."""
@@ -170,7 +170,7 @@ class Actor:
         self._gen = gen = self._gen + 1
         self.waiting = dst._called
         engine = self.engine
-        engine._push(engine.now_ns, dst, _DELIVER, Envelope(self, msg, gen))
+        engine.schedule(engine.now_ns, dst, DELIVER, Envelope(self, msg, gen))
         return engine.park(self)
 
     def reply(self, envelope: Envelope, value: Any = None, *, delay_ns: int = 0) -> None:
@@ -178,4 +178,4 @@ class Actor:
         if envelope.reply_gen is None:
             raise ValueError(f"{self.name}: reply to a cast from {envelope.src.name}")
         engine = self.engine
-        engine._push(engine.now_ns + delay_ns, envelope.src, envelope.reply_gen, value)
+        engine.schedule(engine.now_ns + delay_ns, envelope.src, envelope.reply_gen, value)

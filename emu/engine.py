@@ -74,15 +74,13 @@ import attrs
 import outcome
 import trio
 
-from emu.actor import _DELIVER as _ACTOR_DELIVER
-from emu.actor import Actor
+from emu.actor import DELIVER, Actor
 from emu.errors import ActorCrashed, HungTaskError, LivelockError
 from emu.rng import Streams
 from emu.trace import Trace
 
 # Entry kinds, stored where a resume keeps its generation number.
 _CALLBACK: Final = -1
-_DELIVER: Final = _ACTOR_DELIVER  # shared with emu.actor, which pushes deliveries itself
 
 #: Larger than any virtual time a run reaches (int, so comparisons stay int/int).
 _NO_LIMIT: Final = 1 << 126
@@ -224,7 +222,7 @@ class Engine:
         self.actors.append(actor)
         if not daemon:
             self._live += 1
-        self._push(self.now_ns, actor, actor._gen, None)
+        self.schedule(self.now_ns, actor, actor._gen, None)
         return actor
 
     def call_at(self, time_ns: int, fn: Callable[..., object], *args: object) -> None:
@@ -233,11 +231,11 @@ class Engine:
         The function runs on the engine's baton, between actor steps, and must
         not block; use it for timers (``mod_timer``) and interrupts.
         """
-        self._push(time_ns, None, _CALLBACK, (fn, args))
+        self.schedule(time_ns, None, _CALLBACK, (fn, args))
 
     def call_later(self, delay_ns: int, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` *delay_ns* from now (see ``call_at``)."""
-        self._push(self.now_ns + delay_ns, None, _CALLBACK, (fn, args))
+        self.schedule(self.now_ns + delay_ns, None, _CALLBACK, (fn, args))
 
     # -- running ----------------------------------------------------------
 
@@ -442,7 +440,7 @@ class Engine:
                 if self._reason is not None:
                     return None
                 continue
-            if gen == _DELIVER:
+            if gen == DELIVER:
                 mailbox = actor.mailbox
                 mailbox.append(value)
                 if not actor.receiving:
@@ -461,7 +459,13 @@ class Engine:
             self._end("finished")
         return None
 
-    def _push(self, time_ns: int, actor: Actor | None, gen: int, value: Any) -> None:
+    def schedule(self, time_ns: int, actor: Actor | None, gen: int, value: Any) -> None:
+        """Queue an entry: at *time_ns* (now if earlier), end *actor*'s wait *gen* with *value*.
+
+        The one way anything becomes runnable; ``emu.actor`` uses it for
+        sleeps, deliveries and replies. *gen* is the wait's number, or
+        ``DELIVER`` for a mailbox delivery (*value* is the ``Envelope``).
+        """
         if time_ns <= self.now_ns:
             if self._fast_now:
                 self._now_q.append((actor, gen, value))
@@ -473,11 +477,11 @@ class Engine:
 
     def resume(self, actor: Actor, gen: int, value: Any = None, *, delay_ns: int = 0) -> None:
         """Schedule the end of *actor*'s wait number *gen*, carrying *value*."""
-        self._push(self.now_ns + delay_ns, actor, gen, value)
+        self.schedule(self.now_ns + delay_ns, actor, gen, value)
 
     def deliver(self, actor: Actor, message: Any, *, delay_ns: int = 0) -> None:
         """Schedule the arrival of *message* in *actor*'s mailbox."""
-        self._push(self.now_ns + delay_ns, actor, _DELIVER, message)
+        self.schedule(self.now_ns + delay_ns, actor, DELIVER, message)
 
     # -- ending -----------------------------------------------------------
 

@@ -33,8 +33,20 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, Signal, VmFaultResult, flag_names
-from actors.mm.memory import VmFault, handle_mm_fault, handle_mm_fault_cacheable, vm_fault_cleanup, vm_fault_init
+from actors.kernel_types import (
+    VM_FAULT_ERROR,
+    FaultFlag,
+    Signal,
+    VmFaultResult,
+    flag_names,
+)
+from actors.mm.memory import (
+    VmFault,
+    handle_mm_fault,
+    handle_mm_fault_cacheable,
+    vm_fault_cleanup,
+    vm_fault_init,
+)
 from actors.mm.mmap import VmFlag, down_read, down_read_trylock, up_read
 
 if TYPE_CHECKING:

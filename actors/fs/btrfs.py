@@ -52,22 +52,43 @@ from typing import TYPE_CHECKING, Any, final
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio
 from actors.fs.btrfs_ordered_data import BtrfsOrderedExtent, BtrfsOrderedTree
-from actors.fs.btrfs_space import NODESIZE, BtrfsSpaceInfo, BtrfsSpaceStatistics, submit_bio_wait
+from actors.fs.btrfs_space import (
+    NODESIZE,
+    BtrfsSpaceInfo,
+    BtrfsSpaceStatistics,
+    submit_bio_wait,
+)
 from actors.fs.generic import BIO_MAX_PAGES, fs_bio, mpage_end_io
-from actors.kernel_types import PAGE_SHIFT, PAGE_SIZE, BlkStatus, Errno, FaultFlag, PageFlag, ReqFlag, ReqOp, VmFaultResult
+from actors.kernel_types import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    BlkStatus,
+    Errno,
+    FaultFlag,
+    PageFlag,
+    ReqFlag,
+    ReqOp,
+    VmFaultResult,
+)
 from actors.mm.filemap import add_to_page_cache_lru, fput
 from actors.mm.filemap_fault import filemap_fault, maybe_unlock_mmap_for_io
 from actors.mm.memory import VmOperations
 from actors.mm.mmap import down_read
-from actors.mm.page import Page, get_page, lock_page, unlock_page, wait_on_page_writeback
+from actors.mm.page import (
+    Page,
+    get_page,
+    lock_page,
+    unlock_page,
+    wait_on_page_writeback,
+)
 from emu import WaitQueue
 
 if TYPE_CHECKING:
-    from actors.config import BtrfsConfig
     from actors.kernel import Kernel
     from actors.mm.filemap import File, Inode
     from actors.mm.memory import VmFault
     from actors.sched.task import TaskStruct
+    from actors.schema import BtrfsConfig
 
 #: Data pages described by one extent/csum tree block (emulator's choice).
 PAGES_PER_META_BLOCK = 256

@@ -16,7 +16,6 @@ Emulation notes:
 from __future__ import annotations
 
 import functools
-
 from typing import TYPE_CHECKING, final
 
 from actors.block.bio import Bio

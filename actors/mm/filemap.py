@@ -23,7 +23,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from actors.kernel_types import PAGE_SIZE, PageFlag
-from actors.mm.page import Page, get_page, lock_page, put_page, unlock_page, wait_on_page_writeback
+from actors.mm.page import (
+    Page,
+    get_page,
+    lock_page,
+    put_page,
+    unlock_page,
+    wait_on_page_writeback,
+)
 from actors.mm.readahead import FileRaState, RaWindow
 
 if TYPE_CHECKING:

@@ -31,7 +31,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from actors.kernel_types import Errno, FaultFlag, PageFlag, VmFaultResult
-from actors.mm.filemap import File, find_get_page, fput, get_file, page_cache_read, pagecache_get_page_for_mmap, ra_submit
+from actors.mm.filemap import (
+    File,
+    find_get_page,
+    fput,
+    get_file,
+    page_cache_read,
+    pagecache_get_page_for_mmap,
+    ra_submit,
+)
 from actors.mm.mmap import VmFlag, up_read
 from actors.mm.page import (
     __lock_page,

@@ -36,7 +36,14 @@ from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResu
 from actors.mm.filemap import fput
 from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
 from actors.mm.mmap import Pte, VmAreaStruct, VmFlag
-from actors.mm.page import Page, get_page, lock_page, put_page, trylock_page, unlock_page
+from actors.mm.page import (
+    Page,
+    get_page,
+    lock_page,
+    put_page,
+    trylock_page,
+    unlock_page,
+)
 
 if TYPE_CHECKING:
     from actors.sched.task import TaskStruct

@@ -88,11 +88,11 @@ from emu import NSEC_PER_MSEC, WaitQueue, bind_logger
 
 if TYPE_CHECKING:
     from actors.block.bio import Bio
-    from actors.config import WritebackConfig
     from actors.kernel import Kernel
     from actors.mm.filemap import AddressSpace, Inode
     from actors.mm.page import Page
     from actors.sched.task import TaskStruct
+    from actors.schema import WritebackConfig
 
 #: ``MAX_PAUSE``: the longest single ``balance_dirty_pages`` sleep (HZ/5).
 MAX_PAUSE_NS = 200 * NSEC_PER_MSEC

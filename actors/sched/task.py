@@ -5,7 +5,7 @@ Kernel paths (a page fault, an mmap, a /proc read) run as coroutines inside
 that actor, exactly as the kernel runs them in task context, and the task is
 the explicit ``current`` they receive.
 
-The workload program (``actors.config`` ops) runs in "user space": it
+The workload program (``actors.schema`` ops) runs in "user space": it
 touches pages (each access that finds no usable PTE enters
 ``do_page_fault``), makes system calls (``mmap``, ``munmap``, ``mprotect``,
 reading ``/proc/<pid>/cmdline`` or ``maps``, direct IO) and thinks. After
@@ -34,12 +34,31 @@ from typing import TYPE_CHECKING
 from actors.arch.fault import do_page_fault
 from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
-from actors.config import OP_NAMES, Io, Mmap, Mprotect, Munmap, Populate, ProcRead, Think, ThreadConfig, Touch, Truncate
 from actors.kernel_types import BlkStatus, FaultFlag, ReqFlag, ReqOp
 from actors.mm.filemap import truncate_inode_pages
 from actors.mm.gup import mm_populate
-from actors.mm.mmap import VmAreaStruct, VmFlag, down_read, down_write, up_read, up_write
+from actors.mm.mmap import (
+    VmAreaStruct,
+    VmFlag,
+    down_read,
+    down_write,
+    up_read,
+    up_write,
+)
 from actors.mm.page import Page, wake_fatal
+from actors.schema import (
+    OP_NAMES,
+    Io,
+    Mmap,
+    Mprotect,
+    Munmap,
+    Populate,
+    ProcRead,
+    Think,
+    ThreadConfig,
+    Touch,
+    Truncate,
+)
 from emu import WaitQueue
 
 if TYPE_CHECKING:

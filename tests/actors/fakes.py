@@ -26,7 +26,7 @@ from typing import Any
 
 from actors.block.bio import Bio
 from actors.block.blkdev import BlockDevice
-from actors.config import BtrfsConfig, WritebackConfig
+from actors.lab.config import BtrfsConfig, WritebackConfig
 from actors.mm.mmap import MmStruct
 from actors.mm.page_writeback import Writeback
 from actors.policy import PRESETS

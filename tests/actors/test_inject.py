@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from actors.block.bio import Bio
-from actors.config import ExperimentConfig, resolve_policy
-from actors.experiment import run_policy
 from actors.kernel import Kernel
 from actors.kernel_types import ReqFlag, ReqOp
+from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
+from actors.lab.experiment import run_policy
 from emu import Engine, Trace
 from emu.testing import records
 
@@ -40,7 +40,7 @@ def _config(processes: list[dict[str, Any]], *, files: list[dict[str, Any]], inj
     }
     if inject is not None:
         data["inject"] = inject
-    return ExperimentConfig.from_dict(data)
+    return config_from_dict(data)
 
 
 def _touch(mapping: str, *, pages: int = 8, write: bool = False, pattern: str = "sequential") -> dict[str, Any]:

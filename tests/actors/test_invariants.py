@@ -14,11 +14,16 @@ import attrs
 import pytest
 
 from actors.block.bio import Bio
-from actors.config import ExperimentConfig, resolve_policy
-from actors.experiment import run_policy
 from actors.invariants import INVARIANTS, check_invariants, check_rwsem_acquire
 from actors.kernel import Kernel
 from actors.kernel_types import PageFlag, ReqOp
+from actors.lab.config import (
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+    resolve_policy,
+)
+from actors.lab.experiment import run_policy
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
 from actors.mm.mmap import up_read, up_write
 from actors.mm.page import (
@@ -45,7 +50,7 @@ def _config(**top: Any) -> ExperimentConfig:
                                     "program": [{"op": "touch", "mapping": "m", "pages": 4, "pattern": "sequential", "write": True}]}]}],
     }  # fmt: skip
     data.update(top)
-    return ExperimentConfig.from_dict(data)
+    return config_from_dict(data)
 
 
 def _kernel(config: ExperimentConfig | None = None, policy: str = "v5.1") -> Kernel:
@@ -107,7 +112,7 @@ def test_unbalanced_up_read_is_a_violation_not_a_crash() -> None:
 
 @pytest.mark.parametrize("policy", ["v4.19", "v5.1", "v5.7"])
 def test_rwsem_checks_run_on_every_acquire_and_stay_silent_on_a_contended_scenario(policy: str) -> None:
-    config = ExperimentConfig.from_toml(REPO / "configs/v3-second-attempt.toml")
+    config = load_config(REPO / "configs/v3-second-attempt.toml")
     config = attrs.evolve(config, horizon=300_000_000)
     results = run_policy(config, policy, keep_trace=False).results
     acquires = sum(m["read_acquires"] + m["write_acquires"] for m in results["mmap_sem"].values())
@@ -185,7 +190,7 @@ def test_a_read_unlocks_what_it_was_handed_and_nothing_else() -> None:
 @pytest.mark.parametrize("policy", ["v4.19", "v3", "v5.1"])
 def test_page_lock_checks_run_on_real_reads_and_stay_silent(policy: str) -> None:
     """v3-second-attempt reads through readahead and single-page reads, waits on locked pages and retries."""
-    config = ExperimentConfig.from_toml(REPO / "configs/v3-second-attempt.toml")
+    config = load_config(REPO / "configs/v3-second-attempt.toml")
     kernel = Kernel(Engine(seed=1, horizon_ns=100_000_000, trace=Trace(keep=False)), config, resolve_policy(config, policy))
     kernel.engine.run()
     assert kernel.bdev.statistics().nr_completed > 50
@@ -275,7 +280,7 @@ def test_dropped_means_dropped_flags_use_of_the_vma_from_before_the_drop() -> No
 
 
 def _retry_io(config_name: str, policy: str, horizon_ns: int) -> list[dict[str, Any]]:
-    config = attrs.evolve(ExperimentConfig.from_toml(REPO / "configs" / f"{config_name}.toml"), horizon=horizon_ns)
+    config = attrs.evolve(load_config(REPO / "configs" / f"{config_name}.toml"), horizon=horizon_ns)
     results = run_policy(config, policy, keep_trace=False).results
     return [v for v in results["invariants"]["violations"] if v["invariant"] == "io_under_mmap_sem_on_retry"]
 

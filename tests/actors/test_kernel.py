@@ -8,16 +8,16 @@ spawned into a built kernel.
 
 from __future__ import annotations
 
-from actors.config import ExperimentConfig, resolve_policy
 from actors.kernel import Kernel
 from actors.kernel_types import PageFlag
+from actors.lab.config import config_from_dict, resolve_policy
 from actors.mm.mmap import VmFlag
 from actors.sched.task import TaskStruct
 from emu import Engine, Trace
 
 
 def _kernel(policy: str = "v4.19") -> Kernel:
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "wiring",
             "horizon": "10ms",

@@ -28,21 +28,21 @@ def test_readme_has_library_examples() -> None:
     """The README shows the engine and the experiment API in runnable examples."""
     examples = library_examples(README.read_text())
     assert any(e.lstrip().startswith("import emu") for e in examples)
-    assert any("run_experiment" in e and "ExperimentConfig.from_toml" in e for e in examples)
+    assert any("run_experiment" in e and "load_config(" in e for e in examples)
 
 
 @pytest.mark.parametrize("index", range(len(library_examples(README.read_text()))))
 def test_readme_example_runs(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each library example runs as written from the repository root (configs cut to a 200 ms horizon)."""
-    from actors.config import ExperimentConfig
+    import actors.lab.config
 
     source = library_examples(README.read_text())[index]
-    real = ExperimentConfig.from_toml.__func__
+    real = actors.lab.config.load_config
 
-    def short(cls, path):
-        return attrs.evolve(real(cls, path), horizon=EXAMPLE_HORIZON_NS)
+    def short(path):
+        return attrs.evolve(real(path), horizon=EXAMPLE_HORIZON_NS)
 
-    monkeypatch.setattr(ExperimentConfig, "from_toml", classmethod(short))
+    monkeypatch.setattr(actors.lab.config, "load_config", short)
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -1,4 +1,4 @@
-"""Import contracts: actors/ never imports trio; emu/ never imports actors."""
+"""Import contracts: actors/ never imports trio; emu/ never imports actors; the kernel never imports the lab."""
 
 from __future__ import annotations
 
@@ -45,3 +45,25 @@ def test_emu_never_imports_actors() -> None:
 def test_the_scanner_sees_imports() -> None:
     """The scan is not vacuous: it finds the engine's own trio imports."""
     assert any(name.startswith("trio") for name in _imported_modules(ROOT / "emu" / "engine.py"))
+
+
+def test_the_kernel_never_imports_the_lab() -> None:
+    """Everything under actors/ outside actors/lab/ (the emulated kernel) imports nothing of actors.lab."""
+    found = []
+    for path in sorted((ROOT / "actors").rglob("*.py")):
+        if "lab" in path.relative_to(ROOT / "actors").parts:
+            continue
+        found += [f"{path.relative_to(ROOT)}: {name}" for name in _imported_modules(path) if name.startswith("actors.lab")]
+    assert (ROOT / "actors" / "lab").is_dir()
+    assert found == []
+
+
+def test_the_engine_has_no_private_imports() -> None:
+    """emu/ modules import no underscore name of another emu module."""
+    found = []
+    for path in sorted((ROOT / "emu").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("emu"):
+                found += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []

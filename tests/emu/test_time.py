@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from emu import NSEC_PER_MSEC, NSEC_PER_SEC, NSEC_PER_USEC, format_ns, parse_duration, parse_size
+from emu import (
+    NSEC_PER_MSEC,
+    NSEC_PER_SEC,
+    NSEC_PER_USEC,
+    format_ns,
+    parse_duration,
+    parse_size,
+)
 
 
 def test_units_are_the_kernels() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from actors.config import ExperimentConfig
-from actors.experiment import BASE_COUNTERS, run_policy
+from actors.lab.config import ExperimentConfig, load_config
+from actors.lab.experiment import BASE_COUNTERS, run_policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -59,7 +59,7 @@ class Scenarios:
 
     def config(self, name: str) -> ExperimentConfig:
         if name not in self._configs:
-            self._configs[name] = ExperimentConfig.from_toml(self.path(name))
+            self._configs[name] = load_config(self.path(name))
         return self._configs[name]
 
     def config_sha256(self, name: str) -> str:

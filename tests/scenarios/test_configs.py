@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from actors.experiment import run_policy
+from actors.lab.experiment import run_policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"

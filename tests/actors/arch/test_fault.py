@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from actors.config import ExperimentConfig, resolve_policy
-from actors.experiment import run_policy
 from actors.kernel import Kernel
 from actors.kernel_types import FaultFlag, VmFaultResult
+from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
+from actors.lab.experiment import run_policy
 from actors.mm.filemap_fault import filemap_fault
 from actors.mm.memory import VmOperations, handle_mm_fault
 from actors.mm.mmap import down_read, up_read
@@ -35,7 +35,7 @@ def _touch(write: bool = False) -> dict[str, Any]:
 def _config(processes: list[dict[str, Any]], *, horizon: str = "100ms", cached: float = 0.0) -> ExperimentConfig:
     for process in processes:
         process.setdefault("mappings", [{"name": "m", "file": "f"}])
-    return ExperimentConfig.from_dict(
+    return config_from_dict(
         {
             "name": "x86-fault",
             "horizon": horizon,

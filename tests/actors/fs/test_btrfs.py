@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.block.bio import Bio
-from actors.config import BtrfsConfig, WritebackConfig
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.btrfs_space import NODESIZE
 from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
+from actors.lab.config import BtrfsConfig, WritebackConfig, config_from_dict
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.memory import VmFault, do_page_mkwrite
@@ -357,9 +357,8 @@ def test_space_and_ordered_helpers_work_through_the_filesystem():
 
 
 def _write_fault_config(**btrfs: Any) -> Any:
-    from actors.config import ExperimentConfig
 
-    return ExperimentConfig.from_dict(
+    return config_from_dict(
         {
             "name": "btrfs-write-faults",
             "seed": 5,
@@ -389,7 +388,7 @@ def _write_fault_config(**btrfs: Any) -> Any:
 
 def test_v3_retry_redoes_the_whole_mkwrite_under_the_sem_in_a_full_run():
     """Behaviour 19 end to end: under V3 every mkwrite runs twice (the retry holding the sem), the fast path never."""
-    from actors.experiment import run_policy
+    from actors.lab.experiment import run_policy
 
     config = _write_fault_config()
     base = run_policy(config, "v4.19", keep_trace=False).results
@@ -410,7 +409,7 @@ def test_v3_retry_redoes_the_whole_mkwrite_under_the_sem_in_a_full_run():
 
 def test_full_run_is_deterministic_with_the_flusher_and_btrfs():
     """Same config and policy twice: the same trace digest (flusher timers, ordered-extent callbacks)."""
-    from actors.experiment import run_policy
+    from actors.lab.experiment import run_policy
 
     config = _write_fault_config()
     assert run_policy(config, "v3").results["trace_digest"] == run_policy(config, "v3").results["trace_digest"]

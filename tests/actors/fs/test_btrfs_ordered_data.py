@@ -5,9 +5,9 @@ Run on the ``FakeBtrfsKernel`` of test_btrfs.py with a real ``Writeback`` flushe
 
 from __future__ import annotations
 
-from actors.config import WritebackConfig
 from actors.fs.btrfs_ordered_data import FINISH_ORDERED_IO_NS, BtrfsOrderedTree
 from actors.kernel_types import PAGE_SIZE, BlkStatus, PageFlag, ReqOp
+from actors.lab.config import WritebackConfig
 from actors.mm.page import unlock_page
 from emu.testing import run_strict
 from tests.actors.fakes import FakeTask

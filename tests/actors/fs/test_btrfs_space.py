@@ -6,9 +6,9 @@ Driven through ``btrfs_page_mkwrite``, as the machine reserves, on the
 
 from __future__ import annotations
 
-from actors.config import BtrfsConfig
 from actors.fs.btrfs_space import COMMIT_META_BYTES, BtrfsSpaceInfo
 from actors.kernel_types import PAGE_SIZE, PageFlag, VmFaultResult
+from actors.lab.config import BtrfsConfig
 from actors.mm.page import unlock_page
 from emu.testing import run_strict
 from tests.actors.fakes import FakeTask

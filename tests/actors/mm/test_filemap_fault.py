@@ -16,12 +16,18 @@ from typing import Any
 import pytest
 
 from actors.arch.fault import do_page_fault
-from actors.config import ExperimentConfig, resolve_policy
-from actors.experiment import run_policy
 from actors.kernel import Kernel
 from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult
+from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
+from actors.lab.experiment import run_policy
 from actors.mm.filemap import delete_from_page_cache
-from actors.mm.memory import VmFault, handle_mm_fault, handle_mm_fault_cacheable, vm_fault_cleanup, vm_fault_init
+from actors.mm.memory import (
+    VmFault,
+    handle_mm_fault,
+    handle_mm_fault_cacheable,
+    vm_fault_cleanup,
+    vm_fault_init,
+)
 from actors.mm.mmap import down_read, up_read
 from actors.mm.page import Page
 from actors.sched.task import TaskStruct
@@ -36,7 +42,7 @@ US = 1_000
 
 def _kernel(policy: str, *, mapping: dict[str, Any] | None = None, file_size: str = "16MiB", latency: str = "2ms", **extra: Any) -> Kernel:
     """A machine with processes ``p`` and ``q`` mapping file ``f`` (mapping ``m``); their own threads only idle."""
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "filemap-fault",
             "horizon": "1s",
@@ -95,7 +101,7 @@ def _inversion(policy: str, throttled: bool):
     always miss the 1 ms target: the batch group is scaled down to depth 1.
     """
     protected = {"path": "w/prot", "io.latency": "target=1000"} if throttled else {"path": "w/prot"}
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "inversion",
             "seed": 1,
@@ -176,7 +182,7 @@ def _records_of(records: list[dict[str, Any]], event: str) -> list[dict[str, Any
 
 
 def _cold_faults_config() -> ExperimentConfig:
-    return ExperimentConfig.from_dict(
+    return config_from_dict(
         {
             "name": "cold-faults",
             "horizon": "200ms",

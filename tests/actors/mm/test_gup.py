@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from actors.config import ExperimentConfig
-from actors.experiment import run_policy
+from actors.lab.config import ExperimentConfig, config_from_dict
+from actors.lab.experiment import run_policy
 from actors.mm.gup import FAULTIN_NS
 
 
@@ -40,7 +40,7 @@ def _mlock_dict(horizon: str, **extra: object) -> dict:
 
 @functools.cache
 def _mlock_config(horizon: str) -> ExperimentConfig:
-    return ExperimentConfig.from_dict(_mlock_dict(horizon))
+    return config_from_dict(_mlock_dict(horizon))
 
 
 def _run(policy: str, horizon: str):
@@ -68,7 +68,7 @@ def test_behaviour_11_zero_readahead_fix_lets_mm_populate_complete() -> None:
 
 def test_behaviour_11_fix_alone_is_what_stops_the_livelock() -> None:
     """v5.1 plus only zero_readahead_fix completes too: the livelock is the zero-size-readahead drop, not another 5.7 change."""
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         _mlock_dict("100ms", policy=[{"name": "v5.1-zero-ra-fix", "base": "v5.1", "zero_readahead_fix": True}])
     )
     results = run_policy(config, "v5.1-zero-ra-fix", keep_trace=False).results

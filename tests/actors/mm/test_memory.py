@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from actors.config import ExperimentConfig
-from actors.experiment import run_policy
+from actors.lab.config import config_from_dict
+from actors.lab.experiment import run_policy
 
 US = 1_000
 
@@ -38,7 +38,7 @@ def _under_sem(records: list[dict[str, Any]]) -> set[int]:
 
 @functools.cache
 def _btrfs_writes(policy: str):
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "btrfs-mkwrite-twice",
             "horizon": "1s",
@@ -94,7 +94,7 @@ def test_behaviour_19_v3_btrfs_mkwrite_paid_twice_second_time_under_sem(policy: 
 def _dirty_throttled(policy: str):
     """HANNES-BDP in small: a writer dirties a shared mapping past the dirty limit; its
     process's mapper mprotects every 50 ms; a monitor reads /proc/db/cmdline every 20 ms."""
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "bdp-under-mmap-sem",
             "horizon": "1s",

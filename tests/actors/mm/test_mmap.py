@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from actors.config import ExperimentConfig
-from actors.experiment import run_policy
+from actors.lab.config import ExperimentConfig, config_from_dict
+from actors.lab.experiment import run_policy
 
 MS = 1_000_000
 US = 1_000
@@ -29,7 +29,7 @@ def _reader(name: str, cost: str, start: str | int = 0) -> dict[str, Any]:
 
 
 def _config(processes: list[dict[str, Any]]) -> ExperimentConfig:
-    return ExperimentConfig.from_dict({"name": "mmap-sem", "horizon": "100ms", "processes": processes})
+    return config_from_dict({"name": "mmap-sem", "horizon": "100ms", "processes": processes})
 
 
 def _lock_events(result, event: str, *, write: bool | None = None) -> dict[str, int]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.config import WritebackConfig
 from actors.fs.generic import GenericFs
 from actors.kernel_types import BlkStatus, PageFlag, ReqOp
+from actors.lab.config import WritebackConfig
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.filemap import Inode, cached_fraction_fill
 from actors.mm.mmap import MmStruct, VmFlag

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from actors.config import ExperimentConfig, resolve_policy
-from actors.experiment import run_policy
 from actors.kernel import Kernel
+from actors.lab.config import config_from_dict, resolve_policy
+from actors.lab.experiment import run_policy
 from actors.mm.mmap import down_read, up_read
 from actors.sched.task import TaskStruct
 from emu import Engine, Trace
@@ -24,7 +24,7 @@ MS = 1_000_000
 @functools.cache
 def _use_delay_run():
     """A protected reader always missing its 1 ms target; batch faulters on a MADV_SEQUENTIAL mapping."""
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "use-delay",
             "seed": 1,
@@ -68,7 +68,7 @@ def test_behaviour_15_use_delay_disables_readahead_for_the_group() -> None:
 
 
 def _idle_kernel(policy: str = "v4.19") -> Kernel:
-    config = ExperimentConfig.from_dict(
+    config = config_from_dict(
         {
             "name": "task",
             "horizon": "100ms",

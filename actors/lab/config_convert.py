@@ -2,7 +2,7 @@
 
 ``converter`` is a strict cattrs converter: unknown keys are rejected, ints,
 bools and strings are never coerced, the value types of
-``actors.config_types`` are parsed by their own hooks, lists and tables say
+``actors.lab.config_types`` are parsed by their own hooks, lists and tables say
 "expected a list"/"expected a table with keys ..." instead of failing
 inside cattrs, and an op table is dispatched on its ``op`` key to the op
 class ``OP_NAMES`` names. The one key spelled differently from its field,
@@ -13,9 +13,9 @@ message format, one line per problem::
 
     bad.toml: processes[1].threads[0].every: expected a duration like "10ms", got 'ten'
 
-Not here: the value types and TOML reading (``actors.config_types``), the
-schema (``actors.config_schema``), and checks that look across fields
-(``actors.config_check``), which run after structuring succeeded.
+Not here: the value types and TOML reading (``actors.lab.config_types``), the
+schema (``actors.schema``), and checks that look across fields
+(``actors.lab.config_check``), which run after structuring succeeded.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, override
 
-from actors.config_schema import OP_NAMES, CgroupConfig, Op
-from actors.config_types import VALUE_HOOKS
+from actors.lab.config_types import VALUE_HOOKS
+from actors.schema import OP_NAMES, CgroupConfig, Op
 
 
 def describe(error: BaseException, source: str) -> list[str]:

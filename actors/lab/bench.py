@@ -20,8 +20,8 @@ import random
 import time
 from typing import Any
 
-from actors.config import ExperimentConfig
 from actors.kernel import Kernel
+from actors.lab.config import ExperimentConfig
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.mmap import MmStruct, down_read, down_write, up_read, up_write
 from actors.policy import PRESETS

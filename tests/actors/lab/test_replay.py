@@ -1,4 +1,4 @@
-"""Replay (actors.replay): rerun a run directory and compare its trace event by event."""
+"""Replay (actors.lab.replay): rerun a run directory and compare its trace event by event."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import pathlib
 import orjson
 import pytest
 
-from actors.replay import Divergence, compare_lines, config_matches, config_path, replay_run
-from actors.report import load_run_dir
+from actors.lab.config import load_config
+from actors.lab.replay import (
+    Divergence,
+    compare_lines,
+    config_matches,
+    config_path,
+    replay_run,
+)
+from actors.lab.rundir import load_run_dir
 
 TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
 
@@ -53,25 +60,23 @@ def test_compare_lines_shows_a_broken_line_as_text() -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A fresh run directory of the tiny config under v4.19 and v5.1, tie seed 4."""
-    from actors.config import ExperimentConfig
-    from actors.experiment import run_experiment
-    from actors.output import write_run_dir
+    from actors.lab.experiment import run_experiment
+    from actors.lab.output import write_run_dir
 
     root = tmp_path_factory.mktemp("replay")
     (root / "tiny.toml").write_text(TINY)
-    result = run_experiment(ExperimentConfig.from_toml(root / "tiny.toml"), tie_seed=4)
+    result = run_experiment(load_config(root / "tiny.toml"), tie_seed=4)
     write_run_dir(root / "out", result, plots=False)
     return root / "out"
 
 
 def test_replay_run_matches_a_fresh_directory(run_dir: pathlib.Path) -> None:
     """Each policy replays from the copied config with the recorded seeds to the same events and digest."""
-    from actors.config import ExperimentConfig
 
     loaded = load_run_dir(run_dir)
     path = config_path(loaded)
     assert path == run_dir / "config.toml" and config_matches(loaded, path)
-    config = ExperimentConfig.from_toml(path)
+    config = load_config(path)
     for run in loaded.runs:
         outcome = replay_run(loaded, run.policy, config)
         assert outcome.ok and outcome.divergence is None
@@ -83,7 +88,6 @@ def test_replay_run_finds_an_edited_event(run_dir: pathlib.Path, tmp_path: pathl
     """A trace edited by hand diverges at the edited line."""
     import shutil
 
-    from actors.config import ExperimentConfig
 
     copy = tmp_path / "edited"
     shutil.copytree(run_dir, copy)
@@ -94,6 +98,6 @@ def test_replay_run_finds_an_edited_event(run_dir: pathlib.Path, tmp_path: pathl
     lines[10] = orjson.dumps(record)
     trace.write_bytes(b"\n".join(lines) + b"\n")
     loaded = load_run_dir(copy)
-    outcome = replay_run(loaded, "v5.1", ExperimentConfig.from_toml(config_path(loaded)))
+    outcome = replay_run(loaded, "v5.1", load_config(config_path(loaded)))
     assert not outcome.ok and outcome.events == 10
     assert outcome.divergence is not None and outcome.divergence.index == 10 and outcome.divergence.fields() == ["ts"]

@@ -1,4 +1,4 @@
-"""``emu explore`` (actors/explore.py): exploration, distinct failures, exact replay, the corpus.
+"""``emu explore`` (actors/lab/explore.py): exploration, distinct failures, exact replay, the corpus.
 
 Issue 5, "done means": under v3 the exploration of configs/v3-races.toml
 finds the leaked cached_page reference and IO under mmap_sem on the retry,
@@ -17,21 +17,29 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from actors import explore as explore_mod
-from actors.cli import main
-from actors.config import ExperimentConfig
-from actors.experiment import run_policy
-from actors.explore import explore, explore_command, run_one, signature, swarm_switches, with_swarm, write_swarm_config
+from actors.lab import explore as explore_mod
+from actors.lab.cli import main
+from actors.lab.config import load_config
+from actors.lab.experiment import run_policy
+from actors.lab.explore import (
+    explore,
+    explore_command,
+    run_one,
+    signature,
+    swarm_switches,
+    with_swarm,
+    write_swarm_config,
+)
 from emu import HungTaskError
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 RACES = REPO / "configs" / "v3-races.toml"
 CORPUS = pathlib.Path(__file__).with_name("explore_corpus.json")
 
 
 @pytest.fixture(scope="module")
 def exploration():
-    return explore(ExperimentConfig.from_toml(RACES), "configs/v3-races.toml", runs=3)
+    return explore(load_config(RACES), "configs/v3-races.toml", runs=3)
 
 
 def test_v3_races_finds_the_v3_defects_and_nothing_under_v51(exploration) -> None:
@@ -76,13 +84,13 @@ def test_printed_replay_command_reproduces_the_failure_exactly(exploration, tmp_
 
 
 def test_swarm_switches_come_from_the_seed_alone_and_replay_from_a_derived_file(tmp_path: pathlib.Path) -> None:
-    config = ExperimentConfig.from_toml(RACES)
+    config = load_config(RACES)
     switches = [swarm_switches(config, seed) for seed in range(20)]
     assert switches == [swarm_switches(config, seed) for seed in range(20)]
     assert len(set(switches)) > 5 and all(set(s) <= {"munmap", "mmap", "mprotect", "truncate", "proc_read", "io"} for s in switches)
     off = next(s for s in switches if s)
     path = write_swarm_config(RACES, off, 7, tmp_path)
-    derived = ExperimentConfig.from_toml(path)
+    derived = load_config(path)
     assert tuple(derived.swarm.off) == off
     a = run_policy(derived, "v3", seed=7, tie_seed=3, keep_trace=False).results
     b = run_policy(with_swarm(config, off), "v3", seed=7, tie_seed=3, keep_trace=False).results
@@ -93,10 +101,10 @@ def test_emulator_errors_are_failures_named_after_the_error(monkeypatch: pytest.
     def hung(*_args, **_kwargs):
         raise HungTaskError(123, ["a: waiting on b"])
 
-    import actors.experiment
+    import actors.lab.experiment
 
-    monkeypatch.setattr(actors.experiment, "run_policy", hung)
-    outcome = run_one(ExperimentConfig.from_toml(RACES), "v5.1", 1, 0, ())
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", hung)
+    outcome = run_one(load_config(RACES), "v5.1", 1, 0, ())
     assert [(f["invariant"], f["ts"]) for f in outcome.failures] == [("HungTaskError", 123)]
 
 
@@ -139,7 +147,7 @@ def _corpus_cases() -> list[dict]:
 @pytest.mark.parametrize("case", _corpus_cases(), ids=lambda c: f"{c['policy']}-{c['signature']}-s{c['seed']}")
 def test_corpus_case_still_fails_the_same_way(case: dict) -> None:
     """Each saved failure reproduces: same signature, first seen at the same time and event."""
-    config = ExperimentConfig.from_toml(REPO / case["config"])
+    config = load_config(REPO / case["config"])
     assert list(config.swarm.off) == case["swarm_off"]
     results = run_policy(config, case["policy"], seed=case["seed"], tie_seed=case["tie_seed"], keep_trace=False).results
     same = [v for v in results["invariants"]["violations"] if signature(v) == case["signature"]]

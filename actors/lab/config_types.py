@@ -1,17 +1,17 @@
-"""Config value types, their TOML spellings, and reading a TOML file.
+"""The TOML spellings of the config value types, and reading a TOML file.
 
-The leaves of the config tree. Each value type is a ``NewType`` over
-``int``/``float`` (``Duration``, ``Size``, ``Count``, ``IoLatency``...):
-code building configs directly passes plain numbers, while a TOML file
-spells them as people write them (``"10ms"``, ``"4KiB"``, ``"target=2000"``).
+The leaves of the config tree. Each value type (``actors.schema``:
+``Duration``, ``Size``, ``Count``, ``IoLatency``...) is a ``NewType`` over
+``int``/``float``: code building configs directly passes plain numbers,
+while a TOML file spells them as people write them (``"10ms"``, ``"4KiB"``, ``"target=2000"``).
 ``VALUE_HOOKS`` pairs each type with the function that parses and checks its
-TOML spelling; ``actors.config_convert`` registers them with cattrs, so a bad
+TOML spelling; ``actors.lab.config_convert`` registers them with cattrs, so a bad
 value is reported at its own key path. ``read_toml`` turns a file into a
 dict, or into one ``ConfigError`` line naming the file and where it is broken.
 
-Not here: the schema classes (``actors.config_schema``), the converter and
-its error formatting (``actors.config_convert``), cross-reference checks
-(``actors.config_check``); ``actors.config`` re-exports what callers use.
+Not here: the value types and the schema classes (``actors.schema``), the
+converter and its error formatting (``actors.lab.config_convert``), cross-reference checks
+(``actors.lab.config_check``); ``actors.lab.config`` re-exports what callers use.
 """
 
 from __future__ import annotations
@@ -19,9 +19,18 @@ from __future__ import annotations
 import pathlib
 import tomllib
 from collections.abc import Callable
-from typing import NewType
 
 from actors.block.blk_cgroup import parse_io_latency
+from actors.schema import (
+    Count,
+    Duration,
+    Fraction,
+    IoLatency,
+    Natural,
+    PositiveDuration,
+    PositiveSize,
+    Size,
+)
 from emu.time import parse_duration, parse_size
 
 
@@ -31,19 +40,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-# Value types. Each is an ``int``/``float`` at run time; the cattrs hooks
-# below parse and check TOML values into them, so a bad value is reported at
-# its own key path. Code building configs directly passes plain numbers.
-Duration = NewType("Duration", int)  # ns; TOML: "10ms" (or 0)
-PositiveDuration = NewType("PositiveDuration", int)
-Size = NewType("Size", int)  # bytes; TOML: "4KiB" or an integer
-PositiveSize = NewType("PositiveSize", int)
-Count = NewType("Count", int)  # an integer >= 1
-Natural = NewType("Natural", int)  # an integer >= 0
-Fraction = NewType("Fraction", float)  # 0..1
-IoLatency = NewType("IoLatency", int)  # min_lat_nsec from "target=<usec>"; "max" means off
 
 
 def _duration(value: object, _type: object = None) -> int:

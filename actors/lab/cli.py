@@ -21,7 +21,7 @@ Every failure of a run prints one command line that replays it exactly
 (``emu run CONFIG --policy P --seed S [--tie-seed T] --out DIR2``): a run is
 a pure function of (config, policy, seed, tie seed).
 
-The comparison report (``actors.report``) goes to stdout; progress and
+The comparison report (``actors.lab.report``) goes to stdout; progress and
 errors go to stderr, so ``emu run ... > table.txt`` captures the table alone.
 This module imports the kernel model lazily: ``emu validate`` works even
 while parts of the model do not import.
@@ -38,18 +38,31 @@ import attrs
 import click
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from actors.config import OP_NAMES, ConfigError, ExperimentConfig, resolve_policy
+from actors.lab.config import (
+    OP_NAMES,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    resolve_policy,
+)
+from actors.lab.explore import explore_command
+from actors.lab.report import FORMATS, build_report, print_report
+from actors.lab.rundir import RunDirError, load_run_dir
+from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
-from actors.explore import explore_command
-from actors.sweep import sweep_command
-from actors.report import FORMATS, ReportError, build_report, load_run_dir, print_report
 from emu import EmulatorError, format_ns, parse_duration
 from emu.engine import DRIVERS
 
 if TYPE_CHECKING:
-    from actors.experiment import ExperimentResult
+    from actors.lab.experiment import ExperimentResult
 
 #: Exit statuses.
 EXIT_FAILED = 1
@@ -68,7 +81,7 @@ def _die(lines: list[str] | str, status: int = EXIT_USAGE) -> NoReturn:
 
 def _load(path: pathlib.Path) -> ExperimentConfig:
     try:
-        return ExperimentConfig.from_toml(path)
+        return load_config(path)
     except ConfigError as error:
         _die(error.problems)
 
@@ -126,7 +139,7 @@ def run(
     names = list(dict.fromkeys(policies or config.policies))
     seed = config.seed if seed is None else seed
 
-    from actors.output import OutputError, check_out_dir, write_run_dir
+    from actors.lab.output import OutputError, check_out_dir, write_run_dir
 
     try:
         check_out_dir(out, force=force)
@@ -164,7 +177,7 @@ def _run_all(
     tie_seed: int | None,
     out: pathlib.Path,
 ) -> ExperimentResult:
-    from actors.experiment import ExperimentResult, config_digest, run_policy
+    from actors.lab.experiment import ExperimentResult, config_digest, run_policy
 
     runs = []
     progress = Progress(
@@ -227,12 +240,12 @@ def report(run_dir: pathlib.Path, fmt: str, plots: bool, window: tuple[int, int]
     """Re-render the report (and plots) of a finished run directory DIR, without running."""
     try:
         loaded = load_run_dir(run_dir)
-    except ReportError as error:
+    except RunDirError as error:
         _die(f"error: {error}")
     print_report(build_report(loaded.document), fmt)
     if not plots:
         return
-    from actors.plots import write_plots
+    from actors.lab.plots import write_plots
 
     missing = [run.trace_path for run in loaded.runs if not run.trace_path.is_file()]
     if missing:
@@ -251,11 +264,11 @@ def report(run_dir: pathlib.Path, fmt: str, plots: bool, window: tuple[int, int]
 @click.option("--policy", "policies", multiple=True, metavar="NAME", help="Policy to replay (repeatable); default: every run in DIR.")
 def replay(run_dir: pathlib.Path, policies: tuple[str, ...]) -> None:
     """Run again what DIR records and compare each trace with DIR/<policy>/trace.jsonl."""
-    from actors.replay import config_matches, config_path, replay_run
+    from actors.lab.replay import config_matches, config_path, replay_run
 
     try:
         loaded = load_run_dir(run_dir)
-    except ReportError as error:
+    except RunDirError as error:
         _die(f"error: {error}")
     recorded = [run.policy for run in loaded.runs]
     unknown = [name for name in policies if name not in recorded]
@@ -346,7 +359,7 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s", "ops_per_s"}.')
 def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) -> None:
     """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
-    from actors.bench import bench_pingpong, bench_rwsem
+    from actors.lab.bench import bench_pingpong, bench_rwsem
 
     ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
     rate = ops / wall if wall > 0 else float("inf")

@@ -26,7 +26,7 @@ the number of seeds (DESIGN.md section 6)::
 A key addresses the base config's TOML by path: ``horizon``,
 ``device.latency``, ``processes[1].count``, ``cgroups[1].io.latency`` (or
 ``cgroups[1]."io.latency"``). A point is applied to the parsed TOML dict and
-then structured with ``ExperimentConfig.from_dict``, so every point is
+then structured with ``config_from_dict``, so every point is
 checked like a config before anything runs. Seeds come from
 ``numpy.random.SeedSequence(root_seed).spawn(seeds)``; every point and policy
 uses the same seeds (common random numbers); the base config's own ``seed``
@@ -74,10 +74,18 @@ import click
 import numpy as np
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from actors.config import ExperimentConfig
-from actors.sweep_spec import RunTask, Sweep, SweepError, load_sweep
+from actors.lab.config import config_from_dict
+from actors.lab.sweep_spec import RunTask, Sweep, SweepError, load_sweep
 
 SCHEMA = 1
 EXIT_FAILED = 1
@@ -98,7 +106,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
     wherever it runs. A run that fails returns ``error`` instead of
     ``results``.
     """
-    from actors.experiment import run_policy
+    from actors.lab.experiment import run_policy
 
     start = time.perf_counter()
     document: dict[str, Any] = {
@@ -110,7 +118,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
         "config_sha256": task.config_sha256,
     }
     try:
-        config = ExperimentConfig.from_dict(copy.deepcopy(task.data), source=task.source)
+        config = config_from_dict(copy.deepcopy(task.data), source=task.source)
         document["results"] = run_policy(config, task.policy, seed=task.seed, keep_trace=False).results
     except Exception as error:  # noqa: BLE001 - reported per run, the sweep goes on
         document["error"] = f"{type(error).__name__}: {error}"

@@ -18,9 +18,9 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.config import ExperimentConfig, resolve_policy
 from actors.invariants import check_invariants
 from actors.kernel import Kernel
+from actors.lab.config import ExperimentConfig, resolve_policy
 from emu import Engine, RunStats, Trace
 
 SCHEMA = 1

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from actors.config import ExperimentConfig
-from actors.experiment import run_experiment, run_policy
+from actors.lab.config import config_from_dict
+from actors.lab.experiment import run_experiment, run_policy
 
 MS = 1_000_000
 UINT_MAX = 2**32 - 1
@@ -48,7 +48,7 @@ def _iolatency_dict(horizon: str) -> dict[str, Any]:
 
 @functools.cache
 def _iolatency_run(policy: str, horizon: str = "2s"):
-    return run_policy(ExperimentConfig.from_dict(_iolatency_dict(horizon)), policy)
+    return run_policy(config_from_dict(_iolatency_dict(horizon)), policy)
 
 
 def _scale_events(result, blkcg: str, what: str) -> list[dict[str, Any]]:
@@ -92,7 +92,7 @@ def test_behaviour_13_io_latency_scale_up_after_victim_goes_idle() -> None:
     config = _iolatency_dict("9s")
     config["processes"][0]["threads"][0]["iterations"] = 300  # the victim stops after ~0.7 s
     config["processes"][1]["threads"][0]["program"].append({"op": "think", "time": "5ms"})  # fewer events, IO keeps flowing
-    result = run_policy(ExperimentConfig.from_dict(config), "v5.1", keep_trace=True)
+    result = run_policy(config_from_dict(config), "v5.1", keep_trace=True)
     down = [r for r in _scale_events(result, "w", "scale_cookie") if r["direction"] == -1]
     up = [r for r in _scale_events(result, "w", "scale_cookie") if r["direction"] == 1]
     assert down and up
@@ -106,14 +106,14 @@ def test_behaviour_13_io_latency_scale_up_after_victim_goes_idle() -> None:
 
 def test_same_config_and_policy_twice_gives_the_same_trace_digest() -> None:
     """STYLE 5.24: a run is a pure function of (config, policy, seed): same digest, same results."""
-    config = ExperimentConfig.from_dict(_iolatency_dict("300ms"))
+    config = config_from_dict(_iolatency_dict("300ms"))
     first, second = run_policy(config, "v3", keep_trace=False), run_policy(config, "v3", keep_trace=False)
     assert first.results == second.results
 
 
 def test_run_experiment_runs_every_policy_on_the_same_seed() -> None:
     """run_experiment returns one run per policy, in order, each as run_policy would produce it."""
-    config = ExperimentConfig.from_dict({**_iolatency_dict("200ms"), "policies": ["v4.19", "v5.1"]})
+    config = config_from_dict({**_iolatency_dict("200ms"), "policies": ["v4.19", "v5.1"]})
     experiment = run_experiment(config)
     assert [run.policy for run in experiment.runs] == ["v4.19", "v5.1"]
     assert experiment.runs[1].results["trace_digest"] == run_policy(config, "v5.1").results["trace_digest"]

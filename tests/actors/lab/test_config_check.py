@@ -1,10 +1,10 @@
-"""Tests for ``actors.config_check``: cross-reference problems of a structured config."""
+"""Tests for ``actors.lab.config_check``: cross-reference problems of a structured config."""
 
 from __future__ import annotations
 
-from actors.config import ExperimentConfig
-from actors.config_check import check_config
-from actors.config_convert import converter
+from actors.lab.config import ExperimentConfig
+from actors.lab.config_check import check_config
+from actors.lab.config_convert import converter
 
 #: One problem of every kind the checks know, each at a different key path.
 EVERYTHING_WRONG = {

@@ -1,9 +1,9 @@
 """Sweep files: what a sweep varies, parsed strictly, expanded into runs.
 
-See ``actors.sweep`` for the file format and the command. This module turns
+See ``actors.lab.sweep`` for the file format and the command. This module turns
 a sweep file into a ``Sweep``: its key paths resolved against the base
 config's TOML, every point applied and checked with
-``ExperimentConfig.from_dict`` before anything runs, and seeds derived with
+``config_from_dict`` before anything runs, and seeds derived with
 ``numpy.random.SeedSequence``. Problems are ``file: key.path: message``
 lines in a ``SweepError``.
 """
@@ -22,7 +22,7 @@ import attrs
 import numpy as np
 import orjson
 
-from actors.config import ConfigError, ExperimentConfig, read_toml
+from actors.lab.config import ConfigError, ExperimentConfig, config_from_dict, read_toml
 from actors.policy import PRESETS
 
 #: Top-level keys of a sweep file.
@@ -273,7 +273,7 @@ def load_sweep(path: str | pathlib.Path) -> Sweep:
         base_path = (path.parent / data["base"]).resolve()
         try:
             base_data = _read_toml(base_path)
-            base_config = ExperimentConfig.from_dict(copy.deepcopy(base_data), source=str(base_path))
+            base_config = config_from_dict(copy.deepcopy(base_data), source=str(base_path))
         except SweepError as error:
             problems.extend(f"{src}: base: {p}" for p in error.problems)
         except ConfigError as error:
@@ -420,7 +420,7 @@ def _make_points(
             data = copy.deepcopy(base_data)
             set_key(data, params[i].steps, params[i].values[j])
             try:
-                ExperimentConfig.from_dict(data, source=str(base_path))
+                config_from_dict(data, source=str(base_path))
                 alone[i, j] = []
             except ConfigError as error:
                 alone[i, j] = [_strip_source(p, base_path) for p in error.problems]
@@ -439,7 +439,7 @@ def _make_points(
                 values[key] = value
             label = ", ".join(f"{k}={v!r}" for k, v in values.items())
             try:
-                ExperimentConfig.from_dict(copy.deepcopy(data), source=str(base_path))
+                config_from_dict(copy.deepcopy(data), source=str(base_path))
             except ConfigError as error:
                 # blame a value that is bad on its own on its own line, else the combination
                 blamed = [

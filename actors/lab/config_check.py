@@ -1,7 +1,7 @@
 """Config cross-references: problems no single field's type can show.
 
 ``check_config`` runs after a config structured cleanly and returns one
-``key.path: message`` line per problem (``actors.config`` prefixes the
+``key.path: message`` line per problem (``actors.lab.config`` prefixes the
 file): the device's ``MAJ:MIN`` and jitter bound; cgroup paths and their
 parents; duplicate names, also of replicas, of threads within a process and
 of custom policies (which may not reuse a preset's name); unknown policy names
@@ -12,7 +12,7 @@ truncations that do not shrink their file. Every problem is reported, not
 just the first.
 
 Not here: a value's type and spelling, which the value hooks
-(``actors.config_types``) and the converter (``actors.config_convert``)
+(``actors.lab.config_types``) and the converter (``actors.lab.config_convert``)
 report while structuring.
 """
 
@@ -22,7 +22,8 @@ import fnmatch
 from typing import TYPE_CHECKING
 
 from actors.block.blk_cgroup import check_path, is_dev
-from actors.config_schema import (
+from actors.policy import PRESETS
+from actors.schema import (
     Mprotect,
     ProcessConfig,
     ProcRead,
@@ -31,10 +32,9 @@ from actors.config_schema import (
     Truncate,
     process_instance_names,
 )
-from actors.policy import PRESETS
 
 if TYPE_CHECKING:
-    from actors.config import ExperimentConfig
+    from actors.schema import ExperimentConfig
 
 
 def check_config(config: ExperimentConfig) -> list[str]:

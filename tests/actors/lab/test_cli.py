@@ -1,4 +1,4 @@
-"""The ``emu`` command line (actors.cli), driven through click's CliRunner and a subprocess."""
+"""The ``emu`` command line (actors.lab.cli), driven through click's CliRunner and a subprocess."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from actors.cli import main, replay_command
+from actors.lab.cli import main, replay_command
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 TINY = """\
 name = "tiny"
@@ -133,17 +133,17 @@ def test_run_refuses_non_empty_out_dir_unless_forced(tiny: pathlib.Path, tmp_pat
 
 def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
     """An EmulatorError in a run exits 1 with the error and one command that replays it; nothing is written."""
-    import actors.experiment
+    import actors.lab.experiment
     from emu import HungTaskError
 
-    real = actors.experiment.run_policy
+    real = actors.lab.experiment.run_policy
 
     def hangs_on_v51(config, policy, **kwargs):
         if policy == "v5.1":
             raise HungTaskError(123, ["app.toucher: waits on app.mmap_sem, held by nobody"])
         return real(config, policy, **kwargs)
 
-    monkeypatch.setattr(actors.experiment, "run_policy", hangs_on_v51)
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", hangs_on_v51)
     out = tmp_path / "out"
     result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9")
     assert result.exit_code == 1
@@ -155,9 +155,9 @@ def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_pat
 
 def test_strict_fails_on_invariant_violations(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
     """``--strict`` exits 1 printing each violation and a replay command; without it the run succeeds."""
-    import actors.experiment
+    import actors.lab.experiment
 
-    real = actors.experiment.run_policy
+    real = actors.lab.experiment.run_policy
 
     def leaky(config, policy, **kwargs):
         run = real(config, policy, **kwargs)
@@ -165,7 +165,7 @@ def test_strict_fails_on_invariant_violations(tiny: pathlib.Path, tmp_path: path
             run.results["invariants"]["violations"].append({"invariant": "page_ref_leak", "ts": 5000, "page": "ino1:7"})
         return run
 
-    monkeypatch.setattr(actors.experiment, "run_policy", leaky)
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", leaky)
     result = _run("run", str(tiny), "--out", str(tmp_path / "lax"), "--no-plots")
     assert result.exit_code == 0, result.output
     out = tmp_path / "strict"
@@ -208,11 +208,11 @@ def test_bench_rwsem_json_counts_acquisitions() -> None:
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-c", "from actors.cli import main; main()"]
+    cmd = [sys.executable, "-c", "from actors.lab.cli import main; main()"]
     ok = subprocess.run([*cmd, "validate", str(tiny)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run(
-        [*cmd, "validate", str(ROOT / "tests/actors/bad_configs/duration_ten.toml")], capture_output=True, text=True, env=env, cwd=ROOT
+        [*cmd, "validate", str(ROOT / "tests/actors/lab/bad_configs/duration_ten.toml")], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "ten" in bad.stderr
 
@@ -246,7 +246,7 @@ def test_run_format_json_prints_the_report_as_data(tiny: pathlib.Path, tmp_path:
 
 def test_report_rerenders_the_run_from_disk(run_dir: pathlib.Path) -> None:
     """``emu report DIR`` prints the same report ``emu run`` printed, in every format, without running."""
-    from actors.report import build_report, render_markdown, report_json
+    from actors.lab.report import build_report, render_markdown, report_json
 
     document = orjson.loads((run_dir / "results.json").read_bytes())
     as_json = _run("report", str(run_dir), "--no-plots", "--format", "json")
@@ -343,13 +343,13 @@ def test_replay_unknown_policy_exits_2(run_dir: pathlib.Path) -> None:
 
 def test_replay_of_a_failing_run_prints_the_replay_command(run_dir: pathlib.Path, monkeypatch) -> None:
     """A replay that ends in an EmulatorError exits 1 with the error and the command that reruns it."""
-    import actors.experiment
+    import actors.lab.experiment
     from emu import HungTaskError
 
     def hangs(config, policy, **kwargs):
         raise HungTaskError(5, ["app.toucher: waits on app.mmap_sem"])
 
-    monkeypatch.setattr(actors.experiment, "run_policy", hangs)
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", hangs)
     result = _run("replay", str(run_dir), "--policy", "v5.1")
     assert result.exit_code == 1 and "HungTaskError" in result.stderr
     assert f"replay: emu run {run_dir / 'config.toml'} --policy v5.1 --seed 3 --out {run_dir}-replay" in result.stderr

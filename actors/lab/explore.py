@@ -26,7 +26,7 @@ written to ``--cases-dir`` (default: next to the corpus, else
 ``explore-cases/``); its replay command runs that file.
 
 ``--corpus FILE`` merges the distinct failures into a JSON file (schema 1)
-that ``tests/actors/test_explore.py`` replays. The summary also prints, per
+that ``tests/actors/lab/test_explore.py`` replays. The summary also prints, per
 policy, the sums of a few counters that say which paths ran (notably
 ``btrfs_used_cached_fastpath``, V3's dead USED_CACHED fast path). Exit
 status: 0 no failure, 1 failures found, 2 bad arguments or config.
@@ -45,9 +45,23 @@ import attrs
 import click
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from actors.config import OP_NAMES, SWARM_FAMILIES, SWARM_OPS, ConfigError, ExperimentConfig, SwarmConfig
+from actors.lab.config import (
+    OP_NAMES,
+    SWARM_FAMILIES,
+    SWARM_OPS,
+    ConfigError,
+    ExperimentConfig,
+    SwarmConfig,
+    load_config,
+)
 from emu import EmulatorError, derive_seed, format_ns
 
 #: Counters summed over runs and printed per policy.
@@ -117,7 +131,7 @@ def with_swarm(config: ExperimentConfig, off: tuple[str, ...]) -> ExperimentConf
 
 def run_one(config: ExperimentConfig, policy: str, seed: int, tie_seed: int, off: tuple[str, ...]) -> RunOutcome:
     """Run one (policy, seed, tie seed, swarm) case; violations and emulator errors become failures."""
-    from actors.experiment import run_policy
+    from actors.lab.experiment import run_policy
 
     try:
         results = run_policy(with_swarm(config, off), policy, seed=seed, tie_seed=tie_seed, keep_trace=False).results
@@ -290,7 +304,7 @@ def explore_command(
     from actors.policy import PRESETS
 
     try:
-        config = ExperimentConfig.from_toml(config_path)
+        config = load_config(config_path)
     except ConfigError as error:
         for line in error.problems:
             click.echo(line, err=True)

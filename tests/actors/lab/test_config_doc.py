@@ -23,13 +23,13 @@ import attrs
 import pytest
 from click.testing import CliRunner
 
-from actors.cli import main
-from actors.config import OP_NAMES, ExperimentConfig
-from actors.config_convert import _keys
-from actors.experiment import run_experiment
+from actors.lab.cli import main
+from actors.lab.config import OP_NAMES, ExperimentConfig, load_config
+from actors.lab.config_convert import _keys
+from actors.lab.experiment import run_experiment
 from emu import NSEC_PER_MSEC
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "CONFIG.md"
 #: The section heading of the root table (it has no ``[name]`` of its own).
 TOP_LEVEL = "Top level"
@@ -162,7 +162,7 @@ def test_toml_example_validates_and_runs(index: int, tmp_path: pathlib.Path) -> 
     """Each ```toml block is a whole config that validates and runs under its policies (horizon cut to 60 ms)."""
     path = tmp_path / f"example{index}.toml"
     path.write_text(toml_blocks(DOC.read_text(), "toml")[index])
-    config = ExperimentConfig.from_toml(path)
+    config = load_config(path)
     result = run_experiment(attrs.evolve(config, horizon=min(config.horizon, EXAMPLE_HORIZON_NS)), config.policies)
     assert [run.policy for run in result.runs] == config.policies
     assert all(run.results["latency"] for run in result.runs)

@@ -1,4 +1,4 @@
-"""Config parsing (actors.config): a good config round trip and a corpus of bad ones.
+"""Config parsing (actors.lab.config): a good config round trip and a corpus of bad ones.
 
 Each file in ``bad_configs/`` is named after what is wrong with it (its first
 line says so too). ``EXPECTED`` says where the problem must be reported: the
@@ -20,10 +20,19 @@ import attrs
 import pytest
 from click.testing import CliRunner
 
-import actors.config
-from actors import config_schema, config_types
-from actors.cli import main
-from actors.config import ConfigError, ExperimentConfig, Mmap, Think, Touch, resolve_policy
+import actors.lab.config
+from actors import schema as config_schema
+from actors.lab import config_types
+from actors.lab.cli import main
+from actors.lab.config import (
+    ConfigError,
+    Mmap,
+    Think,
+    Touch,
+    config_from_dict,
+    load_config,
+    resolve_policy,
+)
 
 CORPUS = pathlib.Path(__file__).with_name("bad_configs")
 
@@ -189,7 +198,7 @@ def _corpus() -> list[pathlib.Path]:
 
 def _problems(path: pathlib.Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        ExperimentConfig.from_toml(path)
+        load_config(path)
     assert info.value.problems, "ConfigError without problems"
     return info.value.problems
 
@@ -268,7 +277,7 @@ def test_emu_validate_on_bad_config_exits_2(path: pathlib.Path) -> None:
 def test_custom_policy_is_its_base_with_its_switches_and_says_so(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "good.toml"
     path.write_text(GOOD)
-    config = ExperimentConfig.from_toml(path)
+    config = load_config(path)
     mine, base = resolve_policy(config, "mine"), resolve_policy(config, "v5.1")
     assert attrs.evolve(mine, name="v5.1", rwsem=base.rwsem, description=base.description) == base
     assert (mine.name, mine.rwsem, mine.description) == ("mine", "5.3", "custom: v5.1 with rwsem = '5.3'")
@@ -278,7 +287,7 @@ def test_good_config_round_trip(tmp_path: pathlib.Path) -> None:
     """A good config parses to the values written, and parsing a copy gives an equal tree."""
     path = tmp_path / "good.toml"
     path.write_text(GOOD)
-    config = ExperimentConfig.from_toml(path)
+    config = load_config(path)
     assert (config.name, config.seed, config.horizon) == ("good", 7, 1_500_000_000)
     assert config.policies == ["v4.19", "mine"]
     assert (config.device.latency, config.device.nr_requests) == (250_000, 16)
@@ -292,16 +301,16 @@ def test_good_config_round_trip(tmp_path: pathlib.Path) -> None:
     assert config.source == str(path)
     copy = tmp_path / "copy.toml"
     shutil.copyfile(path, copy)
-    assert ExperimentConfig.from_toml(copy) == config  # ``source`` does not take part in equality
-    assert ExperimentConfig.from_dict(tomllib.loads(GOOD)) == config
-    assert attrs.asdict(ExperimentConfig.from_toml(path)) == attrs.asdict(config)
+    assert load_config(copy) == config  # ``source`` does not take part in equality
+    assert config_from_dict(tomllib.loads(GOOD)) == config
+    assert attrs.asdict(load_config(path)) == attrs.asdict(config)
 
 
 def test_good_config_fills_defaults(tmp_path: pathlib.Path) -> None:
     """Keys left out take their documented defaults."""
     path = tmp_path / "good.toml"
     path.write_text(GOOD)
-    config = ExperimentConfig.from_toml(path)
+    config = load_config(path)
     assert config.device.name == "sda" and config.device.dev == "8:0"
     assert config.processes[0].threads[0].start == 0
     assert config.processes[0].mappings[0].madvise == "normal"
@@ -334,10 +343,10 @@ def _defined_in(module: types.ModuleType) -> set[str]:
 
 
 def test_actors_config_re_exports_the_config_modules() -> None:
-    """Callers import from ``actors.config`` only: it re-exports the schema and value types as the same objects."""
-    exported = set(actors.config.__all__)
+    """Callers import from ``actors.lab.config`` only: it re-exports the schema and value types as the same objects."""
+    exported = set(actors.lab.config.__all__)
     assert _defined_in(config_schema) <= exported
     assert _defined_in(config_types) - {"VALUE_HOOKS"} <= exported
     for name in exported:
-        home = next((m for m in (config_schema, config_types) if hasattr(m, name)), actors.config)
-        assert getattr(actors.config, name) is getattr(home, name), name
+        home = next((m for m in (config_schema, config_types) if hasattr(m, name)), actors.lab.config)
+        assert getattr(actors.lab.config, name) is getattr(home, name), name

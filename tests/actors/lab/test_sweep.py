@@ -1,4 +1,4 @@
-"""``emu sweep`` (actors.sweep): the sweep file, the executors (serial, joblib, Dask), resume, the merged table."""
+"""``emu sweep`` (actors.lab.sweep): the sweep file, the executors (serial, joblib, Dask), resume, the merged table."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from actors import sweep as sweep_module
-from actors.config import ExperimentConfig
-from actors.sweep import plot_name, sweep_command
-from actors.sweep_spec import SweepError, derive_seeds, load_sweep, resolve_key
+from actors.lab import sweep as sweep_module
+from actors.lab.config import config_from_dict
+from actors.lab.sweep import plot_name, sweep_command
+from actors.lab.sweep_spec import SweepError, derive_seeds, load_sweep, resolve_key
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 #: A small seed-inversion: a protected reader and monitor, two batch processes faulting and mapping.
 BASE = """\
@@ -102,7 +102,7 @@ def invoke(*args: str):
 
     @click.group()
     def emu() -> None:
-        """A stand-in for actors.cli.main."""
+        """A stand-in for actors.lab.cli.main."""
 
     emu.add_command(sweep_command, "sweep")
     return CliRunner().invoke(emu, ["sweep", *args])
@@ -161,7 +161,7 @@ def test_grid_and_points_cross(tmp_path: pathlib.Path) -> None:
         {"cgroups[1].io.latency": "target=250", "processes[1].count": 3, "device.latency": "1ms"},
         {"cgroups[1].io.latency": "target=2000", "processes[1].count": 3, "device.latency": "1ms"},
     ]
-    config = ExperimentConfig.from_dict(sweep.points[3].data)
+    config = config_from_dict(sweep.points[3].data)
     assert config.cgroups[1].io_latency == 2_000_000
     assert config.processes[1].count == 3
     assert config.device.latency == 1_000_000

@@ -9,7 +9,7 @@ Layout (DESIGN.md section 3)::
       <policy>/trace.jsonl    the run's trace records (its BLAKE2b-128 is trace_digest)
       <policy>/trace.perfetto.json   the same, drawn for ui.perfetto.dev
       latency-cdf-<task>-<op>.png, timeline-<policy>.png, <policy>/latency-samples.json
-                              plots and their samples (``actors.plots``), unless plots are off
+                              plots and their samples (``actors.lab.plots``), unless plots are off
 
 The directory appears whole or not at all: everything is written into a
 sibling ``DIR.tmp-<random>`` and renamed into place at the end. An existing
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import pathlib
 import secrets
 import shutil
@@ -29,17 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from actors.perfetto_export import to_perfetto
+from actors.lab.perfetto_export import to_perfetto
+from actors.lab.rundir import (
+    CONFIG_COPY,
+    REPLAY,
+    RESULTS,
+    TRACE_JSONL,
+    TRACE_PERFETTO,
+    policy_dir_name,
+)
 from emu import PerfettoTrace
 
 if TYPE_CHECKING:
-    from actors.experiment import ExperimentResult
+    from actors.lab.experiment import ExperimentResult
 
-RESULTS = "results.json"
-CONFIG_COPY = "config.toml"
-REPLAY = "replay.json"
-TRACE_JSONL = "trace.jsonl"
-TRACE_PERFETTO = "trace.perfetto.json"
 
 
 class OutputError(Exception):
@@ -57,12 +59,6 @@ def check_out_dir(out: pathlib.Path, *, force: bool) -> None:
         raise OutputError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputError(f"{out}: directory is not empty (use --force to replace it)")
-
-
-def policy_dir_name(policy: str) -> str:
-    """A directory name for *policy* (path separators replaced)."""
-    name = policy.replace(os.sep, "_").replace("/", "_")
-    return "_" + name if name in ("", ".", "..") else name
 
 
 def replay_info(result: ExperimentResult) -> dict[str, Any]:
@@ -88,7 +84,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
     Args:
         out: the directory to create (its parent is created if missing).
         result: the experiment's runs, with their traces kept.
-        plots: also draw the plots (``actors.plots.write_plots(dir, result)``).
+        plots: also draw the plots (``actors.lab.plots.write_plots(dir, result)``).
         force: replace an existing non-empty *out*.
 
     Returns:
@@ -128,7 +124,7 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult) -> None:
 
 
 def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:
-    plots = importlib.import_module("actors.plots")  # matplotlib loads only when plots are drawn
+    plots = importlib.import_module("actors.lab.plots")  # matplotlib loads only when plots are drawn
     try:
         plots.write_plots(root, result)
     except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run

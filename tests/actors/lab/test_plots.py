@@ -1,4 +1,4 @@
-"""Plots (actors.plots): timeline intervals from trace records, window choice, CDF data, deterministic PNGs."""
+"""Plots (actors.lab.plots): timeline intervals from trace records, window choice, CDF data, deterministic PNGs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from actors.plots import (
+from actors.lab.plots import (
     PlotRun,
     cdf_points,
     default_window,
@@ -20,9 +20,9 @@ from actors.plots import (
     write_plots,
     zoom_window,
 )
-from actors.report import load_run_dir
+from actors.lab.rundir import load_run_dir
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 MS = 1_000_000
 
 
@@ -152,16 +152,16 @@ def test_cdf_points_exact_from_samples_or_stepped_from_percentiles() -> None:
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory):
     """The small inversion, run under v4.19 and v5.1, kept in memory."""
-    from actors.config import ExperimentConfig
-    from actors.experiment import run_experiment
+    from actors.lab.config import load_config
+    from actors.lab.experiment import run_experiment
 
-    return run_experiment(ExperimentConfig.from_toml(small_inversion(tmp_path_factory.mktemp("cfg"))))
+    return run_experiment(load_config(small_inversion(tmp_path_factory.mktemp("cfg"))))
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, experiment) -> pathlib.Path:
     """The experiment's run directory, written by ``write_run_dir`` with plots on (do not modify: copy it)."""
-    from actors.output import write_run_dir
+    from actors.lab.output import write_run_dir
 
     out = tmp_path_factory.mktemp("runs") / "small"
     assert write_run_dir(out, experiment, plots=True) == []

@@ -26,7 +26,6 @@ Renderers: ``render_table`` (rich, for the terminal), ``render_markdown``
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import attrs
@@ -34,22 +33,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from emu import format_ns, read_jsonl
+from emu import format_ns
 
 #: The formats ``--format`` accepts.
 FORMATS = ("table", "markdown", "json")
-#: Files of a run directory this module reads (as ``actors.output`` writes them).
-RESULTS = "results.json"
-REPLAY = "replay.json"
-TRACE_JSONL = "trace.jsonl"
-#: Raw latency samples per policy, written beside the plots (``actors.plots``).
-SAMPLES = "latency-samples.json"
 #: Ops left out of the report: time the workload spends on purpose.
 UNREPORTED_OPS = ("think",)
-
-
-class ReportError(Exception):
-    """A run directory cannot be read (one line, for the user)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -243,72 +232,3 @@ def print_report(report: Report, fmt: str = "table", *, console: Console | None 
         natural = Console(highlight=False, width=100_000).measure(table).maximum
         stdout = Console(highlight=False, width=max(80, natural))
     stdout.print(table)
-
-
-# -- reading a run directory -------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class LoadedRun:
-    """One policy of a run directory: its results entry and where its files are."""
-
-    policy: str
-    results: dict[str, Any]
-    directory: pathlib.Path
-
-    @property
-    def trace_path(self) -> pathlib.Path:
-        return self.directory / TRACE_JSONL
-
-    @property
-    def samples(self) -> dict[str, list[int]] | None:
-        """The raw latency samples, if the plots wrote them; else ``None``."""
-        path = self.directory / SAMPLES
-        if not path.is_file():
-            return None
-        return orjson.loads(path.read_bytes())["samples"]
-
-    def records(self) -> list[dict[str, Any]]:
-        """The trace records (``trace.jsonl``), decoded."""
-        return read_jsonl(self.trace_path)
-
-
-@attrs.frozen(kw_only=True)
-class RunDirectory:
-    """A finished run directory, as ``emu report`` and ``emu replay`` read it."""
-
-    path: pathlib.Path
-    document: dict[str, Any]
-    replay: dict[str, Any]
-    runs: list[LoadedRun]
-
-    def run(self, policy: str) -> LoadedRun:
-        for run in self.runs:
-            if run.policy == policy:
-                return run
-        raise ReportError(f"{self.path}: no run of policy {policy!r}; it has {', '.join(r.policy for r in self.runs)}")
-
-
-def load_run_dir(path: pathlib.Path | str) -> RunDirectory:
-    """Read ``results.json`` (and ``replay.json`` if present) of the run directory *path*.
-
-    Raises:
-        ReportError: *path* is not a run directory, or its results.json is unreadable.
-    """
-    from actors.output import policy_dir_name
-
-    path = pathlib.Path(path)
-    results = path / RESULTS
-    if not results.is_file():
-        raise ReportError(f"{path}: not a run directory (no {RESULTS})")
-    try:
-        document = orjson.loads(results.read_bytes())
-    except orjson.JSONDecodeError as error:
-        raise ReportError(f"{results}: not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("schema") != 1 or not isinstance(document.get("runs"), list):
-        raise ReportError(f"{results}: expected results.json schema 1")
-    replay: dict[str, Any] = {}
-    if (path / REPLAY).is_file():
-        replay = orjson.loads((path / REPLAY).read_bytes())
-    runs = [LoadedRun(policy=run["policy"], results=run, directory=path / policy_dir_name(run["policy"])) for run in document["runs"]]
-    return RunDirectory(path=path, document=document, replay=replay, runs=runs)

@@ -1,12 +1,12 @@
-"""Tests for ``actors.config_convert``: the strict converter and its one-line messages."""
+"""Tests for ``actors.lab.config_convert``: the strict converter and its one-line messages."""
 
 from __future__ import annotations
 
 import cattrs
 import pytest
 
-from actors.config_convert import converter, describe
-from actors.config_schema import CgroupConfig, Mmap, ProcessConfig, Think, Touch
+from actors.lab.config_convert import converter, describe
+from actors.schema import CgroupConfig, Mmap, ProcessConfig, Think, Touch
 
 
 def _problems(data: object, cls: type) -> list[str]:

@@ -1,4 +1,4 @@
-"""Tests for ``actors.config_types``: value types read from their TOML spellings, and ``read_toml``."""
+"""Tests for ``actors.lab.config_types``: value types read from their TOML spellings, and ``read_toml``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from actors.config_types import (
+from actors.lab.config_types import (
     VALUE_HOOKS,
     ConfigError,
     Count,

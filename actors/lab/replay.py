@@ -24,9 +24,7 @@ from typing import Any
 import attrs
 import orjson
 
-from actors.report import RunDirectory
-
-CONFIG_COPY = "config.toml"
+from actors.lab.rundir import CONFIG_COPY, RunDirectory
 
 
 @attrs.frozen(kw_only=True)
@@ -134,7 +132,7 @@ def replay_run(run_dir: RunDirectory, policy: str, config: Any) -> ReplayOutcome
         EmulatorError: the replayed run failed (not a divergence: the run ends in error).
         OSError: the recorded trace cannot be read.
     """
-    from actors.experiment import run_policy
+    from actors.lab.experiment import run_policy
 
     loaded = run_dir.run(policy)
     seed, tie_seed = loaded.results["seed"], loaded.results.get("tie_seed")

@@ -17,8 +17,8 @@
     "samples": {"<task>/<op>": [...]}}``), so ``emu report`` can redraw the
     CDFs exactly from disk.
 
-*result* is an ``actors.experiment.ExperimentResult`` (during ``emu run``)
-or an ``actors.report.RunDirectory`` (``emu report``, from disk); both give
+*result* is an ``actors.lab.experiment.ExperimentResult`` (during ``emu run``)
+or an ``actors.lab.report.RunDirectory`` (``emu report``, from disk); both give
 the same pictures, byte for byte. Rendering uses matplotlib's Agg canvas
 through ``matplotlib.figure.Figure`` (no pyplot, no global backend), fixed
 rc settings, and PNG metadata without the ``Software`` key, so a run's PNGs
@@ -63,7 +63,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from actors.report import SAMPLES, reported_ops
+from actors.lab.report import reported_ops
+from actors.lab.rundir import SAMPLES, policy_dir_name
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
 
 #: Default timeline window width.
@@ -123,14 +124,13 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
 
     Args:
         run_dir: the run directory (its ``<policy>/`` folders exist).
-        result: an ``ExperimentResult`` or an ``actors.report.RunDirectory``.
+        result: an ``ExperimentResult`` or an ``actors.lab.report.RunDirectory``.
         window: the timeline's ``(start_ns, end_ns)``; default: around each
             policy's worst stall.
 
     Returns:
         The files written, in order.
     """
-    from actors.output import policy_dir_name
 
     run_dir = pathlib.Path(run_dir)
     runs = plot_runs(result)

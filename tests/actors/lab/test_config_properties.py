@@ -17,8 +17,8 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.config import ConfigError, ExperimentConfig
-from actors.experiment import run_policy
+from actors.lab.config import ConfigError, config_from_dict
+from actors.lab.experiment import run_policy
 
 BASE: dict[str, Any] = {
     "name": "prop",
@@ -100,7 +100,7 @@ def mutated(draw) -> dict[str, Any]:
 @given(mutated())
 def test_generated_config_runs_or_is_rejected_cleanly(data: dict[str, Any]) -> None:
     try:
-        config = ExperimentConfig.from_dict(data)
+        config = config_from_dict(data)
     except ConfigError as error:
         assert error.problems
         for line in error.problems:
@@ -113,6 +113,6 @@ def test_generated_config_runs_or_is_rejected_cleanly(data: dict[str, Any]) -> N
 
 
 def test_the_base_config_is_valid_and_runs() -> None:
-    config = ExperimentConfig.from_dict(copy.deepcopy(BASE))
+    config = config_from_dict(copy.deepcopy(BASE))
     results = run_policy(config, "v5.1", keep_trace=False).results
     assert results["end"] == "horizon" and results["counters"]["faults"] > 0

@@ -1,4 +1,4 @@
-"""The run directory (actors.output) and its Perfetto timeline (actors.perfetto_export)."""
+"""The run directory (actors.lab.output) and its Perfetto timeline (actors.lab.perfetto_export)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from actors.output import OutputError, write_run_dir
-from actors.perfetto_export import to_perfetto
+from actors.lab.output import OutputError, write_run_dir
+from actors.lab.perfetto_export import to_perfetto
 from emu import PerfettoTrace
 
 TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
@@ -179,12 +179,12 @@ def test_streamed_timeline_has_the_same_bytes(tmp_path: pathlib.Path) -> None:
 @pytest.fixture
 def tiny_result(tmp_path: pathlib.Path):
     """The tiny experiment, run under two policies."""
-    from actors.config import ExperimentConfig
-    from actors.experiment import run_experiment
+    from actors.lab.config import load_config
+    from actors.lab.experiment import run_experiment
 
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
-    return run_experiment(ExperimentConfig.from_toml(path))
+    return run_experiment(load_config(path))
 
 
 def test_write_run_dir_layout(tmp_path: pathlib.Path, tiny_result) -> None:
@@ -230,19 +230,19 @@ def test_write_run_dir_refuses_non_empty_dir(tmp_path: pathlib.Path, tiny_result
 
 def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
     """A failure half way through leaves neither the directory nor a temporary."""
-    import actors.output
+    import actors.lab.output
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(actors.output, "to_perfetto", broken)
+    monkeypatch.setattr(actors.lab.output, "to_perfetto", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_run_dir(tmp_path / "out", tiny_result, plots=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 
 def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
-    """``actors.plots.write_plots(run_dir, result)`` is called inside the directory before it appears."""
+    """``actors.lab.plots.write_plots(run_dir, result)`` is called inside the directory before it appears."""
     import sys
     import types
 
@@ -252,7 +252,7 @@ def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Pat
         calls.append(result)
         (pathlib.Path(run_dir) / "latency_cdf.png").write_bytes(b"png")
 
-    monkeypatch.setitem(sys.modules, "actors.plots", types.SimpleNamespace(write_plots=write_plots))
+    monkeypatch.setitem(sys.modules, "actors.lab.plots", types.SimpleNamespace(write_plots=write_plots))
     assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
     assert calls == [tiny_result] and (tmp_path / "out" / "latency_cdf.png").exists()
 
@@ -265,6 +265,6 @@ def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_re
     def write_plots(run_dir, result) -> None:
         raise ValueError("no data to plot")
 
-    monkeypatch.setitem(sys.modules, "actors.plots", types.SimpleNamespace(write_plots=write_plots))
+    monkeypatch.setitem(sys.modules, "actors.lab.plots", types.SimpleNamespace(write_plots=write_plots))
     (warning,) = write_run_dir(tmp_path / "out", tiny_result, plots=True)
     assert "no data to plot" in warning and (tmp_path / "out" / "results.json").exists()

@@ -1,4 +1,4 @@
-"""The comparison report (actors.report): rows as data, and the table, markdown and JSON renderers."""
+"""The comparison report (actors.lab.report): rows as data, and the table, markdown and JSON renderers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import orjson
 import pytest
 from rich.console import Console
 
-from actors.report import ReportError, build_report, load_run_dir, print_report, render_markdown, render_table, report_json
+from actors.lab.report import (
+    build_report,
+    print_report,
+    render_markdown,
+    render_table,
+    report_json,
+)
+from actors.lab.rundir import RunDirError, load_run_dir
 
 
 def _lat(p50: int, p99: int, mx: int, count: int = 10) -> dict[str, int]:
@@ -121,18 +128,18 @@ def test_print_report_formats(document: dict[str, Any], capsys: pytest.CaptureFi
 
 def test_load_run_dir_refuses_what_is_not_a_run_directory(tmp_path: pathlib.Path, document: dict[str, Any]) -> None:
     """A directory without results.json, with broken JSON, or of another schema is refused in one line."""
-    with pytest.raises(ReportError, match="not a run directory"):
+    with pytest.raises(RunDirError, match="not a run directory"):
         load_run_dir(tmp_path)
     (tmp_path / "results.json").write_text("{nope")
-    with pytest.raises(ReportError, match="not valid JSON"):
+    with pytest.raises(RunDirError, match="not valid JSON"):
         load_run_dir(tmp_path)
     (tmp_path / "results.json").write_bytes(orjson.dumps({**document, "schema": 2}))
-    with pytest.raises(ReportError, match="schema 1"):
+    with pytest.raises(RunDirError, match="schema 1"):
         load_run_dir(tmp_path)
     (tmp_path / "results.json").write_bytes(orjson.dumps(document))
     loaded = load_run_dir(tmp_path)
     assert [run.policy for run in loaded.runs] == ["v4.19", "v5.1"]
     assert loaded.runs[0].trace_path == tmp_path / "v4.19" / "trace.jsonl"
     assert loaded.runs[0].samples is None
-    with pytest.raises(ReportError, match="no run of policy 'v3'"):
+    with pytest.raises(RunDirError, match="no run of policy 'v3'"):
         loaded.run("v3")

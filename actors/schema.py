@@ -1,36 +1,40 @@
-"""Config schema: the frozen attrs classes a TOML config is structured into.
+"""What an emulated machine and workload are made of: the config schema.
 
-One class per table of a config file, fields and defaults as documented in
-``configs/seed-inversion.toml``: the machine (``[device]``, ``[[cgroups]]``,
-``[[files]]``, ``[btrfs]``, ``[writeback]``), the workload (``[[processes]]``,
-their mappings and threads, and the ops a thread's ``program`` lists, with
-``OP_NAMES`` giving each op's ``op = "..."`` spelling), custom ``[[policy]]``
-entries, and the run's ``[inject]``, ``[checks]`` and ``[swarm]`` tables.
-Field annotations use the value types of ``actors.config_types``; that is all
-the checking a single field gets.
+The kernel is built from these frozen attrs classes (``actors.kernel``,
+``actors.sched.task`` read them); the lab (``actors.lab.config``) structures
+TOML files into them. One class per table of a config file, fields and
+defaults as ``docs/CONFIG.md`` lists them: the machine (``[device]``,
+``[[cgroups]]``, ``[[files]]``, ``[btrfs]``, ``[writeback]``), the workload
+(``[[processes]]``, their mappings and threads, and the ops a thread's
+``program`` lists, with ``OP_NAMES`` giving each op's ``op = "..."``
+spelling), custom ``[[policy]]`` entries, the run's ``[inject]``,
+``[checks]`` and ``[swarm]`` tables, and the root ``ExperimentConfig``.
 
-Not here: the root ``ExperimentConfig`` and its constructors
-(``actors.config``), how TOML is structured into these classes
-(``actors.config_convert``), and checks that look across fields
-(``actors.config_check``).
+Field annotations use the value types defined here (``Duration``, ``Size``,
+...: ``NewType``s over ``int``/``float``, so code building a config passes
+plain numbers); how a TOML file spells them, and every check, is the lab's
+(``actors.lab.config_types``, ``config_convert``, ``config_check``).
+Nothing here imports the lab.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NewType
 
 import attrs
 
-from actors.config_types import (
-    Count,
-    Duration,
-    Fraction,
-    IoLatency,
-    Natural,
-    PositiveDuration,
-    PositiveSize,
-    Size,
-)
+# Value types. Each is an ``int``/``float`` at run time; the cattrs hooks
+# below parse and check TOML values into them, so a bad value is reported at
+# its own key path. Code building configs directly passes plain numbers.
+Duration = NewType("Duration", int)  # ns; TOML: "10ms" (or 0)
+PositiveDuration = NewType("PositiveDuration", int)
+Size = NewType("Size", int)  # bytes; TOML: "4KiB" or an integer
+PositiveSize = NewType("PositiveSize", int)
+Count = NewType("Count", int)  # an integer >= 1
+Natural = NewType("Natural", int)  # an integer >= 0
+Fraction = NewType("Fraction", float)  # 0..1
+IoLatency = NewType("IoLatency", int)  # min_lat_nsec from "target=<usec>"; "max" means off
+
 
 # -- machine -------------------------------------------------------------------
 
@@ -300,8 +304,55 @@ class PolicyConfig:
 
 
 
+@attrs.frozen(kw_only=True)
+class ExperimentConfig:
+    """One experiment: a machine, a workload, and the policies to compare."""
+
+    name: str
+    seed: Natural = 1
+    horizon: PositiveDuration = 10_000_000_000
+    policies: list[str] = attrs.field(factory=lambda: ["v4.19", "v3", "v5.1"])
+    device: DeviceConfig = attrs.field(factory=DeviceConfig)
+    cgroups: list[CgroupConfig] = attrs.field(factory=list)
+    files: list[FileConfig] = attrs.field(factory=list)
+    btrfs: BtrfsConfig = attrs.field(factory=BtrfsConfig)
+    writeback: WritebackConfig = attrs.field(factory=WritebackConfig)
+    processes: list[ProcessConfig] = attrs.field(factory=list)
+    policy: list[PolicyConfig] = attrs.field(factory=list)
+    inject: InjectConfig = attrs.field(factory=InjectConfig)
+    checks: ChecksConfig = attrs.field(factory=ChecksConfig)
+    swarm: SwarmConfig = attrs.field(factory=SwarmConfig)
+    source: str = attrs.field(default="<config>", eq=False)
+
+
 def process_instance_names(process: ProcessConfig) -> list[str]:
     """The names of a process entry's replicas: ``name`` or ``name0..nameN-1``."""
     if process.count == 1:
         return [process.name]
     return [f"{process.name}{i}" for i in range(process.count)]
+
+
+def apply_swarm(config: ExperimentConfig) -> ExperimentConfig:
+    """*config* with ``[swarm] off`` applied: families set to 0, ops of those kinds removed.
+
+    A program left empty gets one ``think`` for the whole horizon, so the
+    thread idles instead of spinning.
+    """
+    off = set(config.swarm.off)
+    if not off:
+        return config
+    inject = attrs.evolve(config.inject, **{name: 0 for name in SWARM_FAMILIES if name in off and name != "sigkill"})
+    if "sigkill" in off:
+        inject = attrs.evolve(inject, sigkill_every=0)
+    by_name = {name: cls for cls, name in OP_NAMES.items()}
+    removed = tuple(by_name[name] for name in off if name in by_name)
+    processes = []
+    for process in config.processes:
+        threads = []
+        for thread in process.threads:
+            program = [op for op in thread.program if not isinstance(op, removed)] if removed else list(thread.program)
+            if not program:
+                program = [Think(time=config.horizon)]
+            threads.append(attrs.evolve(thread, program=program))
+        processes.append(attrs.evolve(process, threads=threads))
+    return attrs.evolve(config, inject=inject, processes=processes)
