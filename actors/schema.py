@@ -30,6 +30,7 @@ Duration = NewType("Duration", int)  # ns; TOML: "10ms" (or 0)
 PositiveDuration = NewType("PositiveDuration", int)
 Size = NewType("Size", int)  # bytes; TOML: "4KiB" or an integer
 PositiveSize = NewType("PositiveSize", int)
+Bandwidth = NewType("Bandwidth", int)  # bytes per second; TOML: "512MiB/s", "200MB/s" or an integer
 Count = NewType("Count", int)  # an integer >= 1
 Natural = NewType("Natural", int)  # an integer >= 0
 Fraction = NewType("Fraction", float)  # 0..1
@@ -52,7 +53,7 @@ class DeviceConfig:
     nr_requests: Count = 64
     rotational: bool = False
     latency: Duration = 100_000
-    bandwidth: PositiveSize = 512 * 1024**2
+    bandwidth: Bandwidth = 512 * 1024**2
     jitter_pct: Natural = 10
 
 

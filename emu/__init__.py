@@ -21,6 +21,7 @@ from emu.time import (
     NSEC_PER_USEC,
     format_ns,
     parse_duration,
+    parse_bandwidth,
     parse_size,
 )
 from emu.trace import Trace, bind_logger, read_jsonl
@@ -47,6 +48,7 @@ __all__ = [
     "derive_seed",
     "format_ns",
     "parse_duration",
+    "parse_bandwidth",
     "parse_size",
     "read_jsonl",
 ]

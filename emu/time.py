@@ -22,47 +22,62 @@ _DURATION_UNITS = {
     "µs": NSEC_PER_USEC,
     "ms": NSEC_PER_MSEC,
     "s": NSEC_PER_SEC,
+    "m": 60 * NSEC_PER_SEC,
     "min": 60 * NSEC_PER_SEC,
+    "h": 3600 * NSEC_PER_SEC,
 }
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 1024,
-    "KiB": 1024,
-    "M": 1024**2,
-    "MiB": 1024**2,
-    "G": 1024**3,
-    "GiB": 1024**3,
-    "T": 1024**4,
-    "TiB": 1024**4,
-}
+#: Size prefixes, matched case-insensitively. Every prefix is binary, as in
+#: fio's default (``kb_base=1024``): ``4k``, ``4K``, ``4KB`` and ``4KiB`` are all 4096 bytes.
+_SIZE_PREFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_UNIT = re.compile(r"^(?:b?|([kmgt])(?:b|ib)?)$", re.IGNORECASE)
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-zµ]*)\s*$")
+
+#: The spellings error messages list.
+DURATION_SPELLINGS = "ns, us (or µs), ms, s, m (or min), h"
+SIZE_SPELLINGS = "B, k/K, KB, KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB (any case; all powers of 1024)"
 
 
 def parse_duration(text: str) -> int:
-    """Parse ``"10ms"``, ``"1.5s"``, ``"250us"`` or ``"0"`` into nanoseconds.
+    """Parse ``"10ms"``, ``"1.5s"``, ``"250us"``, ``"2h"`` or ``"0"`` into nanoseconds.
 
     Raises:
-        ValueError: the text is not a non-negative number with a time unit.
+        ValueError: the text is not a non-negative number with a time unit
+            (the message lists the accepted units).
     """
     match = _NUMBER_UNIT.match(text) if isinstance(text, str) else None
     if match is None or (match.group(2) not in _DURATION_UNITS and text.strip() != "0"):
-        raise ValueError(f'expected a duration like "10ms", got {text!r}')
+        raise ValueError(f'expected a duration like "10ms" (units: {DURATION_SPELLINGS}), got {text!r}')
     number, unit = match.groups()
     return _scale(number, _DURATION_UNITS.get(unit, 1), text)
 
 
 def parse_size(text: str) -> int:
-    """Parse ``"4KiB"``, ``"1GiB"``, ``"512"`` into bytes.
+    """Parse ``"4KiB"``, ``"4k"``, ``"1GB"``, ``"512"`` into bytes (every prefix is a power of 1024).
 
     Raises:
-        ValueError: the text is not a non-negative number with a size unit.
+        ValueError: the text is not a non-negative number with a size unit
+            (the message lists the accepted units).
     """
     match = _NUMBER_UNIT.match(text) if isinstance(text, str) else None
-    if match is None or match.group(2) not in _SIZE_UNITS:
-        raise ValueError(f'expected a size like "4KiB", got {text!r}')
-    number, unit = match.groups()
-    return _scale(number, _SIZE_UNITS[unit], text)
+    unit = _SIZE_UNIT.match(match.group(2)) if match else None
+    if match is None or unit is None:
+        raise ValueError(f'expected a size like "4KiB" (units: {SIZE_SPELLINGS}), got {text!r}')
+    return _scale(match.group(1), _SIZE_PREFIXES[(unit.group(1) or "").lower()], text)
+
+
+def parse_bandwidth(text: str) -> int:
+    """Parse ``"200MB/s"``, ``"512MiB/s"``, ``"1g/s"`` (or a bare size) into bytes per second.
+
+    Raises:
+        ValueError: not a size per second (the message lists the accepted units).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f'expected a bandwidth like "512MiB/s", got {text!r}')
+    size = text.strip().removesuffix("/s")
+    try:
+        return parse_size(size)
+    except ValueError:
+        raise ValueError(f'expected a bandwidth like "512MiB/s" (units: {SIZE_SPELLINGS}, then /s), got {text!r}') from None
 
 
 def _scale(number: str, unit: int, text: str) -> int:

@@ -47,6 +47,12 @@ import cattrs
 from actors.lab.config_check import check_config
 from actors.lab.config_convert import converter, describe
 from actors.lab.config_types import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_BANDWIDTH,
+    MAX_DURATION,
+    MAX_SIZE,
+    Bandwidth,
     ConfigError,
     Count,
     Duration,
@@ -56,6 +62,7 @@ from actors.lab.config_types import (
     PositiveDuration,
     PositiveSize,
     Size,
+    check_int64,
     read_toml,
 )
 from actors.policy import PRESETS, Policy
@@ -91,9 +98,15 @@ from actors.schema import (
 )
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_BANDWIDTH",
+    "MAX_DURATION",
+    "MAX_SIZE",
     "OP_NAMES",
     "SWARM_FAMILIES",
     "SWARM_OPS",
+    "Bandwidth",
     "BtrfsConfig",
     "CgroupConfig",
     "ChecksConfig",
@@ -128,6 +141,7 @@ __all__ = [
     "WritebackConfig",
     "apply_swarm",
     "check_config",
+    "check_int64",
     "config_from_dict",
     "load_config",
     "process_instance_names",

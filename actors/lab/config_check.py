@@ -8,8 +8,11 @@ of custom policies (which may not reuse a preset's name); unknown policy names
 and presets; a process's cgroup, a mapping's file, an op's mapping (and
 whether it is writable); a looping program that takes no virtual time;
 ``proc_read`` targets and ``[inject]`` globs that match nothing;
-truncations that do not shrink their file. Every problem is reported, not
-just the first.
+truncations that do not shrink their file; the bounds that keep a run
+finite (at most ``MAX_TASKS`` threads in all, replicas counted; a touch of
+at most its mapping's pages). Every problem is reported, not just the first;
+one mistake gives one line (a duplicate process name is not also reported
+as a replica clash).
 
 Not here: a value's type and spelling, which the value hooks
 (``actors.lab.config_types``) and the converter (``actors.lab.config_convert``)
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 from actors.block.blk_cgroup import check_path, is_dev
 from actors.policy import PRESETS
 from actors.schema import (
+    MappingConfig,
     Mprotect,
     ProcessConfig,
     ProcRead,
@@ -37,9 +41,17 @@ if TYPE_CHECKING:
     from actors.schema import ExperimentConfig
 
 
+#: The most threads a config may start (replicas times threads, over all processes).
+MAX_TASKS = 10_000
+#: The page size touches are counted in (``PAGE_SIZE`` on x86-64).
+PAGE_SIZE = 4096
+
+
 def check_config(config: ExperimentConfig) -> list[str]:
     """Cross-reference problems of *config*, as ``key.path: message`` lines, in key order."""
     problems: list[str] = []
+    if _too_many_tasks(problems, config):
+        return problems  # the checks below enumerate replicas
     _check_device(problems, config)
     _check_cgroups(problems, config)
     _unique(problems, "cgroups", [c.path for c in config.cgroups], "path")
@@ -64,12 +76,25 @@ def _check_device(problems: list[str], config: ExperimentConfig) -> None:
         problems.append(f"device.jitter_pct: expected at most 99 (percent), got {device.jitter_pct}")
 
 
+def _too_many_tasks(problems: list[str], config: ExperimentConfig) -> bool:
+    """More than ``MAX_TASKS`` threads in all: one line at the process that crosses the bound."""
+    total = 0
+    for i, process in enumerate(config.processes):
+        total += process.count * max(1, len(process.threads))
+        if total > MAX_TASKS:
+            problems.append(
+                f"processes[{i}].count: {process.count} replicas of {len(process.threads)} thread(s) make over {MAX_TASKS} threads in all (the most a run may have)"
+            )
+            return True
+    return False
+
+
 def _check_instance_names(problems: list[str], config: ExperimentConfig) -> None:
-    """Replicas (``name0``, ``name1``...) do not take another process's name."""
+    """Replicas (``name0``, ``name1``...) do not take another process's name (a plain duplicate is ``_unique``'s)."""
     owner: dict[str, int] = {}
     for i, process in enumerate(config.processes):
         for name in process_instance_names(process):
-            if name in owner and owner[name] != i:
+            if name in owner and owner[name] != i and config.processes[owner[name]].name != process.name:
                 first = config.processes[owner[name]].name
                 problems.append(f"processes[{i}].name: process {name!r} would exist twice (also from processes[{owner[name]}], {first!r})")
             owner.setdefault(name, i)
@@ -144,6 +169,8 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
             mapping = getattr(op, "mapping", None)
             if mapping is not None and mapping not in mappings:
                 problems.append(f"{where}.mapping: unknown mapping {mapping!r} in process {process.name!r}")
+            if isinstance(op, Touch) and mapping in mappings:
+                _check_touch_pages(problems, where, op, next(m for m in process.mappings if m.name == mapping), file_sizes)
             if isinstance(op, Touch) and op.write and mapping in mappings:
                 spec = next(m for m in process.mappings if m.name == mapping)
                 if not spec.writable:
@@ -161,6 +188,13 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
                     problems.append(f"{where}.file: unknown file {op.file!r}")
                 elif op.size >= file_sizes[op.file]:
                     problems.append(f"{where}.size: {op.size} bytes does not shrink file {op.file!r} ({file_sizes[op.file]} bytes)")
+
+
+def _check_touch_pages(problems: list[str], where: str, op: Touch, mapping: MappingConfig, file_sizes: dict[str, int]) -> None:
+    """One touch takes at most as many pages as its mapping has (a bound that keeps the op's page list small)."""
+    pages = -(-file_sizes.get(mapping.file, 0) // PAGE_SIZE)
+    if mapping.file in file_sizes and op.pages > pages:
+        problems.append(f"{where}.pages: {op.pages} is more than the {pages} pages of mapping {mapping.name!r}")
 
 
 def _unique(problems: list[str], at: str, names: list[str], key: str) -> None:

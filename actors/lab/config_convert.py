@@ -29,7 +29,7 @@ import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, override
 
-from actors.lab.config_types import VALUE_HOOKS
+from actors.lab.config_types import VALUE_HOOKS, check_int64
 from actors.schema import OP_NAMES, CgroupConfig, Op
 
 
@@ -70,7 +70,7 @@ def _make_converter() -> cattrs.Converter:
     def structure_int(value: object, _type: type) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
-        return value
+        return check_int64(value)
 
     def structure_bool(value: object, _type: type) -> bool:
         if not isinstance(value, bool):

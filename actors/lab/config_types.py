@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from actors.block.blk_cgroup import parse_io_latency
 from actors.schema import (
+    Bandwidth,
     Count,
     Duration,
     Fraction,
@@ -31,7 +32,17 @@ from actors.schema import (
     PositiveSize,
     Size,
 )
-from emu.time import parse_duration, parse_size
+from emu import time as vtime
+from emu.time import parse_bandwidth, parse_duration, parse_size
+
+#: TOML 1.0 integers are signed 64-bit; Python's parser takes wider ones, the config does not.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The longest duration a config may spell (horizon included): one virtual hour.
+MAX_DURATION = 3600 * 1_000_000_000
+#: The largest size a config may spell (files, lengths, btrfs space): 1 PiB.
+MAX_SIZE = 2**50
+#: The largest bandwidth: 1 TiB/s.
+MAX_BANDWIDTH = 2**40
 
 
 class ConfigError(Exception):
@@ -42,12 +53,22 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+def check_int64(value: int) -> int:
+    """*value* if it fits a signed 64-bit integer (as TOML 1.0 requires), else ``ValueError``."""
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"expected an integer that fits 64 bits (at most {INT64_MAX}), got {value}")
+    return value
+
+
 def _duration(value: object, _type: object = None) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0
     if not isinstance(value, str):
-        raise ValueError(f'expected a duration like "10ms", got {value!r}')
-    return parse_duration(value)
+        raise ValueError(f'expected a duration like "10ms" (units: {vtime.DURATION_SPELLINGS}), got {value!r}')
+    ns = parse_duration(value)
+    if ns > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 1h (the bound on any duration, horizon included), got {value!r}")
+    return ns
 
 
 def _positive_duration(value: object, _type: object = None) -> int:
@@ -57,12 +78,20 @@ def _positive_duration(value: object, _type: object = None) -> int:
     return ns
 
 
-def _size(value: object, _type: object = None) -> int:
+def _bounded(value: object, parse: Callable[[str], int], limit: tuple[int, str], what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f'expected a size like "4KiB", got {value!r}')
-    return parse_size(value)
+        number = check_int64(value)
+    elif isinstance(value, str):
+        number = parse(value)
+    else:
+        raise ValueError(f'expected {what}, got {value!r}')
+    if number > limit[0]:
+        raise ValueError(f"expected at most {limit[1]}, got {value!r}")
+    return number
+
+
+def _size(value: object, _type: object = None) -> int:
+    return _bounded(value, parse_size, (MAX_SIZE, "1PiB"), f'a size like "4KiB" (units: {vtime.SIZE_SPELLINGS})')
 
 
 def _positive_size(value: object, _type: object = None) -> int:
@@ -72,11 +101,18 @@ def _positive_size(value: object, _type: object = None) -> int:
     return size
 
 
+def _bandwidth(value: object, _type: object = None) -> int:
+    rate = _bounded(value, parse_bandwidth, (MAX_BANDWIDTH, "1TiB/s"), f'a bandwidth like "512MiB/s" (units: {vtime.SIZE_SPELLINGS}, then /s)')
+    if rate <= 0:
+        raise ValueError(f"expected a bandwidth above zero, got {value!r}")
+    return rate
+
+
 def _integer(low: int):
     def structure(value: object, _type: object = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"expected an integer >= {low}, got {value!r}")
-        return value
+        return check_int64(value)
 
     return structure
 
@@ -99,6 +135,7 @@ VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (PositiveDuration, _positive_duration),
     (Size, _size),
     (PositiveSize, _positive_size),
+    (Bandwidth, _bandwidth),
     (Count, _integer(1)),
     (Natural, _integer(0)),
     (Fraction, _fraction),
@@ -107,14 +144,17 @@ VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
 
 
 def read_toml(path: pathlib.Path) -> dict:
-    """Parse a TOML file.
+    """Parse a TOML file (a leading UTF-8 byte-order mark is skipped).
 
     Raises:
-        ConfigError: one line naming the file: missing, a directory, not
+        ConfigError: one line naming the file: missing, a directory, not a
+            regular file, unreadable (a symlink loop, no permission), not
             UTF-8 (with the byte offset) or not TOML (with line and column).
     """
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError([f"{path}: not a regular file, expected a TOML file"])
+        return tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except IsADirectoryError:
@@ -123,3 +163,5 @@ def read_toml(path: pathlib.Path) -> dict:
         raise ConfigError([f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from None

@@ -117,7 +117,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "cached_fraction_above_one": ("files[0].cached", None),
     "zero_mmap_length": ("processes[0].threads[0].program[1].length", None),
     # durations
-    "duration_ten": ("processes[0].threads[0].every", r"""expected a duration like "10ms", got 'ten'"""),
+    "duration_ten": ("processes[0].threads[0].every", r"""expected a duration like "10ms" \(units: ns, us .*, h\), got 'ten'"""),
     "duration_unknown_unit": ("processes[0].threads[0].program[1].time", "parsecs"),
     "duration_negative": ("processes[0].threads[0].start", None),
     "zero_horizon": ("horizon", None),
@@ -178,6 +178,13 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "mprotect_prot_unknown": ("processes[0].threads[0].program[1].prot", "rwx"),
     "mprotect_rw_read_only_mapping": ("processes[0].threads[0].program[1].prot", "not writable"),
     "mmap_unknown_mapping": ("processes[0].threads[0].program[1].mapping", "nomap"),
+    # bounds that keep a run finite, and units
+    "integer_wider_than_64_bits": ("device.nr_requests", "64 bits"),
+    "file_size_beyond_bound": ("files[0].size", "at most 1PiB"),
+    "horizon_beyond_bound": ("horizon", "at most 1h"),
+    "replicas_beyond_bound": ("processes[0].count", "10000 threads"),
+    "touch_pages_beyond_mapping": ("processes[0].threads[0].program[0].pages", "256 pages"),
+    "bandwidth_per_hour": ("device.bandwidth", r"bandwidth like \"512MiB/s\" .*then /s\), got '200MB/h'"),
 }
 
 #: Problems with the file itself: no key path exists, so the line names where in the file.
@@ -350,3 +357,9 @@ def test_actors_config_re_exports_the_config_modules() -> None:
     for name in exported:
         home = next((m for m in (config_schema, config_types) if hasattr(m, name)), actors.lab.config)
         assert getattr(actors.lab.config, name) is getattr(home, name), name
+
+
+def test_duplicate_process_name_is_one_line() -> None:
+    """One mistake, one line: a repeated process name is not also reported as a replica clash."""
+    path = CORPUS / "duplicate_process_name.toml"
+    assert _problems(path) == [f"{path}: processes[1].name: duplicate 'app'"]
