@@ -2,8 +2,8 @@
 
 ::
 
-    emu run CONFIG --out DIR [--policy NAME]... [--seed N] [--tie-seed N]
-                   [--strict] [--plots/--no-plots] [--force]
+    emu run CONFIG [--out DIR] [--policy NAME]... [--seed N] [--tie-seed N]
+                   [--strict] [--plots/--no-plots] [--force] [-q | -v]
                    [--format table|markdown|json]
     emu report DIR [--format table|markdown|json] [--plots/--no-plots]
                    [--window START:END]
@@ -15,7 +15,12 @@ Exit status: 0 success; 1 a run failed (an ``EmulatorError`` such as a hung
 task or a livelock), with ``--strict`` broke an invariant, or a replay
 diverged from its recorded trace; 2 the command line, the config or the run
 directory is wrong (one line per problem on stderr, no traceback, nothing
-written).
+written); 130 interrupted by Ctrl-C (one line, nothing written).
+
+``emu run`` writes ``runs/<experiment name>`` unless ``--out`` says
+otherwise; a previous run of the same experiment there is replaced,
+another experiment's run only with ``--force``, and nothing else ever
+(``actors.lab.output.check_out_dir``).
 
 Every failure of a run prints one command line that replays it exactly
 (``emu run CONFIG --policy P --seed S [--tie-seed T] --out DIR2``): a run is
@@ -29,9 +34,13 @@ while parts of the model do not import.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pathlib
 import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
@@ -55,7 +64,7 @@ from actors.lab.config import (
 )
 from actors.lab.explore import explore_command
 from actors.lab.report import FORMATS, build_report, print_report
-from actors.lab.rundir import RunDirError, load_run_dir
+from actors.lab.rundir import RunDirError, load_run_dir, policy_dir_name
 from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
@@ -63,10 +72,12 @@ from emu.engine import DRIVERS
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult
+    from actors.lab.output import OutDirClaim
 
 #: Exit statuses.
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _stderr() -> Console:
@@ -109,19 +120,32 @@ def main() -> None:
 # -- emu run ---------------------------------------------------------------------
 
 
+#: What ``--seed``/``--tie-seed`` accept: the engine's streams take any unsigned 64-bit seed.
+SEED = click.IntRange(0, 2**64 - 1)
+#: Invariant violations ``--strict`` prints one by one (all of them with ``-v``).
+STRICT_SHOWN = 10
+
+
+def default_out(config: ExperimentConfig) -> pathlib.Path:
+    """``runs/<experiment name>``: where ``emu run`` writes without ``--out``."""
+    return pathlib.Path("runs") / policy_dir_name(config.name)
+
+
 @main.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
-@click.option("--out", "out", required=True, type=click.Path(path_type=pathlib.Path), help="Run directory to create.")
+@click.option("--out", "out", type=click.Path(path_type=pathlib.Path), help="Run directory to write (default: runs/<experiment name>).")
 @click.option("--policy", "policies", multiple=True, metavar="NAME", help="Policy to run (repeatable); default: the config's.")
-@click.option("--seed", type=int, default=None, help="Override the config's seed.")
-@click.option("--tie-seed", type=int, default=None, help="Perturb same-instant order with this seed.")
+@click.option("--seed", type=SEED, default=None, help="Override the config's seed (0 to 2^64-1).")
+@click.option("--tie-seed", type=SEED, default=None, help="Perturb same-instant order with this seed.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any run breaks an invariant.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots: latency CDFs and timelines.")
-@click.option("--force", is_flag=True, help="Replace a non-empty existing DIR.")
+@click.option("--force", is_flag=True, help="Also replace a run directory of another experiment (never anything else).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
+@click.option("-q", "--quiet", is_flag=True, help="Print the report and errors only (no progress, no warnings).")
+@click.option("-v", "--verbose", is_flag=True, help="Say what each step does; with --strict, list every violation.")
 def run(
     config_path: pathlib.Path,
-    out: pathlib.Path,
+    out: pathlib.Path | None,
     policies: tuple[str, ...],
     seed: int | None,
     tie_seed: int | None,
@@ -129,8 +153,16 @@ def run(
     plots: bool,
     force: bool,
     fmt: str,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
-    """Run CONFIG under each policy, write DIR, print a comparison table."""
+    """Run CONFIG under each policy, write DIR, print a comparison table.
+
+    DIR may hold a previous run of the same experiment, which is replaced.
+    Ctrl-C stops at once (exit 130) and writes nothing.
+    """
+    if quiet and verbose:
+        _die("error: -q and -v contradict each other; give one")
     config = _load(config_path)
     valid = policy_names(config)
     unknown = [name for name in policies if name not in valid]
@@ -138,35 +170,80 @@ def run(
         _die(f"error: unknown policy {', '.join(map(repr, unknown))}; valid policies: {', '.join(valid)}")
     names = list(dict.fromkeys(policies or config.policies))
     seed = config.seed if seed is None else seed
+    out = default_out(config) if out is None else out
+    say = (lambda _text: None) if quiet else (lambda text: click.echo(text, err=True))
 
-    from actors.lab.output import OutputError, check_out_dir, write_run_dir
+    from actors.lab.output import OutDirClaim, OutputError, write_run_dir
 
     try:
-        check_out_dir(out, force=force)
+        with OutDirClaim(out, force=force, experiment=config.name) as claim:
+            if claim.replaces and verbose:
+                say(f"will replace {claim.replaces}")
+            with _interruptible(claim):
+                result = _run_all(config, config_path, names, seed, tie_seed, out, quiet=quiet, verbose=verbose)
+            try:
+                warnings = write_run_dir(out, result, plots=plots, force=force)
+            except OutputError as error:
+                print_report(build_report(result.to_json()), fmt)
+                _die(f"error: {error}", EXIT_FAILED)
     except OutputError as error:
         _die(f"error: {error}")
-
-    result = _run_all(config, config_path, names, seed, tie_seed, out)
-    try:
-        warnings = write_run_dir(out, result, plots=plots, force=force)
-    except OutputError as error:
-        _die(f"error: {error}")
+    except KeyboardInterrupt:
+        _die("interrupted: nothing written", EXIT_INTERRUPTED)
     for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
+        say(f"warning: {warning}")
 
     print_report(build_report(result.to_json()), fmt)
-    click.echo(f"wrote {out}", err=True)
+    say(f"wrote {out}" + (f" (replacing {claim.replaces})" if claim.replaces else ""))
 
     if strict:
-        broken = [(run.policy, v) for run in result.runs for v in run.results["invariants"]["violations"]]
-        if broken:
-            for policy, violation in broken:
-                fields = " ".join(f"{k}={v}" for k, v in violation.items() if k not in ("invariant", "ts"))
-                at = format_ns(violation["ts"]) if isinstance(violation.get("ts"), int) else "end of run"
-                click.echo(f"invariant violated: {policy}: {violation.get('invariant')} at {at}: {fields}".rstrip(": "), err=True)
-            for policy in dict.fromkeys(p for p, _ in broken):
-                click.echo(f"replay: {replay_command(config_path, policy, seed, tie_seed, f'{out}-replay')}", err=True)
-            sys.exit(EXIT_FAILED)
+        _strict(result, config_path, seed, tie_seed, out, verbose=verbose)
+
+
+def _strict(result: ExperimentResult, config_path: pathlib.Path, seed: int, tie_seed: int | None, out: pathlib.Path, *, verbose: bool) -> None:
+    """``--strict``: a summary of the violations (the first few, or all with ``-v``), the replay lines, exit 1."""
+    broken = [(run.policy, v) for run in result.runs for v in run.results["invariants"]["violations"]]
+    if not broken:
+        return
+    for policy, violation in broken if verbose else broken[:STRICT_SHOWN]:
+        fields = " ".join(f"{k}={v}" for k, v in violation.items() if k not in ("invariant", "ts"))
+        at = format_ns(violation["ts"]) if isinstance(violation.get("ts"), int) else "end of run"
+        click.echo(f"invariant violated: {policy}: {violation.get('invariant')} at {at}: {fields}".rstrip(": "), err=True)
+    if len(broken) > STRICT_SHOWN and not verbose:
+        click.echo(f"... {len(broken) - STRICT_SHOWN} more (-v lists them all; every one is in {out / 'results.json'})", err=True)
+    tally: dict[tuple[str, str], int] = {}
+    for policy, violation in broken:
+        key = (policy, str(violation.get("invariant")))
+        tally[key] = tally.get(key, 0) + 1
+    summary = ", ".join(f"{policy} {name} x{n}" for (policy, name), n in tally.items())
+    click.echo(f"strict: {len(broken)} invariant violation(s): {summary}", err=True)
+    for policy in dict.fromkeys(p for p, _ in broken):
+        click.echo(f"replay: {replay_command(config_path, policy, seed, tie_seed, f'{out}-replay')}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _interruptible(claim: OutDirClaim) -> Iterator[None]:
+    """While the simulation runs, Ctrl-C ends the process at once: exit 130, one line, nothing written.
+
+    The engine runs under Trio, where a ``KeyboardInterrupt`` raised at an
+    arbitrary point would surface as an actor crash or a Trio internal error;
+    so SIGINT (and SIGTERM) get a handler that releases *claim* (the lock, the
+    parents it created), says so and leaves with ``os._exit``. Policies that
+    had finished are not kept: a run directory is whole or absent.
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        claim.__exit__(None, None, None)
+        os.write(2, b"\ninterrupted: nothing written\n")
+        os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_all(
@@ -176,6 +253,9 @@ def _run_all(
     seed: int,
     tie_seed: int | None,
     out: pathlib.Path,
+    *,
+    quiet: bool = False,
+    verbose: bool = False,
 ) -> ExperimentResult:
     from actors.lab.experiment import ExperimentResult, config_digest, run_policy
 
@@ -188,11 +268,14 @@ def _run_all(
         TimeElapsedColumn(),
         console=_stderr(),
         transient=True,
+        disable=quiet,
     )
     with progress:
         task = progress.add_task(config.name, total=len(names))
         for name in names:
             progress.update(task, description=f"{config.name}: {name}")
+            if verbose:
+                progress.console.print(f"running {config.name} under {name}, seed {seed}")
             try:
                 runs.append(run_policy(config, name, seed=seed, tie_seed=tie_seed))
             except EmulatorError as error:

@@ -102,7 +102,7 @@ def run_policy(
         "seed": seed,
         "tie_seed": tie_seed,
         "trace_digest": stats.trace_digest,
-        "virtual_ns": stats.now_ns,
+        "virtual_ns": config.horizon if stats.reason == "horizon" else stats.now_ns,  # the horizon itself, not the last event before it
         "events": stats.events,
         "end": stats.reason,
         "latency": latency_summary(kernel.latency),

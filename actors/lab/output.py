@@ -1,6 +1,6 @@
 """Writing a run directory: everything ``emu run`` leaves behind.
 
-Layout (DESIGN.md section 3)::
+Layout (``docs/DESIGN.md``, "Run directory")::
 
     DIR/
       results.json            schema 1 (``ExperimentResult.to_json()``), orjson, indent 2
@@ -12,15 +12,30 @@ Layout (DESIGN.md section 3)::
                               plots and their samples (``actors.lab.plots``), unless plots are off
 
 The directory appears whole or not at all: everything is written into a
-sibling ``DIR.tmp-<random>`` and renamed into place at the end. An existing
-``DIR`` that is not empty is refused unless ``force`` is given, in which case
-it is replaced (after the new one is complete).
+sibling ``DIR.tmp-<random>`` (marked ``INCOMPLETE`` until it is whole, so a
+temporary left by a killed process is never read as a run) and renamed into
+place at the end.
+
+What an existing ``DIR`` may be (``check_out_dir``): absent or empty; a
+previous run of the same experiment, which is replaced; a run directory of
+another experiment, replaced only with ``force``. Anything else (a file, a
+directory of other files) is refused even with ``force``: only what
+``emu run`` wrote is ever deleted.
+
+``OutDirClaim`` holds ``DIR`` for one ``emu run`` from before the
+simulation to the rename: it creates the parent (so an unwritable place is
+reported before any work) and takes an exclusive ``flock`` on
+``.<DIR name>.lock`` beside it, so a second ``emu run`` into the same
+``DIR`` fails at once instead of both "succeeding" with one result lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import importlib
+import os
 import pathlib
 import secrets
 import shutil
@@ -31,6 +46,7 @@ import orjson
 from actors.lab.perfetto_export import to_perfetto
 from actors.lab.rundir import (
     CONFIG_COPY,
+    INCOMPLETE,
     REPLAY,
     RESULTS,
     TRACE_JSONL,
@@ -48,17 +64,103 @@ class OutputError(Exception):
     """The run directory cannot be written where asked (one line, for the user)."""
 
 
-def check_out_dir(out: pathlib.Path, *, force: bool) -> None:
-    """Refuse *out* early if writing there would fail or clobber a previous run.
+def check_out_dir(out: pathlib.Path, *, force: bool, experiment: str | None = None) -> str | None:
+    """Refuse *out* early if writing there would fail or clobber something.
+
+    Args:
+        out: the run directory to be.
+        force: replace a run directory of another experiment too.
+        experiment: the name of the experiment about to run; a previous run
+            of it in *out* is replaced without *force*.
+
+    Returns:
+        What will be replaced, for the user (``None`` if nothing).
 
     Raises:
-        OutputError: *out* is a file, or a non-empty directory without *force*.
+        OutputError: *out* is a file, a directory that is not a run
+            directory, or (without *force*) another experiment's run.
     """
     out = pathlib.Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"{out}: directory is not empty (use --force to replace it)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if (out / INCOMPLETE).is_file():
+        if force:
+            return f"an incomplete run in {out}"
+        raise OutputError(f"{out}: holds an incomplete run (use --force to replace it)")
+    if not (out / RESULTS).is_file() or not (out / REPLAY).is_file():
+        raise OutputError(f"{out}: directory is not empty and is not a run directory; emu run never replaces it, even with --force (choose another --out)")
+    try:
+        previous = orjson.loads((out / RESULTS).read_bytes()).get("experiment")
+    except (orjson.JSONDecodeError, AttributeError, OSError):
+        previous = None
+    if experiment is not None and previous == experiment:
+        return f"the previous {experiment} run in {out}"
+    if force:
+        return f"the {previous or 'unreadable'} run in {out}"
+    raise OutputError(f"{out}: holds a run of {previous!r}, not of {experiment!r} (use --force to replace it)")
+
+
+class OutDirClaim:
+    """Hold the run directory *out* for one ``emu run`` (a context manager).
+
+    On entry: check *out* (``check_out_dir``), create its parent, and lock
+    ``<parent>/.<name>.lock`` (``flock``, released by the kernel if the
+    process dies). On exit: remove the lock, and the parents this claim
+    created if nothing was written into them.
+
+    Raises:
+        OutputError: on entry, when *out* is refused, its parent cannot be
+            created or written, or another ``emu run`` holds the lock.
+    """
+
+    def __init__(self, out: pathlib.Path, *, force: bool, experiment: str | None) -> None:
+        self.out = pathlib.Path(out)
+        self.force = force
+        self.experiment = experiment
+        self.replaces: str | None = None
+        self.lock_path = self.out.with_name(f".{self.out.name}.lock")
+        self._created: list[pathlib.Path] = []
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutDirClaim:
+        self.replaces = check_out_dir(self.out, force=self.force, experiment=self.experiment)
+        try:
+            self._make_parents()
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            self._remove_parents()
+            raise OutputError(f"{self.out}: cannot write there: {error.strerror or error}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(self._fd).st_ino != os.stat(self.lock_path).st_ino:  # unlinked by a finishing run meanwhile
+                raise BlockingIOError(errno.EWOULDBLOCK, "lock file replaced")
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise OutputError(f"{self.out}: another emu run is writing it (it holds {self.lock_path}); wait for it or choose another --out") from None
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+            os.close(self._fd)
+            self._fd = None
+        self._remove_parents()
+
+    def _make_parents(self) -> None:
+        missing = [p for p in [self.out.parent, *self.out.parent.parents] if not p.exists()]
+        for path in reversed(missing):
+            path.mkdir()
+            self._created.append(path)
+
+    def _remove_parents(self) -> None:
+        for path in reversed(self._created):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty
+        self._created = []
 
 
 def replay_info(result: ExperimentResult) -> dict[str, Any]:
@@ -85,24 +187,34 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
         out: the directory to create (its parent is created if missing).
         result: the experiment's runs, with their traces kept.
         plots: also draw the plots (``actors.lab.plots.write_plots(dir, result)``).
-        force: replace an existing non-empty *out*.
+        force: replace a run directory of another experiment (``check_out_dir``).
 
     Returns:
         Warnings for the user (a plot writer that failed); empty when all went well.
 
     Raises:
-        OutputError: *out* is not usable (see ``check_out_dir``).
+        OutputError: *out* is not usable (see ``check_out_dir``), or writing
+            failed (disk full, read-only): one line, nothing left behind.
     """
     out = pathlib.Path(out)
-    check_out_dir(out, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, force=force, experiment=result.config.name)
     warnings: list[str] = []
-    tmp = _sibling(out, "tmp")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _sibling(out, "tmp")
+    except OSError as error:
+        raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
+    try:
+        (tmp / INCOMPLETE).write_bytes(b"emu run is writing this directory; if no emu run is, it was interrupted\n")
         _write_contents(tmp, result)
         if plots:
             warnings.extend(_write_plots(tmp, result))
+        (tmp / INCOMPLETE).unlink()
         _move_into_place(tmp, out)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = f" ({error.filename})" if error.filename else ""
+        raise OutputError(f"{out}: writing failed: {error.strerror or error}{where}; nothing was written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -144,7 +256,7 @@ def _sibling(out: pathlib.Path, kind: str) -> pathlib.Path:
 
 
 def _move_into_place(tmp: pathlib.Path, out: pathlib.Path) -> None:
-    """Rename *tmp* to *out*; an existing *out* (empty, or forced) is replaced."""
+    """Rename *tmp* to *out*; an existing *out* (empty, or allowed by ``check_out_dir``) is replaced."""
     if out.exists():
         old = _sibling(out, "old")
         old.rmdir()
@@ -155,5 +267,10 @@ def _move_into_place(tmp: pathlib.Path, out: pathlib.Path) -> None:
             old.rename(out)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    try:
         tmp.rename(out)
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise OutputError(f"{out}: appeared while this run was writing (another emu run?); this run's results were not written") from None
+        raise

@@ -22,6 +22,8 @@ CONFIG_COPY = "config.toml"
 REPLAY = "replay.json"
 TRACE_JSONL = "trace.jsonl"
 TRACE_PERFETTO = "trace.perfetto.json"
+#: Present while ``emu run`` writes a directory (removed before it is renamed into place).
+INCOMPLETE = "INCOMPLETE"
 #: Raw latency samples per policy, written beside the plots (``actors.lab.plots``).
 SAMPLES = "latency-samples.json"
 
@@ -85,6 +87,8 @@ def load_run_dir(path: pathlib.Path | str) -> RunDirectory:
     """
     path = pathlib.Path(path)
     results = path / RESULTS
+    if (path / INCOMPLETE).is_file():
+        raise RunDirError(f"{path}: an incomplete run directory (emu run was interrupted while writing it); run the experiment again")
     if not results.is_file():
         raise RunDirError(f"{path}: not a run directory (no {RESULTS})")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -118,17 +119,118 @@ def test_unknown_policy_exits_2_listing_valid_names(tiny: pathlib.Path, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_run_refuses_non_empty_out_dir_unless_forced(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    """An existing non-empty DIR is refused with exit 2 before running; ``--force`` replaces it."""
+def test_run_never_replaces_a_directory_that_is_not_a_run(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A non-empty DIR that ``emu run`` did not write is refused with exit 2 and one line, even with ``--force``."""
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old").write_text("old")
-    result = _run("run", str(tiny), "--out", str(out), "--no-plots")
-    assert result.exit_code == 2 and "--force" in result.stderr
-    assert [p.name for p in out.iterdir()] == ["old"]
-    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "--force")
-    assert result.exit_code == 0, result.output
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("real work")
+    for extra in ([], ["--force"]):
+        result = _run("run", str(tiny), "--out", str(out), "--no-plots", *extra)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and "not a run directory" in result.stderr and "Traceback" not in result.output
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.toml"]
+
+
+def test_run_again_replaces_its_previous_run(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """Re-running a command replaces the previous run of the same experiment; another experiment's needs ``--force``."""
+    out = tmp_path / "out"
+    assert _run("run", str(tiny), "--out", str(out), "--no-plots").exit_code == 0
+    again = _run("run", str(tiny), "--out", str(out), "--no-plots")
+    assert again.exit_code == 0, again.output
+    assert "replacing the previous tiny run" in again.stderr
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace('name = "tiny"', 'name = "other"'))
+    refused = _run("run", str(other), "--out", str(out), "--no-plots")
+    assert refused.exit_code == 2 and "holds a run of 'tiny'" in refused.stderr and "--force" in refused.stderr
+    assert orjson.loads((out / "results.json").read_bytes())["experiment"] == "tiny"
+    forced = _run("run", str(other), "--out", str(out), "--no-plots", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert orjson.loads((out / "results.json").read_bytes())["experiment"] == "other"
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "replay.json", "results.json", "v4.19", "v5.1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.toml", "out", "tiny.toml"]  # no lock, no temporary
+
+
+def test_run_out_defaults_to_runs_and_the_experiment_name(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``--out`` the run goes to ``runs/<experiment name>``."""
+    monkeypatch.chdir(tmp_path)
+    result = _run("run", str(tiny), "--no-plots", "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "tiny" / "results.json").is_file()
+    assert result.stderr == ""  # -q: the report only
+
+
+def test_run_into_a_locked_out_dir_fails_at_once(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """While another ``emu run`` holds DIR (its lock), a second one exits 2 before running and writes nothing."""
+    import fcntl
+
+    out = tmp_path / "out"
+    with open(tmp_path / ".out.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = _run("run", str(tiny), "--out", str(out), "--no-plots")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "another emu run is writing it" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_unwritable_out_is_refused_before_running(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """An --out whose parent cannot be written exits 2 with one line before the simulation."""
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        result = _run("run", str(tiny), "--out", str(parent / "out"), "--no-plots")
+    finally:
+        parent.chmod(0o755)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "cannot write there" in result.stderr
+
+
+def test_out_under_a_file_is_refused_before_running(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """An --out below a regular file (or /proc, /sys) cannot be created: exit 2, one line, no report, nothing left."""
+    (tmp_path / "plain").write_text("x")
+    for out in (tmp_path / "plain" / "out", pathlib.Path("/proc/emu-out")):
+        result = _run("run", str(tiny), "--out", str(out), "--no-plots")
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and result.stderr.count("\n") == 1 and "cannot write there" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "tiny.toml"]
+
+
+def test_late_write_failure_still_prints_the_table(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails after the simulation (disk full) prints the report, then one error line; exit 1, no traceback."""
+    import errno
+
+    import actors.lab.output
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(actors.lab.output, "_write_contents", full)
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots")
+    assert result.exit_code == 1
+    assert "toucher/touch" in result.stdout
+    assert result.stderr.splitlines()[-1] == f"error: {out}: writing failed: No space left on device; nothing was written"
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64), "x"])
+def test_bad_seed_exits_2_before_running(tiny: pathlib.Path, tmp_path: pathlib.Path, seed: str) -> None:
+    """``--seed`` takes 0 … 2^64-1; anything else is a usage error (exit 2), nothing created."""
+    for option in ("--seed", "--tie-seed"):
+        result = _run("run", str(tiny), "--out", str(tmp_path / "out"), option, seed)
+        assert result.exit_code == 2
+        assert "Traceback" not in result.output and option in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_largest_seed_runs(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """The largest seed the option takes reaches results.json intact."""
+    result = _run("run", str(tiny), "--out", str(tmp_path / "out"), "--seed", str(2**64 - 1), "--policy", "v4.19", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert orjson.loads((tmp_path / "out" / "results.json").read_bytes())["runs"][0]["seed"] == 2**64 - 1
 
 
 def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
@@ -215,6 +317,23 @@ def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
         [*cmd, "validate", str(ROOT / "tests/actors/lab/bad_configs/duration_ten.toml")], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "ten" in bad.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line_and_writes_nothing(tmp_path: pathlib.Path) -> None:
+    """SIGINT during the simulation: exit 130, one line (no actor crash, no Trio error), no directory, no lock."""
+    config = tmp_path / "long.toml"
+    config.write_text(TINY.replace('horizon = "1s"', 'horizon = "1h"').replace("iterations = 4", "iterations = 0"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    words = [sys.executable, "-c", "from actors.lab.cli import main; main()", "run", str(config), "--out", str(tmp_path / "runs" / "out"), "-v"]
+    process = subprocess.Popen(words, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    line = process.stderr.readline()  # -v says when the first policy starts
+    assert line.startswith("running tiny under v4.19"), line
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: nothing written"]
+    assert stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.toml"]  # not even runs/, which the run had created
 
 
 # -- emu run --format, emu report, emu replay ---------------------------------------

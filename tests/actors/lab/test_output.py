@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from actors.lab.output import OutputError, write_run_dir
+from actors.lab.output import OutDirClaim, OutputError, check_out_dir, write_run_dir
 from actors.lab.perfetto_export import to_perfetto
+from actors.lab.rundir import INCOMPLETE, RunDirError, load_run_dir
 from emu import PerfettoTrace
 
 TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
@@ -216,16 +217,69 @@ def test_real_trace_perfetto_structure(tmp_path: pathlib.Path, tiny_result) -> N
 
 
 def test_write_run_dir_refuses_non_empty_dir(tmp_path: pathlib.Path, tiny_result) -> None:
-    """A non-empty directory is kept unless forced, and then replaced whole."""
+    """A non-empty directory that is not a run directory is kept, even when forced."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious").write_text("keep")
-    with pytest.raises(OutputError, match="not empty"):
-        write_run_dir(out, tiny_result, plots=False)
-    assert sorted(p.name for p in out.iterdir()) == ["precious"]
-    write_run_dir(out, tiny_result, plots=False, force=True)
-    assert not (out / "precious").exists() and (out / "results.json").exists()
+    for force in (False, True):
+        with pytest.raises(OutputError, match="not a run directory"):
+            write_run_dir(out, tiny_result, plots=False, force=force)
+        assert sorted(p.name for p in out.iterdir()) == ["precious"]
+
+
+def test_write_run_dir_replaces_a_run_directory(tmp_path: pathlib.Path, tiny_result) -> None:
+    """A previous run of the same experiment is replaced whole; another experiment's only when forced."""
+    out = tmp_path / "out"
+    write_run_dir(out, tiny_result, plots=False)
+    (out / "v4.19" / "stale").write_text("from the old run")
+    assert check_out_dir(out, force=False, experiment="tiny") == f"the previous tiny run in {out}"
+    write_run_dir(out, tiny_result, plots=False)
+    assert not (out / "v4.19" / "stale").exists() and (out / "results.json").exists()
+    with pytest.raises(OutputError, match="holds a run of 'tiny', not of 'other'"):
+        check_out_dir(out, force=False, experiment="other")
+    assert check_out_dir(out, force=True, experiment="other") == f"the tiny run in {out}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.toml"]
+
+
+def test_incomplete_directory_is_not_a_run(tmp_path: pathlib.Path, tiny_result) -> None:
+    """A directory still marked INCOMPLETE (a killed writer's temporary) is refused by report and replaced only with force."""
+    out = tmp_path / "out"
+    write_run_dir(out, tiny_result, plots=False)
+    (out / INCOMPLETE).write_text("")
+    with pytest.raises(RunDirError, match="incomplete run directory"):
+        load_run_dir(out)
+    with pytest.raises(OutputError, match="incomplete run .*--force"):
+        check_out_dir(out, force=False, experiment="tiny")
+    write_run_dir(out, tiny_result, plots=False, force=True)
+    assert not (out / INCOMPLETE).exists()
+    load_run_dir(out)
+
+
+def test_two_claims_on_one_out_dir(tmp_path: pathlib.Path) -> None:
+    """Only one ``OutDirClaim`` holds a directory at a time; it creates the parents and removes them (and its lock) if unused."""
+    out = tmp_path / "a" / "b" / "out"
+    with OutDirClaim(out, force=False, experiment="tiny") as claim:
+        assert claim.lock_path.exists()
+        with pytest.raises(OutputError, match="another emu run is writing it"):
+            OutDirClaim(out, force=False, experiment="tiny").__enter__()
+    assert list(tmp_path.iterdir()) == []
+    with OutDirClaim(out, force=False, experiment="tiny"):
+        pass  # released: a new claim succeeds
+
+
+def test_write_failure_is_one_output_error(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """An OSError while writing (disk full) is an OutputError naming DIR, and nothing is left behind."""
+    import errno
+
+    import actors.lab.output
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(actors.lab.output, "_write_contents", full)
+    with pytest.raises(OutputError, match="writing failed: No space left on device"):
+        write_run_dir(tmp_path / "out", tiny_result, plots=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 
 def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
