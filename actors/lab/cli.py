@@ -5,7 +5,7 @@
     emu run CONFIG [--out DIR] [--policy NAME]... [--seed N] [--tie-seed N]
                    [--strict] [--plots/--no-plots] [--force] [-q | -v]
                    [--format table|markdown|json]
-    emu report DIR [--format table|markdown|json] [--plots/--no-plots]
+    emu report DIR [--format table|markdown|json] [--plots-out PLOTS]
                    [--window START:END]
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
@@ -64,7 +64,7 @@ from actors.lab.config import (
 )
 from actors.lab.explore import explore_command
 from actors.lab.report import FORMATS, build_report, print_report
-from actors.lab.rundir import RunDirError, load_run_dir, policy_dir_name
+from actors.lab.rundir import RunDirectory, RunDirError, load_run_dir, policy_dir_name
 from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
@@ -317,26 +317,42 @@ def parse_window(_ctx: object, _param: object, value: str | None) -> tuple[int, 
 @main.command()
 @click.argument("run_dir", metavar="DIR", type=click.Path(path_type=pathlib.Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
-@click.option("--plots/--no-plots", default=True, show_default=True, help="Redraw the plots into DIR.")
-@click.option("--window", metavar="START:END", callback=parse_window, help='Timeline window, e.g. "2.4s:2.6s" (default: around the worst stall).')
-def report(run_dir: pathlib.Path, fmt: str, plots: bool, window: tuple[int, int] | None) -> None:
-    """Re-render the report (and plots) of a finished run directory DIR, without running."""
+@click.option("--plots-out", type=click.Path(path_type=pathlib.Path), metavar="PLOTS", help="Redraw the plots into PLOTS (never into DIR: the run's own plots stay).")
+@click.option("--window", metavar="START:END", callback=parse_window, help='Timeline window, e.g. "2.4s:2.6s" (default: around the worst stall); needs --plots-out.')
+def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, window: tuple[int, int] | None) -> None:
+    """Re-render the report of a finished run directory DIR, without running; with --plots-out, its plots too."""
+    if window is not None and plots_out is None:
+        _die("error: --window draws timelines: give --plots-out PLOTS too")
     try:
         loaded = load_run_dir(run_dir)
     except RunDirError as error:
         _die(f"error: {error}")
+    if plots_out is not None:
+        _check_plots_out(loaded, plots_out, window)
     print_report(build_report(loaded.document), fmt)
-    if not plots:
+    if plots_out is None:
         return
     from actors.lab.plots import write_plots
 
-    missing = [run.trace_path for run in loaded.runs if not run.trace_path.is_file()]
-    if missing:
-        _die([f"error: {path}: missing; cannot draw the timeline (use --no-plots)" for path in missing])
     if any(run.samples is None for run in loaded.runs):
         click.echo("warning: no latency-samples.json (written with --no-plots?): CDFs drawn from results.json percentiles", err=True)
-    written = write_plots(run_dir, loaded, window=window)
-    click.echo(f"wrote {len([p for p in written if p.suffix == '.png'])} plots in {run_dir}", err=True)
+    plots_out.mkdir(parents=True, exist_ok=True)
+    written = write_plots(plots_out, loaded, window=window)
+    click.echo(f"wrote {len([p for p in written if p.suffix == '.png'])} plots in {plots_out}", err=True)
+
+
+def _check_plots_out(loaded: RunDirectory, plots_out: pathlib.Path, window: tuple[int, int] | None) -> None:
+    """``--plots-out`` is not the run directory, can be made, the traces exist and *window* lies inside the run."""
+    if plots_out.resolve() == loaded.path.resolve():
+        _die(f"error: {plots_out}: is the run directory itself; emu report never overwrites a run's plots (choose another --plots-out)")
+    if plots_out.exists() and not plots_out.is_dir():
+        _die(f"error: {plots_out}: exists and is not a directory")
+    missing = [run.trace_path for run in loaded.runs if not run.trace_path.is_file()]
+    if missing:
+        _die([f"error: {path}: missing; cannot draw the timeline (drop --plots-out)" for path in missing])
+    end = max((run.results.get("virtual_ns", 0) for run in loaded.runs), default=0)
+    if window is not None and window[0] >= end:
+        _die(f"error: --window {format_ns(window[0])}:{format_ns(window[1])} starts after the run ends ({format_ns(end)})")
 
 
 # -- emu replay ------------------------------------------------------------------

@@ -278,6 +278,28 @@ def test_strict_fails_on_invariant_violations(tiny: pathlib.Path, tmp_path: path
     assert (out / "results.json").exists()  # the evidence is kept
 
 
+def test_strict_summarises_many_violations(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
+    """Thousands of violations print as the first ten, a count of the rest and one tally line; ``-v`` lists them all."""
+    import actors.lab.experiment
+
+    real = actors.lab.experiment.run_policy
+
+    def leaky(config, policy, **kwargs):
+        run = real(config, policy, **kwargs)
+        run.results["invariants"]["violations"].extend({"invariant": "page_ref_leak", "ts": i, "page": f"ino1:{i}"} for i in range(5000))
+        return run
+
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", leaky)
+    result = _run("run", str(tiny), "--out", str(tmp_path / "a"), "--no-plots", "--strict")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("invariant violated")]
+    assert len(lines) == 10
+    assert "... 9990 more (-v lists them all" in result.stderr
+    assert "strict: 10000 invariant violation(s): v4.19 page_ref_leak x5000, v5.1 page_ref_leak x5000" in result.stderr
+    result = _run("run", str(tiny), "--out", str(tmp_path / "b"), "--no-plots", "--strict", "-v")
+    assert sum(line.startswith("invariant violated") for line in result.stderr.splitlines()) == 10000
+
+
 def test_replay_command_quotes_paths() -> None:
     """The replay command is one shell-safe line."""
     assert replay_command("my configs/a.toml", "v3", 1, None, "out dir") == "emu run 'my configs/a.toml' --policy v3 --seed 1 --out 'out dir'"
@@ -368,38 +390,47 @@ def test_report_rerenders_the_run_from_disk(run_dir: pathlib.Path) -> None:
     from actors.lab.report import build_report, render_markdown, report_json
 
     document = orjson.loads((run_dir / "results.json").read_bytes())
-    as_json = _run("report", str(run_dir), "--no-plots", "--format", "json")
+    as_json = _run("report", str(run_dir), "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     assert orjson.loads(as_json.stdout) == report_json(build_report(document))
-    as_md = _run("report", str(run_dir), "--no-plots", "--format", "markdown")
+    as_md = _run("report", str(run_dir), "--format", "markdown")
     assert as_md.stdout == render_markdown(build_report(document))
-    table = _run("report", str(run_dir), "--no-plots")
+    table = _run("report", str(run_dir))
     assert "toucher/touch" in table.stdout and "wait avg" in table.stdout and "v5.1" in table.stdout
 
 
-def test_report_redraws_the_plots_identically(run_dir: pathlib.Path) -> None:
-    """``emu report DIR`` redraws every PNG byte for byte; ``--window`` changes only the timelines."""
+def test_report_redraws_the_plots_identically_elsewhere(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``emu report DIR --plots-out P`` redraws every PNG byte for byte into P; ``--window`` changes only the timelines; DIR is untouched."""
     before = {p.name: p.read_bytes() for p in run_dir.glob("*.png")}
-    for png in run_dir.glob("*.png"):
-        png.unlink()
-    result = _run("report", str(run_dir), "--format", "markdown")
+    plots = tmp_path / "plots"
+    result = _run("report", str(run_dir), "--format", "markdown", "--plots-out", str(plots))
     assert result.exit_code == 0, result.output
-    assert {p.name: p.read_bytes() for p in run_dir.glob("*.png")} == before
+    assert {p.name: p.read_bytes() for p in plots.glob("*.png")} == before
     assert "wrote 3 plots" in result.stderr
-    result = _run("report", str(run_dir), "--window", "1ms:3ms")
+    result = _run("report", str(run_dir), "--window", "1ms:3ms", "--plots-out", str(plots))
     assert result.exit_code == 0, result.output
-    after = {p.name: p.read_bytes() for p in run_dir.glob("*.png")}
+    after = {p.name: p.read_bytes() for p in plots.glob("*.png")}
     assert after["timeline-v4.19.png"] != before["timeline-v4.19.png"]
     assert after["latency-cdf-toucher-touch.png"] == before["latency-cdf-toucher-touch.png"]
+    assert {p.name: p.read_bytes() for p in run_dir.glob("*.png")} == before
+
+
+def test_report_never_writes_into_the_run_directory(run_dir: pathlib.Path) -> None:
+    """Without --plots-out nothing is drawn; --plots-out DIR itself is refused (exit 2, one line)."""
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    assert _run("report", str(run_dir)).exit_code == 0
+    refused = _run("report", str(run_dir), "--plots-out", str(run_dir))
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "never overwrites" in refused.stderr
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
 def test_report_without_samples_falls_back_to_percentiles(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
     """A run written with ``--no-plots`` still gets plots from ``emu report``, with a warning that the CDFs are coarse."""
     out = tmp_path / "out"
     assert _run("run", str(tiny), "--out", str(out), "--no-plots").exit_code == 0
-    result = _run("report", str(out), "--format", "markdown")
+    result = _run("report", str(out), "--format", "markdown", "--plots-out", str(tmp_path / "plots"))
     assert result.exit_code == 0, result.output
-    assert "percentiles" in result.stderr and (out / "latency-cdf-toucher-touch.png").is_file()
+    assert "percentiles" in result.stderr and (tmp_path / "plots" / "latency-cdf-toucher-touch.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -407,12 +438,20 @@ def test_report_without_samples_falls_back_to_percentiles(tiny: pathlib.Path, tm
     [
         (["--window", "later"], "START:END"),
         (["--window", "3ms:1ms"], "end after it starts"),
+        (["--window", "5s:6s"], "starts after the run ends"),
     ],
 )
-def test_report_rejects_a_bad_window(run_dir: pathlib.Path, args: list[str], message: str) -> None:
-    """A malformed or empty ``--window`` exits 2 naming what was expected."""
-    result = _run("report", str(run_dir), *args)
+def test_report_rejects_a_bad_window(run_dir: pathlib.Path, tmp_path: pathlib.Path, args: list[str], message: str) -> None:
+    """A malformed, empty or out-of-run ``--window`` exits 2 naming what was expected, and draws nothing."""
+    result = _run("report", str(run_dir), *args, "--plots-out", str(tmp_path / "plots"))
     assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "plots").exists()
+
+
+def test_report_window_needs_plots_out(run_dir: pathlib.Path) -> None:
+    """``--window`` alone is a usage error: it only shapes plots."""
+    result = _run("report", str(run_dir), "--window", "1ms:3ms")
+    assert result.exit_code == 2 and "--plots-out" in result.stderr and result.stdout == ""
 
 
 def test_report_and_replay_refuse_a_directory_without_results(tmp_path: pathlib.Path) -> None:
@@ -420,6 +459,14 @@ def test_report_and_replay_refuse_a_directory_without_results(tmp_path: pathlib.
     for command in ("report", "replay"):
         result = _run(command, str(tmp_path))
         assert result.exit_code == 2 and "not a run directory" in result.stderr and "Traceback" not in result.output
+
+
+def test_report_refuses_an_incomplete_directory(run_dir: pathlib.Path) -> None:
+    """A directory still marked INCOMPLETE is refused by ``emu report`` and ``emu replay`` in one line."""
+    (run_dir / "INCOMPLETE").write_text("")
+    for command in ("report", "replay"):
+        result = _run(command, str(run_dir))
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "incomplete run directory" in result.stderr
 
 
 def test_replay_succeeds_on_a_fresh_directory(run_dir: pathlib.Path) -> None:
