@@ -8,7 +8,8 @@ defaults as ``docs/CONFIG.md`` lists them: the machine (``[device]``,
 (``[[processes]]``, their mappings and threads, and the ops a thread's
 ``program`` lists, with ``OP_NAMES`` giving each op's ``op = "..."``
 spelling), custom ``[[policy]]`` entries, the run's ``[inject]``,
-``[checks]`` and ``[swarm]`` tables, and the root ``ExperimentConfig``.
+``[checks]`` and ``[swarm]`` tables, the lab's ``[report]``, and the root
+``ExperimentConfig``.
 
 Field annotations use the value types defined here (``Duration``, ``Size``,
 ...: ``NewType``s over ``int``/``float``, so code building a config passes
@@ -290,6 +291,16 @@ class SwarmConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ReportConfig:
+    """What ``emu run`` prints as this config's answer: figures of the results (``actors.lab.figures``).
+
+    The lab's concern, not the kernel's: nothing in the emulated kernel reads it.
+    """
+
+    answer: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen(kw_only=True)
 class PolicyConfig:
     """A custom policy: a preset with some switches changed."""
 
@@ -323,6 +334,7 @@ class ExperimentConfig:
     inject: InjectConfig = attrs.field(factory=InjectConfig)
     checks: ChecksConfig = attrs.field(factory=ChecksConfig)
     swarm: SwarmConfig = attrs.field(factory=SwarmConfig)
+    report: ReportConfig = attrs.field(factory=ReportConfig)
     source: str = attrs.field(default="<config>", eq=False)
 
 

@@ -64,7 +64,7 @@ from actors.lab.config import (
 )
 from actors.lab.explore import explore_command
 from actors.lab.report import FORMATS, build_report, print_report
-from actors.lab.rundir import RunDirectory, RunDirError, load_run_dir, policy_dir_name
+from actors.lab.rundir import CONFIG_COPY, RunDirectory, RunDirError, load_run_dir, policy_dir_name
 from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
@@ -184,7 +184,7 @@ def run(
             try:
                 warnings = write_run_dir(out, result, plots=plots, force=force)
             except OutputError as error:
-                print_report(build_report(result.to_json()), fmt)
+                print_report(build_report(result.to_json(), answer=config.report.answer), fmt)
                 _die(f"error: {error}", EXIT_FAILED)
     except OutputError as error:
         _die(f"error: {error}")
@@ -193,7 +193,7 @@ def run(
     for warning in warnings:
         say(f"warning: {warning}")
 
-    print_report(build_report(result.to_json()), fmt)
+    print_report(build_report(result.to_json(), answer=config.report.answer), fmt)
     say(f"wrote {out}" + (f" (replacing {claim.replaces})" if claim.replaces else ""))
 
     if strict:
@@ -329,7 +329,7 @@ def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, wind
         _die(f"error: {error}")
     if plots_out is not None:
         _check_plots_out(loaded, plots_out, window)
-    print_report(build_report(loaded.document), fmt)
+    print_report(build_report(loaded.document, answer=_recorded_answer(loaded)), fmt)
     if plots_out is None:
         return
     from actors.lab.plots import write_plots
@@ -339,6 +339,15 @@ def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, wind
     plots_out.mkdir(parents=True, exist_ok=True)
     written = write_plots(plots_out, loaded, window=window)
     click.echo(f"wrote {len([p for p in written if p.suffix == '.png'])} plots in {plots_out}", err=True)
+
+
+def _recorded_answer(loaded: RunDirectory) -> list[str]:
+    """The ``[report] answer`` of the config copy a run directory keeps (none if it no longer loads)."""
+    try:
+        return load_config(loaded.path / CONFIG_COPY).report.answer
+    except ConfigError as error:
+        click.echo(f"warning: {error.problems[0]} (the report shows no answer figures)", err=True)
+        return []
 
 
 def _check_plots_out(loaded: RunDirectory, plots_out: pathlib.Path, window: tuple[int, int] | None) -> None:

@@ -24,6 +24,7 @@ The shape of a config (see ``configs/seed-inversion.toml`` for a full one)::
       [[processes.threads]]   name, program (a list of ops), iterations/every
     [[policy]]          custom policies: a preset with switches changed
     [inject], [checks], [swarm]
+    [report]            the figures that answer the config's question
 
 This module holds the constructors (``load_config``, ``config_from_dict``)
 and ``resolve_policy``. The rest lives in four modules, layered in this
@@ -87,6 +88,7 @@ from actors.schema import (
     Populate,
     ProcessConfig,
     ProcRead,
+    ReportConfig,
     SwarmConfig,
     Think,
     ThreadConfig,
@@ -132,6 +134,7 @@ __all__ = [
     "PositiveSize",
     "ProcRead",
     "ProcessConfig",
+    "ReportConfig",
     "Size",
     "SwarmConfig",
     "Think",

@@ -8,7 +8,8 @@ of custom policies (which may not reuse a preset's name); unknown policy names
 and presets; a process's cgroup, a mapping's file, an op's mapping (and
 whether it is writable); a looping program that takes no virtual time;
 ``proc_read`` targets and ``[inject]`` globs that match nothing;
-truncations that do not shrink their file; the bounds that keep a run
+truncations that do not shrink their file; ``[report] answer`` figures
+that are misspelled or name no thread's op; the bounds that keep a run
 finite (at most ``MAX_TASKS`` threads in all, replicas counted; a touch of
 at most its mapping's pages). Every problem is reported, not just the first;
 one mistake gives one line (a duplicate process name is not also reported
@@ -25,8 +26,10 @@ import fnmatch
 from typing import TYPE_CHECKING
 
 from actors.block.blk_cgroup import check_path, is_dev
+from actors.lab.figures import check_figure, is_latency
 from actors.policy import PRESETS
 from actors.schema import (
+    OP_NAMES,
     MappingConfig,
     Mprotect,
     ProcessConfig,
@@ -64,7 +67,19 @@ def check_config(config: ExperimentConfig) -> list[str]:
     _check_inject(problems, config)
     for i, process in enumerate(config.processes):
         _check_process(problems, config, i, process)
+    _check_report(problems, config)
     return problems
+
+
+def _check_report(problems: list[str], config: ExperimentConfig) -> None:
+    """``[report] answer`` figures are spelled right, and a latency figure names a thread's op."""
+    ops = {f"{t.name}/{OP_NAMES[type(op)]}" for p in config.processes for t in p.threads for op in t.program}
+    for i, figure in enumerate(config.report.answer):
+        message = check_figure(figure, rates=True)
+        if message is None and is_latency(figure) and figure.rpartition(".")[0] not in ops:
+            message = f"no thread runs {figure.rpartition('.')[0]!r} (latencies are <thread>/<op>: {', '.join(sorted(ops))})"
+        if message is not None:
+            problems.append(f"report.answer[{i}]: {message}")
 
 
 def _check_device(problems: list[str], config: ExperimentConfig) -> None:

@@ -85,6 +85,7 @@ from rich.progress import (
 )
 
 from actors.lab.config import config_from_dict
+from actors.lab.figures import figure_value
 from actors.lab.sweep_spec import RunTask, Sweep, SweepError, load_sweep
 
 SCHEMA = 1
@@ -124,20 +125,6 @@ def run_one(task: RunTask) -> dict[str, Any]:
         document["error"] = f"{type(error).__name__}: {error}"
     document["wall_s"] = round(time.perf_counter() - start, 3)
     return document
-
-
-def metric_value(results: dict[str, Any], metric: str) -> Any:
-    """*metric* of one run's results (``None`` if the run has no such value, e.g. no samples)."""
-    head, _, stat = metric.rpartition(".")
-    latency = results.get("latency", {})
-    if head in latency:
-        return latency[head].get(stat)
-    node: Any = results
-    for part in metric.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 # -- executors -----------------------------------------------------------------------
@@ -307,7 +294,7 @@ def rows(sweep: Sweep, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["events"] = results["events"]
         row["invariant_violations"] = len(results.get("invariants", {}).get("violations", []))
         for metric in sweep.metrics:
-            row[metric] = metric_value(results, metric)
+            row[metric] = figure_value(results, metric)
         out.append(row)
     return out
 

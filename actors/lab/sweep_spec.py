@@ -23,14 +23,13 @@ import numpy as np
 import orjson
 
 from actors.lab.config import ConfigError, ExperimentConfig, config_from_dict, read_toml
+from actors.lab.figures import check_figure
 from actors.policy import PRESETS
 
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("name", "base", "policies", "seeds", "root_seed", "metric", "parameter", "metrics", "params", "points")
 #: Config keys whose own name holds a dot (TOML quoted keys).
 DOTTED_KEYS = ("io.latency",)
-LATENCY_STATS = ("count", "min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns")
-RESULT_KEYS = ("policy", "seed", "tie_seed", "trace_digest", "virtual_ns", "events", "end", "latency", "counters", "mmap_sem", "iolatency", "invariants")
 
 
 class SweepError(Exception):
@@ -473,16 +472,8 @@ def _strip_source(problem: str, base_path: pathlib.Path) -> str:
 
 
 def _check_metric(metric: object) -> str | None:
-    if not isinstance(metric, str) or not metric:
-        return f'expected a metric like "monitor/proc_read.p99_ns" or "counters.throttled_bios", got {metric!r}'
-    head, _, stat = metric.rpartition(".")
-    if "/" in metric.partition(".")[0] or "/" in head:
-        if not head or stat not in LATENCY_STATS:
-            return f"a latency metric is <task>/<op>.<stat> with stat one of {', '.join(LATENCY_STATS)}, got {metric!r}"
-        return None
-    if metric.partition(".")[0] not in RESULT_KEYS:
-        return f"unknown metric {metric!r}: expected <task>/<op>.<stat> or a path starting with one of {', '.join(RESULT_KEYS)}"
-    return None
+    message = check_figure(metric)
+    return None if message is None else message.replace("figure", "metric")
 
 
 def _read_toml(path: pathlib.Path) -> dict[str, Any]:

@@ -184,6 +184,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "horizon_beyond_bound": ("horizon", "at most 1h"),
     "replicas_beyond_bound": ("processes[0].count", "10000 threads"),
     "touch_pages_beyond_mapping": ("processes[0].threads[0].program[0].pages", "256 pages"),
+    "report_answer_bad_stat": ("report.answer[0]", "p99_ns"),
+    "report_answer_unknown_op": ("report.answer[1]", "no thread runs 'toucher/io'"),
     "bandwidth_per_hour": ("device.bandwidth", r"bandwidth like \"512MiB/s\" .*then /s\), got '200MB/h'"),
 }
 

@@ -87,10 +87,10 @@ def test_markdown_has_a_row_per_policy_and_dashes_for_missing_ops(document: dict
     lines = render_markdown(build_report(document)).splitlines()
     assert lines[0] == "### demo (seed 7)"
     header, align, *rows = lines[2:]
-    assert header.startswith("| policy | app/touch p50 | app/touch p99 | app/touch max | mon/proc_read p50")
+    assert header.startswith("| policy | app/touch n | app/touch p50 | app/touch p99 | app/touch max | mon/proc_read n | mon/proc_read p50")
     assert "mmap_sem wait avg" in header and align.count("---") == header.count("|") - 1
     assert [r.split(" | ")[0] for r in rows] == ["| v4.19", "| v5.1"]
-    assert "| 1 us | 2 us | 3 us | - | - | - |" in rows[1]
+    assert "| 10 | 1 us* | 2 us* | 3 us | - | - | - | - |" in rows[1]  # 10 samples: the percentiles are marked
     assert "| 4 | 4 ms | 2 ms | 1 ms |" in rows[0]
 
 
@@ -143,3 +143,73 @@ def test_load_run_dir_refuses_what_is_not_a_run_directory(tmp_path: pathlib.Path
     assert loaded.runs[0].samples is None
     with pytest.raises(RunDirError, match="no run of policy 'v3'"):
         loaded.run("v3")
+
+
+def _cells(line: str) -> list[str]:
+    """The policy cells of a panel line (after its label)."""
+    return [cell.strip() for cell in line.split("│")[1:]]
+
+
+def _text(report_: Any, width: int) -> str:
+    console = Console(record=True, width=width, highlight=False)
+    print_report(report_, "table", console=console)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_terminal_panels_fit_the_width(document: dict[str, Any], width: int) -> None:
+    """The default layout fits 80 and 120 columns with four policies and long op names, cutting no cell."""
+    run = document["runs"][0]
+    runs = [{**run, "policy": name} for name in ("v2.6.36", "v4.19", "v5.1", "v5.7")]
+    runs[0]["latency"] = {**run["latency"], "very-long-thread-name/proc_read": _lat(1000, 2000, 3000, count=500)}
+    report = build_report({**document, "runs": runs}, answer=["app/touch.p99_ns", "counters.sigbus_delivered"])
+    text = _text(report, width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "…" not in text and "..." not in text
+    for policy in ("v2.6.36", "v4.19", "v5.1", "v5.7"):
+        assert policy in text
+    assert "very-long-thread-name/proc_read" in text.replace("\n", "")
+    assert "5 ms* n=10" in text  # the answer's p99 with its sample count, marked
+
+
+def test_terminal_panels_show_sample_counts_and_mark_few(document: dict[str, Any]) -> None:
+    """Every op shows its samples; percentiles over fewer than 100 are marked, max is not; missing ops are dashes."""
+    document["runs"][1]["latency"]["app/touch"] = _lat(1000, 2000, 3000, count=250)
+    lines = _text(build_report(document), 120).splitlines()
+    samples = next(line for line in lines if line.startswith("app/touch samples"))
+    assert _cells(samples) == ["10", "250"]
+    p99 = next(line for line in lines[lines.index(samples) :] if line.strip().startswith("p99"))
+    assert "5 ms*" in p99 and "2 us*" not in p99 and "2 us" in p99
+    maxima = next(line for line in lines[lines.index(samples) :] if line.strip().startswith("max"))
+    assert "*" not in maxima
+    proc = next(line for line in lines if line.startswith("mon/proc_read samples"))
+    assert _cells(proc)[-1] == "-"
+
+
+def test_zero_counters_are_shown(document: dict[str, Any]) -> None:
+    """A counter one policy never counted shows as 0 for it, not as a missing row; an answer counter no run has is 0."""
+    document["runs"][0]["counters"]["btrfs_used_cached_fastpath"] = 7
+    report = build_report(document, answer=["counters.btrfs_used_cached_fastpath", "counters.sigbus_delivered"])
+    assert [row.counters["btrfs_used_cached_fastpath"] for row in report.rows] == [7, 0]
+    assert [a.values for a in report.answer] == [{"v4.19": 7, "v5.1": 0}, {"v4.19": 0, "v5.1": 0}]
+    line = next(line for line in _text(report, 80).splitlines() if line.startswith("btrfs_used_cached_fastpath"))
+    assert _cells(line) == ["7", "0"]
+
+
+def test_answer_rates_and_formats(document: dict[str, Any]) -> None:
+    """``per_s`` is samples per virtual second; the answer reaches markdown and JSON too."""
+    report = build_report(document, answer=["app/touch.per_s", "mon/proc_read.p99_ns"])
+    rate, p99 = report.answer
+    assert rate.values == {"v4.19": 10.0, "v5.1": 10.0} and rate.unit == "rate"
+    assert p99.values == {"v4.19": 4_000_000, "v5.1": None} and p99.counts == {"v4.19": 10}
+    assert "| app/touch.per_s | 10.0/s | 10.0/s |" in render_markdown(report)
+    assert report_json(report)["answer"][1]["values"] == {"v4.19": 4_000_000, "v5.1": None}
+    assert "4 ms* n=10" in _text(report, 80)
+
+
+def test_wide_format_keeps_one_row_per_policy(document: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format wide`` is the one-row-per-policy table, at its natural width into a pipe."""
+    print_report(build_report(document), "wide")
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "v4.19" in line and "│" in line)
+    assert "5 ms*" in row and "mon/proc_read" in out
