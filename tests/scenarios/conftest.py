@@ -1,4 +1,4 @@
-"""The scenario library under test: every ``configs/*.toml``, run once per session (STYLE.md 5.25).
+"""The scenario library under test: every ``configs/*.toml``, run once per session.
 
 ``scenarios`` is a session-scoped cache: the first test that needs a config
 runs every policy it names (traces not kept, only their digests) and later

@@ -1,4 +1,4 @@
-"""Every file in ``configs/`` is a test (STYLE.md 5.25, issue 4 item 6).
+"""Every file in ``configs/`` is a test.
 
 For each top-level ``configs/*.toml``:
 
@@ -8,7 +8,9 @@ For each top-level ``configs/*.toml``:
   ``tests/scenarios/expected/<config>.json``; ``pytest --update-expected``
   rewrites that file instead (the only way it changes);
 * a second run of one policy gives the same trace digest;
-* the qualitative outcome its opening comment promises holds (``CLAIMS``).
+* the qualitative outcome its opening comment promises holds (``CLAIMS``);
+* the terminal report shows its ``[report] answer`` figures at 80 and 120
+  columns, nothing cut.
 
 Every policy of a config runs once per session (the ``scenarios`` fixture)
 and the three tests share those runs. Configs not in ``FAST`` take more
@@ -24,8 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from actors.lab.experiment import run_policy
+from actors.lab.report import build_report, print_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -128,7 +132,7 @@ def test_every_expectation_has_its_config() -> None:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_opens_with_question_expectation_and_source(name: str) -> None:
-    """Issue 4 item 6: each config opens with its question, the expected outcome and its source."""
+    """Each config opens with its question, the expected outcome and its source."""
     lines = (CONFIG_DIR / f"{name}.toml").read_text().splitlines()
     header = []
     for line in lines:
@@ -138,6 +142,25 @@ def test_config_opens_with_question_expectation_and_source(name: str) -> None:
     text = "\n".join(header)
     for word in ("question", "expected", "source"):
         assert word in text, f"configs/{name}.toml: the opening comment does not say its {word}"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("name", _params())
+def test_report_prints_the_answer_at_terminal_widths(name: str, width: int, scenarios) -> None:
+    """``emu run``'s default report names the config's answer figures and fits 80 and 120 columns, no cell cut."""
+    config = scenarios.config(name)
+    assert config.report.answer, f"configs/{name}.toml names no [report] answer"
+    document = {"experiment": config.name, "runs": list(scenarios.runs(name).values())}
+    console = Console(record=True, width=width, highlight=False)
+    print_report(build_report(document, answer=config.report.answer), "table", console=console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert not any("…" in line for line in lines)
+    labels = [line.split("│")[0].strip() for line in lines if "│" in line]
+    for figure in config.report.answer:
+        assert any(figure.startswith(label) and label for label in labels), figure
+    for policy in config.policies:
+        assert any(policy in line for line in lines), policy
 
 
 # -- qualitative claims, one function per config ----------------------------------------
