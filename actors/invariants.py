@@ -15,7 +15,7 @@ During the run (each costs a few attribute reads where it sits):
     reader granted from the queue had no writer queued before it.
     ``rwsem_release_by_non_holder``: ``up_read``/``up_write`` by a task that
     holds no such lock (an unbalanced release in emulated kernel code,
-    e.g. KERNEL.md defect 8); the release is then ignored.
+    e.g. docs/DESIGN.md D8); the release is then ignored.
     ``page_double_lock``: a task sleeps on a page lock it holds itself (a
     lock handed to a read bio belongs to the IO, whose completion unlocks it).
     ``page_unlock_by_non_holder``: PG_locked is released (``unlock_page``,
@@ -23,8 +23,8 @@ During the run (each costs a few attribute reads where it sits):
     someone other than its holder: the task that locked it, or the bio it
     was handed to. Recorded, then the unlock goes ahead as in the kernel.
     ``page_ref_leak``: a ``vm_fault`` went out of scope still holding a
-    page reference (V3's ``cached_page`` on a ``bad_area`` exit, KERNEL.md
-    defect 5).
+    page reference (V3's ``cached_page`` on a ``bad_area`` exit, docs/DESIGN.md
+    D5).
     ``dropped_means_dropped``: after dropping mmap_sem a path never uses
     the VMA it looked up before the drop (``current.dropped_vma``, reset
     when the retry re-finds the VMA), nor a VMA that was unmapped; checked

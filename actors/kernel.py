@@ -175,8 +175,8 @@ class Kernel:
         """An attempt returned RETRY after dropping the sem: will the retry have to do IO under it?
 
         Suspect (the retry's IO under the sem is then ``io_under_mmap_sem_on_retry``) when
-        ``->fault`` dropped for IO and returned before the page was uptodate (KERNEL.md
-        defect 2), or V3's ``->page_mkwrite`` dropped (the retry redoes it: defects 7, 19).
+        ``->fault`` dropped for IO and returned before the page was uptodate (docs/DESIGN.md
+        D2), or V3's ``->page_mkwrite`` dropped (the retry redoes it: D7, B19).
         """
         vma = current.dropped_vma
         snapshot = current.drop_snapshot

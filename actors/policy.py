@@ -2,7 +2,7 @@
 
 Each experiment compares policies on the same workload and seed. A policy
 names the behaviour of each piece that changed across the history of the
-series (DESIGN.md section 2.3, KERNEL.md section 1):
+series (docs/DESIGN.md, "Kernel variants" and "Kernel notes"):
 
 ================  ============================================================
 switch            values

@@ -1,7 +1,7 @@
 """Test support: prove the one-runnable rule, run engines checked, capture traces.
 
 The engine promises that exactly one of its Trio tasks is runnable at any
-instant (DESIGN.md 2.1, STYLE.md 5.2). ``OneRunnable`` is a Trio instrument
+instant (docs/DESIGN.md, "Layers"). ``OneRunnable`` is a Trio instrument
 that watches ``task_scheduled`` / ``before_task_step`` for the tasks the
 engine registered in ``Engine.tasks`` (Trio's own system tasks are ignored)
 and records every moment when two or more of them are runnable together.

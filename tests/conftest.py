@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh seeded engine and a checked runner (STYLE.md 5.22, 5.24)."""
+"""Shared fixtures: a fresh seeded engine and a checked runner."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def trace() -> Callable[[Engine], list[dict[str, Any]]]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--update-expected``: rewrite tests/scenarios/expected/*.json from fresh runs (STYLE.md 5.25).
+    """``--update-expected``: rewrite tests/scenarios/expected/*.json from fresh runs.
 
     Declared here, not in tests/scenarios/conftest.py: pytest only honours
     ``pytest_addoption`` in initial conftests, and a plain ``pytest`` run

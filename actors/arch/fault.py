@@ -19,7 +19,7 @@ hardware. ``VM_FAULT_MAJOR`` is OR-ed across attempts and counted once.
 V3 keeps one ``vm_fault`` across attempts and cleans it up only on the
 RETRY-exhausted branch and before the final ``up_read``: the ``bad_area``
 exits of a retried attempt (its VMA unmapped while the sem was dropped)
-leak the cached page reference (KERNEL.md defect 5), which this emulation
+leak the cached page reference (docs/DESIGN.md D5), which this emulation
 reproduces rather than fixes.
 
 Emulation notes:

@@ -204,7 +204,7 @@ class BtrfsFs:
 
         * ``FAULT_FLAG_USED_CACHED`` fast path: lock the page; if
           ``vmf.cached_size == i_size`` and it is dirty, return LOCKED at once.
-          ``do_page_mkwrite`` never passes the flag (KERNEL.md defect 7), so
+          ``do_page_mkwrite`` never passes the flag (docs/DESIGN.md D7), so
           this is dead code on the real call paths.
         * ``fpin = maybe_unlock_mmap_for_io(vmf->vma, vmf->flags)``: drops the
           sem when ALLOW_RETRY is set and RETRY_NOWAIT is not — but

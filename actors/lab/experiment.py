@@ -2,8 +2,8 @@
 
 ``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``, runs to
 the horizon (or until every non-daemon task ends) and returns a ``RunResult``
-whose ``results`` is one entry of ``results.json``'s ``runs`` (DESIGN.md
-section 3) and whose ``trace`` holds the records. ``run_experiment`` does the
+whose ``results`` is one entry of ``results.json``'s ``runs`` (docs/DESIGN.md,
+"Run directory") and whose ``trace`` holds the records. ``run_experiment`` does the
 same for every policy the config (or the caller) names, on the same seed.
 
 A run is a pure function of (config, policy, seed, tie seed): same inputs,
@@ -47,7 +47,7 @@ class RunResult:
     trace: Trace
     stats: RunStats
     #: Every latency sample behind ``results["latency"]``, keyed ``<task>/<op>``
-    #: in ns, in recording order (the plots' CDFs; optional, issue 4).
+    #: in ns, in recording order (the plots' CDFs; optional).
     samples: dict[str, list[int]] = attrs.field(factory=dict)
 
 

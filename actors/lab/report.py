@@ -8,7 +8,7 @@ document (``ExperimentResult.to_json()``), so the two always agree.
 A row holds what a kernel engineer compares across variants:
 
 =============================  ===================================================
-column                         from ``results.json`` (DESIGN.md section 3)
+column                         from ``results.json`` (docs/DESIGN.md)
 =============================  ===================================================
 ``<task>/<op>`` p50, p99, max  ``latency``; every op except ``think``
 fault retries, major faults    ``counters.fault_retries``, ``counters.major_faults``

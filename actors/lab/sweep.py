@@ -5,7 +5,7 @@
     emu sweep SWEEP.toml --out DIR [--jobs N] [--dask-scheduler ADDRESS] [--resume] [--serial]
 
 A sweep file names a base config, the config keys to vary, the policies and
-the number of seeds (DESIGN.md section 6)::
+the number of seeds::
 
     base = "../seed-inversion.toml"      # relative to the sweep file
     policies = ["v4.19", "v3", "v5.1"]  # default: the base config's

@@ -9,7 +9,7 @@ Mirrors mm/filemap.c:
 * ``filemap_fault_v3``: v4.19 with the seed's patches 2/7-5/7 as posted:
   ``maybe_unlock_mmap_for_io`` before sync/async readahead, page_cache_read
   and the re-read; RETRY **as soon as readahead is submitted**, without
-  waiting for it (KERNEL.md defect 2); the open-coded trylock with the
+  waiting for it (docs/DESIGN.md D2); the open-coded trylock with the
   shadowed ``ret`` (defect 1, harmless); ``vmf->cached_page`` reuse and
   ``FAULT_FLAG_USED_CACHED`` (patches 4-5, policy ``cached_page``).
 * ``filemap_fault_v51``: 6b4c9f446981 as merged in v5.1: an ``fpin``

@@ -10,8 +10,8 @@ already dropped) makes ``__get_user_pages`` return the pages done so far,
 and ``__mm_populate`` re-takes the sem and starts again at the same address,
 **with a fresh ALLOW_RETRY**. Nothing bounds the loop: a fault that drops the
 sem without making progress spins forever. That is the 5.1-5.6 mlockall hang
-(``ra_pages == 0`` with ``PG_readahead`` set, KERNEL.md behaviour 11 and
-defect 4), fixed by 5c72feee3e45 (policy ``zero_readahead_fix``).
+(``ra_pages == 0`` with ``PG_readahead`` set, docs/DESIGN.md B11 and
+D4), fixed by 5c72feee3e45 (policy ``zero_readahead_fix``).
 
 Emulation notes:
     No FOLL_* flags beyond what populate uses; pages are faulted in, not

@@ -221,8 +221,8 @@ async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     """``do_page_mkwrite()``: tell the filesystem the page becomes writable.
 
     ``vmf->flags`` is overwritten with ``WRITE|MKWRITE`` for the call (so
-    V3's ``FAULT_FLAG_USED_CACHED`` never reaches ``->page_mkwrite``: KERNEL.md
-    defect 7); under V3 patch 6/7 only ALLOW_RETRY is copied back in.
+    V3's ``FAULT_FLAG_USED_CACHED`` never reaches ``->page_mkwrite``: docs/DESIGN.md
+    D7); under V3 patch 6/7 only ALLOW_RETRY is copied back in.
     """
     page = vmf.page
     old_flags = vmf.flags

@@ -249,7 +249,7 @@ def up_read(current: TaskStruct, mm: MmStruct) -> None:
     """``up_read(&mm->mmap_sem)``: release, then wake whom the rwsem rules choose.
 
     An ``up_read`` by a task that holds no read lock is an emulated kernel
-    bug (an unbalanced release, e.g. KERNEL.md defect 8), recorded as the
+    bug (an unbalanced release, e.g. docs/DESIGN.md D8), recorded as the
     ``rwsem_release_by_non_holder`` violation and otherwise ignored.
     """
     if (mm, "read") not in current.mmap_sem_held:

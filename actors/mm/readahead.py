@@ -29,7 +29,7 @@ Page faults use two policies (``do_sync_mmap_readahead``):
 * read-around (no madvise hint): centre ``ra_pages`` pages on the fault,
   ``start = max(0, offset - ra_pages/2)``, ``async_size = ra_pages/4``. With
   the default 32 pages a cold fault at ``off`` reads ``[off-16, off+15]`` and
-  marks ``off+8`` (KERNEL.md Behaviour 16). ``mmap_miss`` counts sync misses
+  marks ``off+8`` (docs/DESIGN.md B16). ``mmap_miss`` counts sync misses
   (saturating at 1000) and is paid back by hits; above ``MMAP_LOTSAMISS``
   (100) read-around stops and the fault reads a single page.
 * ``MADV_SEQUENTIAL`` (``VM_SEQ_READ``): the ondemand algorithm below, with
@@ -42,7 +42,7 @@ of the previous window, and ramps the size up with ``get_next_ra_size`` (x4
 while below max/16, then x2, capped at the max).
 
 Order of the early returns (v4.19), which decides whether ``PG_readahead``
-survives (KERNEL.md Behaviour 11, Defect 4)::
+survives (docs/DESIGN.md B11, D4)::
 
     page_cache_async_readahead:  ra_pages == 0  -> return   (flag KEPT)
                                  PageWriteback  -> return   (flag KEPT; PG_reclaim alias)
@@ -429,7 +429,7 @@ def page_cache_async_readahead_decision(
     The caller must clear ``PG_readahead`` on the page iff
     ``clears_pg_readahead``. With ``ra_pages == 0`` or a page under writeback
     the flag stays set, so every later fault on the page comes back here
-    (KERNEL.md Defect 4, Behaviour 11).
+    (docs/DESIGN.md D4, B11).
     """
     if not ra.ra_pages:
         return ReadaheadDecision(outcome=RaOutcome.NO_RA_PAGES)

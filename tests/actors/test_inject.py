@@ -1,6 +1,6 @@
 """Fault injection (actors/inject.py) and the racing ops (truncate, mmap of a mapping, mprotect prot).
 
-Issue 5, "done means": injected EIO gives SIGBUS for the faulting task and
+What fault injection must show: injected EIO gives SIGBUS for the faulting task and
 leaves every other task running; injected ENOSPC gives SIGBUS on the write
 fault; nothing else is lost (invariants clean). Each behaviour test runs a
 small config to completion (iterations bounded) under every policy it
@@ -56,7 +56,7 @@ def _violations(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _unexpected(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Violations other than V3's own retry defect (KERNEL.md defect 2/19), which V3 shows with or
+    """Violations other than V3's own retry defect (docs/DESIGN.md D2, B19), which V3 shows with or
     without injection; every other policy must have none at all."""
     allowed = {"io_under_mmap_sem_on_retry"} if results["policy"] == "v3" else set()
     return [v for v in _violations(results) if v["invariant"] not in allowed]

@@ -276,7 +276,7 @@ def test_dropped_means_dropped_flags_use_of_the_vma_from_before_the_drop() -> No
     ]
 
 
-# -- IO under mmap_sem on the retry (KERNEL.md defect 2, behaviour 7; defects 7/19) --------------
+# -- IO under mmap_sem on the retry (docs/DESIGN.md D2, B7; D7, B19) --------
 
 
 def _retry_io(config_name: str, policy: str, horizon_ns: int) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Tests for actors/arch/fault.py: the x86 user fault entry and its VM_FAULT_RETRY loop.
 
-KERNEL.md "Behaviours an emulator must reproduce" 5, 9, 10 and 17, through
+docs/DESIGN.md B5, B9, B10 and B17, through
 a real ``Kernel`` built from small configs (``run_policy`` or a hand-run
 engine when a test needs to reach into the machine).
 """

@@ -2,7 +2,7 @@
 
 Each file in ``bad_configs/`` is named after what is wrong with it (its first
 line says so too). ``EXPECTED`` says where the problem must be reported: the
-key path that every good message names (DESIGN.md section 3:
+key path that every good message names (docs/CONFIG.md, "Errors":
 ``bad.toml: processes[1].threads[0].every: expected a duration like "10ms",
 got 'ten'``), and optionally a pattern the same line must contain. A path
 matches the reported one or any deeper path under it.
@@ -161,7 +161,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "jitter_pct_over_99": ("device.jitter_pct", "at most 99"),
     "program_takes_no_time": ("processes[0].threads[1].program", "no virtual time"),
     "source_key_in_file": ("(top level)", "source"),
-    # fault injection, swarm switches, checks (issue 5)
+    # fault injection, swarm switches, checks
     "inject_probability_above_one": ("inject.read_error", None),
     "inject_unknown_key": ("inject", "colour"),
     "inject_tasks_no_match": ("inject.tasks", "nobody"),
@@ -171,7 +171,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "swarm_off_unknown": ("swarm.off[0]", "teleport"),
     "checks_liveness_zero": ("checks.liveness", None),
     "handle_signals_is_a_string": ("processes[0].threads[0].handle_signals", None),
-    # the racing ops (issue 5)
+    # the racing ops
     "truncate_unknown_file": ("processes[0].threads[0].program[1].file", "nofile"),
     "truncate_size_not_smaller": ("processes[0].threads[0].program[1].size", "shrink"),
     "truncate_missing_file": ("processes[0].threads[0].program[1].file", None),

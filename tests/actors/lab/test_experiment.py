@@ -1,8 +1,8 @@
 """Tests for actors/experiment.py: whole runs of small configs, and their determinism.
 
-KERNEL.md "Behaviours an emulator must reproduce" 12-14 end to end (the
+docs/DESIGN.md B12-B14 end to end (the
 io.latency rules are unit-tested in tests/actors/block/; these check that
-the full model wires them to faulting tasks), plus STYLE.md 5.24.
+the full model wires them to faulting tasks).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``emu explore`` (actors/lab/explore.py): exploration, distinct failures, exact replay, the corpus.
 
-Issue 5, "done means": under v3 the exploration of configs/v3-races.toml
+What exploration must show: under v3 the exploration of configs/v3-races.toml
 finds the leaked cached_page reference and IO under mmap_sem on the retry,
 and btrfs_used_cached_fastpath stays 0; v5.1 finds nothing; every reported
 failure replays exactly with its printed command (checked here through the

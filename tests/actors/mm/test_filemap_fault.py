@@ -1,6 +1,6 @@
 """Tests for actors/mm/filemap_fault.py: filemap_fault at v4.19, V3 as posted and v5.1.
 
-KERNEL.md "Behaviours an emulator must reproduce" 4, 6, 7, 8, 16 and 18.
+docs/DESIGN.md B4, B6, B7, B8, B16 and B18.
 Scenario behaviours run whole configs through ``run_policy``; function-level
 ones build a real ``Kernel`` from a tiny config and drive the fault path
 from an extra task spawned into its engine (``Kernel.spawn_task``).

@@ -1,6 +1,6 @@
 """Tests for actors/mm/gup.py: faultin_page, __get_user_pages and __mm_populate.
 
-KERNEL.md "Behaviours an emulator must reproduce" 11 (the 5.1-5.6
+docs/DESIGN.md B11 (the 5.1-5.6
 mlockall/mm_populate livelock and its 5.7 fix, 5c72feee3e45), run through
 the full model with ``run_policy``.
 """

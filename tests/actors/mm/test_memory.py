@@ -1,6 +1,6 @@
 """Tests for actors/mm/memory.py: do_page_mkwrite and fault_dirty_shared_page in the write-fault path.
 
-KERNEL.md "Behaviours an emulator must reproduce" 19 (V3's btrfs mkwrite,
+docs/DESIGN.md B19 (V3's btrfs mkwrite,
 paid twice) and 20 (balance_dirty_pages under the sem until 89b15332af7c),
 through the full model with ``run_policy``.
 """

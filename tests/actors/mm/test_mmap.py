@@ -1,6 +1,6 @@
 """Tests for actors/mm/mmap.py: mmap_sem's sleeping side through the full model.
 
-KERNEL.md "Behaviours an emulator must reproduce" 1-3, driven by small
+docs/DESIGN.md B1-B3, driven by small
 configs of /proc readers (``proc_read`` holds the target's mmap_sem for read
 for ``cost``) and ``mprotect`` writers, run with ``run_policy``. The sans-IO
 queue rules themselves are unit-tested in tests/actors/locking/test_rwsem.py.

@@ -1,6 +1,6 @@
 """Tests for actors/sched/task.py: the workload's return to user space, signals and accounting.
 
-KERNEL.md "Behaviours an emulator must reproduce" 15 (io.latency's
+docs/DESIGN.md B15 (io.latency's
 use_delay: readahead off for the group, induced delay paid on return to user
 with no lock held) through the full model; ``send_sigkill`` and the
 held-across-IO accounting on a hand-run kernel.
