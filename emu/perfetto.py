@@ -10,7 +10,12 @@ Format reference: the "Trace Event Format" document (phases ``M`` metadata,
 Events are kept in order and rendered at the end (``to_json``/``write``),
 or, given a binary file, written as they come (``PerfettoTrace(out)`` then
 ``close()``), so a trace of millions of events never sits in memory. Both
-give the same bytes.
+give the same bytes. A gzip stream works as the file: ui.perfetto.dev opens
+``.json.gz`` as it is.
+
+``metadata`` goes into the format's ``otherData`` object (what the trace is
+of); ``window=(start_ns, end_ns)`` keeps only the slices, flows and counter
+samples that overlap it (names of processes and threads are always kept).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ def _us(ns: int) -> float:
 
 
 _HEAD = b'{"traceEvents":['
-_TAIL = b'],"displayTimeUnit":"ns"}'
 
 
 class PerfettoTrace:
@@ -35,17 +39,24 @@ class PerfettoTrace:
     Args:
         out: a binary file to stream the events to (finish with ``close``);
             without it they are kept in ``events``.
+        metadata: what the trace is of, as ``otherData`` (JSON values).
+        window: ``(start_ns, end_ns)``: drop what lies wholly outside it.
     """
 
-    __slots__ = ("events", "_named", "_out", "_count")
+    __slots__ = ("events", "_named", "_out", "_count", "_tail", "_window")
 
-    def __init__(self, out: BinaryIO | None = None) -> None:
+    def __init__(self, out: BinaryIO | None = None, *, metadata: dict[str, Any] | None = None, window: tuple[int, int] | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self._named: dict[tuple[int, int | None], str] = {}
         self._out = out
         self._count = 0
+        self._tail: dict[str, Any] = {"displayTimeUnit": "ns", **({"otherData": metadata} if metadata else {})}
+        self._window = window
         if out is not None:
             out.write(_HEAD)
+
+    def _inside(self, ts_ns: int, end_ns: int) -> bool:
+        return self._window is None or (end_ns >= self._window[0] and ts_ns <= self._window[1])
 
     def _add(self, event: dict[str, Any]) -> None:
         if self._out is None:
@@ -58,7 +69,7 @@ class PerfettoTrace:
         """End a streamed trace (the file itself stays open)."""
         if self._out is None:
             raise ValueError("close() ends a streamed trace; this one keeps its events (use write)")
-        self._out.write(_TAIL)
+        self._out.write(b"]," + orjson.dumps(self._tail)[1:])
         self._out = None
 
     def process(self, pid: int, name: str) -> None:
@@ -75,6 +86,8 @@ class PerfettoTrace:
 
     def complete(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, cat: str = "", args: dict | None = None) -> None:
         """A slice on one thread; slices on a thread must nest."""
+        if not self._inside(ts_ns, ts_ns + dur_ns):
+            return
         event = {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": _us(ts_ns), "dur": _us(dur_ns)}
         if args:
             event["args"] = args
@@ -82,6 +95,8 @@ class PerfettoTrace:
 
     def async_slice(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, id: str, cat: str, args: dict | None = None) -> None:
         """A begin/end pair that may overlap others (its own track in the UI)."""
+        if not self._inside(ts_ns, ts_ns + dur_ns):
+            return
         begin = {"ph": "b", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns)}
         if args:
             begin["args"] = args
@@ -91,15 +106,19 @@ class PerfettoTrace:
     def flow(self, name: str, id: str, start: tuple[int, int, int], end: tuple[int, int, int], *, cat: str = "flow") -> None:
         """An arrow from (pid, tid, ts_ns) *start* to *end*; each end binds to the enclosing slice."""
         (spid, stid, sts), (epid, etid, ets) = start, end
+        if not self._inside(sts, ets):
+            return
         self._add({"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": _us(sts)})
         self._add({"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": _us(ets)})
 
     def counter(self, name: str, pid: int, ts_ns: int, values: dict[str, int | float]) -> None:
         """A sample of a counter track."""
+        if not self._inside(ts_ns, ts_ns):
+            return
         self._add({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts_ns), "args": values})
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"traceEvents": self.events, "displayTimeUnit": "ns"})
+        return orjson.dumps({"traceEvents": self.events, **self._tail})
 
     def write(self, path: pathlib.Path) -> None:
         pathlib.Path(path).write_bytes(self.to_json())

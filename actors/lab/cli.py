@@ -4,8 +4,9 @@
 
     emu run CONFIG [--out DIR] [--policy NAME]... [--seed N] [--tie-seed N]
                    [--strict] [--plots/--no-plots] [--force] [-q | -v]
-                   [--format table|markdown|json]
-    emu report DIR [--format table|markdown|json] [--plots-out PLOTS]
+                   [--format table|wide|markdown|json]
+                   [--perfetto gz|json|none] [--trace-window START:END] [--no-trace]
+    emu report DIR [--format table|wide|markdown|json] [--plots-out PLOTS]
                    [--window START:END]
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
@@ -64,7 +65,7 @@ from actors.lab.config import (
 )
 from actors.lab.explore import explore_command
 from actors.lab.report import FORMATS, build_report, print_report
-from actors.lab.rundir import CONFIG_COPY, RunDirectory, RunDirError, load_run_dir, policy_dir_name
+from actors.lab.rundir import CONFIG_COPY, PERFETTO_FORMATS, RunDirectory, RunDirError, load_run_dir, policy_dir_name
 from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
@@ -111,6 +112,22 @@ def replay_command(config_path: pathlib.Path | str, policy: str, seed: int, tie_
     return shlex.join(words)
 
 
+def parse_window(_ctx: object, _param: object, value: str | None) -> tuple[int, int] | None:
+    """``START:END`` (durations like ``2.4s``, or integer ns) → ``(start_ns, end_ns)``."""
+    if value is None:
+        return None
+    start, colon, end = value.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        lo, hi = (int(part) if part.strip().isdigit() else parse_duration(part) for part in (start, end))
+    except ValueError:
+        raise click.BadParameter(f'expected START:END with durations like "2.4s:2.6s", got {value!r}') from None
+    if hi <= lo:
+        raise click.BadParameter(f"the window must end after it starts, got {value!r}")
+    return lo, hi
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="faultpath", prog_name="emu")
 def main() -> None:
@@ -141,6 +158,9 @@ def default_out(config: ExperimentConfig) -> pathlib.Path:
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots: latency CDFs and timelines.")
 @click.option("--force", is_flag=True, help="Also replace a run directory of another experiment (never anything else).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
+@click.option("--perfetto", type=click.Choice(PERFETTO_FORMATS), default="gz", show_default=True, help="The Perfetto timeline: gzipped (ui.perfetto.dev opens .json.gz), plain JSON, or none.")
+@click.option("--trace-window", metavar="START:END", callback=parse_window, help='Keep only this stretch of virtual time in the Perfetto file, e.g. "2.4s:2.6s" (trace.jsonl stays whole).')
+@click.option("--no-trace", is_flag=True, help="Write no trace files (neither trace.jsonl nor Perfetto); replay needs them.")
 @click.option("-q", "--quiet", is_flag=True, help="Print the report and errors only (no progress, no warnings).")
 @click.option("-v", "--verbose", is_flag=True, help="Say what each step does; with --strict, list every violation.")
 def run(
@@ -153,6 +173,9 @@ def run(
     plots: bool,
     force: bool,
     fmt: str,
+    perfetto: str,
+    trace_window: tuple[int, int] | None,
+    no_trace: bool,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -163,7 +186,11 @@ def run(
     """
     if quiet and verbose:
         _die("error: -q and -v contradict each other; give one")
+    if trace_window is not None and (no_trace or perfetto == "none"):
+        _die("error: --trace-window shapes the Perfetto file, and this run writes none")
     config = _load(config_path)
+    if trace_window is not None and trace_window[0] >= config.horizon:
+        _die(f"error: --trace-window starts at {format_ns(trace_window[0])}, after the horizon ({format_ns(config.horizon)})")
     valid = policy_names(config)
     unknown = [name for name in policies if name not in valid]
     if unknown:
@@ -173,7 +200,9 @@ def run(
     out = default_out(config) if out is None else out
     say = (lambda _text: None) if quiet else (lambda text: click.echo(text, err=True))
 
-    from actors.lab.output import OutDirClaim, OutputError, write_run_dir
+    from actors.lab.output import OutDirClaim, OutputError, TraceFiles, write_run_dir
+
+    traces = TraceFiles(jsonl=not no_trace, perfetto="none" if no_trace else perfetto, window=trace_window)
 
     try:
         with OutDirClaim(out, force=force, experiment=config.name) as claim:
@@ -182,7 +211,7 @@ def run(
             with _interruptible(claim):
                 result = _run_all(config, config_path, names, seed, tie_seed, out, quiet=quiet, verbose=verbose)
             try:
-                warnings = write_run_dir(out, result, plots=plots, force=force)
+                warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces)
             except OutputError as error:
                 print_report(build_report(result.to_json(), answer=config.report.answer), fmt)
                 _die(f"error: {error}", EXIT_FAILED)
@@ -296,22 +325,6 @@ def _run_failed(error: BaseException, config_path: pathlib.Path, policy: str, se
 
 
 # -- emu report ------------------------------------------------------------------
-
-
-def parse_window(_ctx: object, _param: object, value: str | None) -> tuple[int, int] | None:
-    """``START:END`` (durations like ``2.4s``, or integer ns) → ``(start_ns, end_ns)``."""
-    if value is None:
-        return None
-    start, colon, end = value.partition(":")
-    try:
-        if not colon:
-            raise ValueError
-        lo, hi = (int(part) if part.strip().isdigit() else parse_duration(part) for part in (start, end))
-    except ValueError:
-        raise click.BadParameter(f'expected START:END with durations like "2.4s:2.6s", got {value!r}') from None
-    if hi <= lo:
-        raise click.BadParameter(f"the window must end after it starts, got {value!r}")
-    return lo, hi
 
 
 @main.command()

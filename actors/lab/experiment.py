@@ -49,6 +49,8 @@ class RunResult:
     #: Every latency sample behind ``results["latency"]``, keyed ``<task>/<op>``
     #: in ns, in recording order (the plots' CDFs; optional).
     samples: dict[str, list[int]] = attrs.field(factory=dict)
+    #: ``{actor: (tgid, pid)}`` of every task (kernel threads: ``(pid, pid)``), for the Perfetto timeline's ids.
+    tasks: dict[str, tuple[int, int]] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +114,8 @@ def run_policy(
         "invariants": check_invariants(kernel),
     }
     samples = {f"{task}/{op}": list(values) for (task, op), values in sorted(kernel.latency.items())}
-    return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples)
+    tasks = {task.comm: (task.tgid or task.pid, task.pid) for task in kernel.tasks}
+    return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples, tasks=tasks)
 
 
 def run_experiment(

@@ -7,7 +7,8 @@ Layout (``docs/DESIGN.md``, "Run directory")::
       config.toml             byte copy of the source config (replayable)
       replay.json             {"config" (absolute path), "config_copy", "policies", "seed", "tie_seed"}
       <policy>/trace.jsonl    the run's trace records (its BLAKE2b-128 is trace_digest)
-      <policy>/trace.perfetto.json   the same, drawn for ui.perfetto.dev
+      <policy>/trace.perfetto.json.gz   the same, drawn for ui.perfetto.dev (gzipped;
+                              ``perfetto="json"``: plain ``trace.perfetto.json``)
       latency-cdf-<task>-<op>.png, timeline-<policy>.png, <policy>/latency-samples.json
                               plots and their samples (``actors.lab.plots``), unless plots are off
 
@@ -34,23 +35,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gzip
 import importlib
 import os
 import pathlib
 import secrets
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import orjson
 
 from actors.lab.perfetto_export import to_perfetto
 from actors.lab.rundir import (
     CONFIG_COPY,
     INCOMPLETE,
+    PERFETTO_FORMATS,
     REPLAY,
     RESULTS,
     TRACE_JSONL,
     TRACE_PERFETTO,
+    TRACE_PERFETTO_GZ,
     policy_dir_name,
 )
 from emu import PerfettoTrace
@@ -180,7 +186,24 @@ def dumps_json(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, force: bool = False) -> list[str]:
+@attrs.frozen(kw_only=True)
+class TraceFiles:
+    """Which trace files ``write_run_dir`` writes.
+
+    Attributes:
+        jsonl: ``<policy>/trace.jsonl`` (``emu replay`` and ``emu report --plots-out`` need it).
+        perfetto: ``"gz"`` (default, ``trace.perfetto.json.gz``), ``"json"`` or ``"none"``.
+        window: ``(start_ns, end_ns)``: the Perfetto file keeps only what overlaps it.
+    """
+
+    jsonl: bool = True
+    perfetto: str = attrs.field(default="gz", validator=attrs.validators.in_(PERFETTO_FORMATS))
+    window: tuple[int, int] | None = None
+
+
+def write_run_dir(
+    out: pathlib.Path, result: ExperimentResult, *, plots: bool, force: bool = False, traces: TraceFiles = TraceFiles()
+) -> list[str]:
     """Write the run directory of *result* at *out*, atomically.
 
     Args:
@@ -188,6 +211,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
         result: the experiment's runs, with their traces kept.
         plots: also draw the plots (``actors.lab.plots.write_plots(dir, result)``).
         force: replace a run directory of another experiment (``check_out_dir``).
+        traces: which trace files to write (``TraceFiles``).
 
     Returns:
         Warnings for the user (a plot writer that failed); empty when all went well.
@@ -206,7 +230,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
         raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
     try:
         (tmp / INCOMPLETE).write_bytes(b"emu run is writing this directory; if no emu run is, it was interrupted\n")
-        _write_contents(tmp, result)
+        _write_contents(tmp, result, traces)
         if plots:
             warnings.extend(_write_plots(tmp, result))
         (tmp / INCOMPLETE).unlink()
@@ -221,7 +245,7 @@ def write_run_dir(out: pathlib.Path, result: ExperimentResult, *, plots: bool, f
     return warnings
 
 
-def _write_contents(root: pathlib.Path, result: ExperimentResult) -> None:
+def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles = TraceFiles()) -> None:
     (root / RESULTS).write_bytes(dumps_json(result.to_json()))
     with contextlib.suppress(OSError):
         shutil.copyfile(result.config.source, root / CONFIG_COPY)
@@ -230,9 +254,35 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult) -> None:
     for run in result.runs:
         run_dir = root / policy_dir_name(run.policy)
         run_dir.mkdir(exist_ok=True)
-        run.trace.write_jsonl(run_dir / TRACE_JSONL)
-        with open(run_dir / TRACE_PERFETTO, "wb") as stream:
-            to_perfetto(run.trace.records(), depth_cap=depth_cap, out=PerfettoTrace(stream)).close()
+        if traces.jsonl:
+            run.trace.write_jsonl(run_dir / TRACE_JSONL)
+        if traces.perfetto == "none":
+            continue
+        metadata = {
+            "emulator": "faultpath",
+            "experiment": result.config.name,
+            "policy": run.policy,
+            "seed": run.results.get("seed"),
+            "tie_seed": run.results.get("tie_seed"),
+            "config_sha256": result.config_sha256,
+            "trace_digest": run.results.get("trace_digest"),
+            "virtual_ns": run.results.get("virtual_ns"),
+            "window_ns": list(traces.window) if traces.window else None,
+        }
+        name = TRACE_PERFETTO_GZ if traces.perfetto == "gz" else TRACE_PERFETTO
+        with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, traces.perfetto == "gz") as stream:
+            trace = PerfettoTrace(stream, metadata=metadata, window=traces.window)
+            to_perfetto(run.trace.records(), depth_cap=depth_cap, out=trace, tasks=run.tasks).close()
+
+
+@contextlib.contextmanager
+def _maybe_gzip(raw: Any, compress: bool) -> Iterator[Any]:
+    """*raw*, or a gzip stream over it: level 3 (a fast level; JSON shrinks ~10x), no name or time in the header (same run, same bytes)."""
+    if not compress:
+        yield raw
+        return
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=3, mtime=0) as stream:
+        yield stream
 
 
 def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:

@@ -33,19 +33,29 @@ bio                        an async slice in the device's process, from
                            ``block_bio_queue`` (or ``block_rq_issue``) to
                            ``block_rq_complete``, keyed by bio id
 fault → IO                 a flow arrow from the fault that queued the bio to
-                           a zero-length completion slice on the device's
-                           ``completions`` thread
+                           a zero-length ``bio complete`` slice on the
+                           device's ``completions`` thread
 counters                   io.latency ``depth``/``use_delay`` per group (from
                            ``iolatency_scale``, in the device's process, whoever
                            logged it), mmap_sem ``waiters`` per mm
                            (from ``mmap_lock_start_locking``)
 =========================  ====================================================
 
-Numbering is by first appearance in the trace, so the output is a pure
-function of the records (same trace, same bytes). Process *k* (from 1) has
-pid *k*; its threads have tids ``1000 * k + j`` (from 1), unique across the
-whole trace as Perfetto prefers. Slices still open at the end of the trace
-are closed at the last record's time and marked ``unfinished``.
+Slice names never carry ids (a bio's number, a task's pid), so Perfetto
+groups slices by name; the ids are in each slice's args (``bio``, ``mm``,
+``holder``).
+
+Numbering. Given *tasks* (``{actor: (tgid, pid)}``, the kernel's
+``task_struct`` ids, as ``RunResult.tasks`` keeps them), a task's thread is
+tid = its pid and its process pid = its tgid, the numbers ``trace.jsonl``
+records carry (``"pid"`` of ``block_bio_queue``) and ``/proc`` would show.
+Everything else (the block device, the flusher's helpers, an mm's
+``mmap_sem`` track, tasks when *tasks* is not given) is numbered by first
+appearance: process *k* (from 1, skipping the tasks' numbers) and threads
+``1_000_000 + 1000 * k + j``, so no tid is used twice across the trace.
+The output is a pure function of the records and *tasks* (same trace,
+same bytes). Slices still open at the end of the trace are closed at the
+last record's time and marked ``unfinished``.
 
 Emulation notes:
     A trylock that succeeds (``trylock=True``) opens a hold with no wait
@@ -68,20 +78,32 @@ _COMPLETIONS = "completions"
 
 
 class _Ids:
-    """Stable pid/tid numbering by first appearance."""
+    """pid/tid numbering: the kernel's for tasks, by first appearance for the rest."""
 
-    def __init__(self, out: PerfettoTrace) -> None:
+    def __init__(self, out: PerfettoTrace, tasks: dict[str, tuple[int, int]]) -> None:
         self.out = out
+        self.tasks = tasks
+        #: Each task's process (``batch0`` of ``batch0.faulter``; a kernel thread is its own) → its tgid.
+        self.tgids = {_process_of(actor): tgid for actor, (tgid, _pid) in tasks.items()}
+        self.taken = {tgid for tgid, _pid in tasks.values()} | {pid for _tgid, pid in tasks.values()}
         self.pids: dict[str, int] = {}
         self.tids: dict[tuple[str, str], int] = {}
         self.nthreads: dict[str, int] = {}
+        self.next_pid = 1
 
     def process(self, name: str) -> int:
-        pid = self.pids.get(name)
+        known = self.pids.get(name)
+        if known is not None:
+            return known
+        pid = self.tgids.get(name)
         if pid is None:
-            pid = self.pids[name] = len(self.pids) + 1
-            self.nthreads[name] = 0
-            self.out.process(pid, name)
+            while self.next_pid in self.taken:
+                self.next_pid += 1
+            pid = self.next_pid
+            self.taken.add(pid)
+        self.pids[name] = pid
+        self.nthreads[name] = 0
+        self.out.process(pid, name)
         return pid
 
     def thread(self, process: str, thread: str) -> tuple[int, int]:
@@ -89,14 +111,27 @@ class _Ids:
         tid = self.tids.get((process, thread))
         if tid is None:
             self.nthreads[process] += 1
-            tid = self.tids[(process, thread)] = 1000 * pid + self.nthreads[process]
+            tid = self.tids[(process, thread)] = 1_000_000 + 1000 * pid + self.nthreads[process]
             self.out.thread(pid, tid, thread)
         return pid, tid
 
     def actor(self, actor: str) -> tuple[int, int]:
-        """(pid, tid) of an actor: ``process.thread``, or a kernel actor alone in its process."""
-        process, dot, _thread = actor.partition(".")
-        return self.thread(process if dot else actor, actor)
+        """(pid, tid) of an actor: a task's tgid and pid, or ``process.thread``, or a kernel actor alone in its process."""
+        name = _process_of(actor)
+        task = self.tasks.get(actor)
+        if task is None:
+            return self.thread(name, actor)
+        pid = self.process(name)
+        if (name, actor) not in self.tids:
+            self.tids[(name, actor)] = task[1]
+            self.out.thread(pid, task[1], actor)
+        return pid, task[1]
+
+
+def _process_of(actor: str) -> str:
+    """The Perfetto process of an actor: ``batch0`` of ``batch0.faulter``; an actor without a dot is its own."""
+    process, dot, _thread = actor.partition(".")
+    return process if dot else actor
 
 
 def _args(record: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -105,7 +140,11 @@ def _args(record: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def to_perfetto(
-    records: Iterable[dict[str, Any]], *, depth_cap: int | None = None, out: PerfettoTrace | None = None
+    records: Iterable[dict[str, Any]],
+    *,
+    depth_cap: int | None = None,
+    out: PerfettoTrace | None = None,
+    tasks: dict[str, tuple[int, int]] | None = None,
 ) -> PerfettoTrace:
     """Draw *records* (trace records, in order) as a Perfetto timeline.
 
@@ -116,13 +155,16 @@ def to_perfetto(
             left out of the depth counter.
         out: where to draw (a streaming ``PerfettoTrace(file)``); a new
             in-memory one by default.
+        tasks: ``{actor: (tgid, pid)}`` of the run's tasks, so tracks carry
+            the kernel's ids; without it every track is numbered by first
+            appearance.
 
     Returns:
         The timeline (*out*); ``.write(path)`` renders an in-memory one as
         ``trace.perfetto.json``, a streamed one needs ``close()``.
     """
     out = PerfettoTrace() if out is None else out
-    ids = _Ids(out)
+    ids = _Ids(out, tasks or {})
     faults: dict[str, dict[str, Any]] = {}  # actor → open fault
     waits: dict[str, dict[str, Any]] = {}  # actor → open mmap_sem wait
     throttles: dict[tuple[str, int], dict[str, Any]] = {}  # (actor, bio) → open throttle
@@ -207,7 +249,7 @@ def to_perfetto(
             out.async_slice(name, pid, tid, opened["ts"], ts - opened["ts"], id=f"bio:{bio_id}", cat="block", args=args)
             if "flow_from" in opened:
                 cpid, ctid = ids.thread(actor, _COMPLETIONS)
-                out.complete(f"complete bio {bio_id}", cpid, ctid, ts, 0, cat="block", args={"bio": bio_id})
+                out.complete("bio complete", cpid, ctid, ts, 0, cat="block", args={"bio": bio_id})
                 out.flow("bio", f"bio:{bio_id}", opened["flow_from"], (cpid, ctid, ts), cat="block")
         elif event == "mmap_sem_held_across_io":
             pid, tid = ids.actor(actor)

@@ -22,6 +22,10 @@ CONFIG_COPY = "config.toml"
 REPLAY = "replay.json"
 TRACE_JSONL = "trace.jsonl"
 TRACE_PERFETTO = "trace.perfetto.json"
+#: The Perfetto file as ``emu run`` writes it by default: gzipped (ui.perfetto.dev opens it as is).
+TRACE_PERFETTO_GZ = "trace.perfetto.json.gz"
+#: ``--perfetto`` choices: gzipped JSON, plain JSON, none.
+PERFETTO_FORMATS = ("gz", "json", "none")
 #: Present while ``emu run`` writes a directory (removed before it is renamed into place).
 INCOMPLETE = "INCOMPLETE"
 #: Raw latency samples per policy, written beside the plots (``actors.lab.plots``).

@@ -67,3 +67,35 @@ def test_an_empty_streamed_trace_is_valid_json(tmp_path) -> None:
     with open(path, "wb") as stream:
         PerfettoTrace(stream).close()
     assert orjson.loads(path.read_bytes()) == {"traceEvents": [], "displayTimeUnit": "ns"}
+
+
+def test_metadata_goes_into_other_data(tmp_path: pathlib.Path) -> None:
+    """``metadata`` is the format's ``otherData``, in memory and streamed alike."""
+    meta = {"policy": "v5.1", "seed": 2**64 - 1}
+    memory = PerfettoTrace(metadata=meta)
+    memory.complete("x", 1, 1, 0, 10)
+    with open(tmp_path / "t.json", "wb") as stream:
+        streamed = PerfettoTrace(stream, metadata=meta)
+        streamed.complete("x", 1, 1, 0, 10)
+        streamed.close()
+    assert (tmp_path / "t.json").read_bytes() == memory.to_json()
+    doc = orjson.loads(memory.to_json())
+    assert doc["otherData"] == meta and doc["displayTimeUnit"] == "ns"
+
+
+def test_window_keeps_only_what_overlaps_it() -> None:
+    """A window drops slices, async slices, flows and counter samples wholly outside it, never the names."""
+    trace = PerfettoTrace(window=(1_000, 2_000))
+    trace.process(1, "p")
+    trace.thread(1, 2, "t")
+    trace.complete("before", 1, 2, 0, 999)
+    trace.complete("across", 1, 2, 500, 1_000)
+    trace.complete("after", 1, 2, 2_001, 5)
+    trace.async_slice("a-in", 1, 2, 1_500, 10, id="a", cat="c")
+    trace.async_slice("a-out", 1, 2, 3_000, 10, id="b", cat="c")
+    trace.flow("f-in", "f", (1, 2, 900), (1, 2, 1_100))
+    trace.flow("f-out", "g", (1, 2, 10), (1, 2, 20))
+    trace.counter("n", 1, 1_000, {"v": 1})
+    trace.counter("n", 1, 2_500, {"v": 2})
+    names = [e["name"] for e in orjson.loads(trace.to_json())["traceEvents"]]
+    assert names == ["process_name", "thread_name", "across", "a-in", "a-in", "f-in", "f-in", "n"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pathlib
@@ -79,8 +80,8 @@ def test_run_writes_results_and_both_traces(tiny: pathlib.Path, tmp_path: pathli
         assert "toucher/touch" in run["latency"]
         jsonl = out / run["policy"] / "trace.jsonl"
         assert hashlib.blake2b(jsonl.read_bytes(), digest_size=16).hexdigest() == run["trace_digest"]
-        perfetto = orjson.loads((out / run["policy"] / "trace.perfetto.json").read_bytes())
-        assert perfetto["traceEvents"]
+        perfetto = orjson.loads(gzip.decompress((out / run["policy"] / "trace.perfetto.json.gz").read_bytes()))
+        assert perfetto["traceEvents"] and perfetto["otherData"]["policy"] == run["policy"]
     assert (out / "config.toml").read_text() == TINY
     # The table: a row per policy, the latency columns, the mmap_sem columns.
     assert "v4.19" in result.stdout and "v5.1" in result.stdout
@@ -223,6 +224,29 @@ def test_bad_seed_exits_2_before_running(tiny: pathlib.Path, tmp_path: pathlib.P
         result = _run("run", str(tiny), "--out", str(tmp_path / "out"), option, seed)
         assert result.exit_code == 2
         assert "Traceback" not in result.output and option in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_trace_options(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``--perfetto json`` writes it plain, ``--no-trace`` writes no trace file, ``--trace-window`` trims the Perfetto file."""
+    plain = _run("run", str(tiny), "--out", str(tmp_path / "plain"), "--no-plots", "--perfetto", "json", "--policy", "v4.19")
+    assert plain.exit_code == 0 and sorted(p.name for p in (tmp_path / "plain" / "v4.19").iterdir()) == ["trace.jsonl", "trace.perfetto.json"]
+    bare = _run("run", str(tiny), "--out", str(tmp_path / "bare"), "--no-plots", "--no-trace", "--policy", "v4.19")
+    assert bare.exit_code == 0 and list((tmp_path / "bare" / "v4.19").iterdir()) == []
+    window = _run("run", str(tiny), "--out", str(tmp_path / "win"), "--no-plots", "--trace-window", "0:1ms", "--policy", "v4.19")
+    assert window.exit_code == 0, window.output
+    doc = orjson.loads(gzip.decompress((tmp_path / "win" / "v4.19" / "trace.perfetto.json.gz").read_bytes()))
+    assert doc["otherData"]["window_ns"] == [0, 1_000_000]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--trace-window", "2s:3s"], "after the horizon"), (["--trace-window", "0:1ms", "--no-trace"], "writes none"), (["--perfetto", "zip"], "zip")],
+)
+def test_bad_trace_options_exit_2_before_running(tiny: pathlib.Path, tmp_path: pathlib.Path, args: list[str], message: str) -> None:
+    """A window past the horizon, a window with no Perfetto file, an unknown format: exit 2, nothing created."""
+    result = _run("run", str(tiny), "--out", str(tmp_path / "out"), *args)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import pathlib
 from collections import defaultdict
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from actors.lab.output import OutDirClaim, OutputError, check_out_dir, write_run_dir
+from actors.lab.output import OutDirClaim, OutputError, TraceFiles, check_out_dir, write_run_dir
 from actors.lab.perfetto_export import to_perfetto
 from actors.lab.rundir import INCOMPLETE, RunDirError, load_run_dir
 from emu import PerfettoTrace
@@ -195,7 +196,7 @@ def test_write_run_dir_layout(tmp_path: pathlib.Path, tiny_result) -> None:
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == [
         "config.toml", "replay.json", "results.json",
-        "v4.19/trace.jsonl", "v4.19/trace.perfetto.json", "v5.1/trace.jsonl", "v5.1/trace.perfetto.json",
+        "v4.19/trace.jsonl", "v4.19/trace.perfetto.json.gz", "v5.1/trace.jsonl", "v5.1/trace.perfetto.json.gz",
     ]  # fmt: skip
     assert (out / "config.toml").read_text() == TINY
     assert orjson.loads((out / "replay.json").read_bytes()) == {
@@ -210,10 +211,58 @@ def test_real_trace_perfetto_structure(tmp_path: pathlib.Path, tiny_result) -> N
     out = tmp_path / "out"
     write_run_dir(out, tiny_result, plots=False)
     for run in tiny_result.runs:
-        doc = orjson.loads((out / run.policy / "trace.perfetto.json").read_bytes())
+        doc = orjson.loads(gzip.decompress((out / run.policy / "trace.perfetto.json.gz").read_bytes()))
         grouped = check_perfetto_structure(doc)
         cats = {e.get("cat") for e in grouped["events"]}
         assert {"fault", "mmap_sem", "block"} <= cats
+
+
+def test_perfetto_file_carries_metadata_and_the_kernels_ids(tmp_path: pathlib.Path, tiny_result) -> None:
+    """The Perfetto file names what it is of (policy, seed, config digest) and uses trace.jsonl's pids as tids."""
+    out = tmp_path / "out"
+    write_run_dir(out, tiny_result, plots=False)
+    run = tiny_result.runs[0]
+    doc = orjson.loads(gzip.decompress((out / run.policy / "trace.perfetto.json.gz").read_bytes()))
+    meta = doc["otherData"]
+    assert (meta["policy"], meta["seed"], meta["config_sha256"], meta["trace_digest"]) == (
+        run.policy, 3, tiny_result.config_sha256, run.results["trace_digest"],
+    )  # fmt: skip
+    threads = {e["args"]["name"]: (e["pid"], e["tid"]) for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    for actor, (tgid, pid) in run.tasks.items():
+        if actor in threads:
+            assert threads[actor] == (tgid, pid), actor
+    assert threads["app.toucher"] == run.tasks["app.toucher"]
+    recorded = {r["comm"]: r["pid"] for r in run.trace.records() if "comm" in r and "pid" in r}
+    assert recorded and all(threads[comm][1] == pid for comm, pid in recorded.items())
+
+
+def test_perfetto_slice_names_carry_no_ids() -> None:
+    """Slice names are a small fixed set (bio ids live in args), so Perfetto can group by name."""
+    events = orjson.loads(to_perfetto(_records(), depth_cap=32).to_json())["traceEvents"]
+    names = {e["name"] for e in events if e["ph"] in ("X", "b")}
+    assert not any(any(ch.isdigit() for ch in name.replace("io.latency", "")) for name in names), names
+    completions = [e for e in events if e["name"] == "bio complete"]
+    assert completions and all("bio" in e["args"] for e in completions)
+
+
+def test_trace_files_can_be_plain_windowed_or_left_out(tmp_path: pathlib.Path, tiny_result) -> None:
+    """``perfetto="json"`` writes it plain, ``"none"`` not at all, ``jsonl=False`` no trace.jsonl; a window trims it; trace.jsonl never changes."""
+    write_run_dir(tmp_path / "gz", tiny_result, plots=False)
+    write_run_dir(tmp_path / "plain", tiny_result, plots=False, traces=TraceFiles(perfetto="json"))
+    write_run_dir(tmp_path / "none", tiny_result, plots=False, traces=TraceFiles(jsonl=False, perfetto="none"))
+    write_run_dir(tmp_path / "win", tiny_result, plots=False, traces=TraceFiles(perfetto="json", window=(0, 100_000)))
+    plain = (tmp_path / "plain" / "v4.19" / "trace.perfetto.json").read_bytes()
+    assert gzip.decompress((tmp_path / "gz" / "v4.19" / "trace.perfetto.json.gz").read_bytes()) == plain
+    assert sorted(p.name for p in (tmp_path / "none" / "v4.19").iterdir()) == []
+    assert (tmp_path / "win" / "v4.19" / "trace.jsonl").read_bytes() == (tmp_path / "gz" / "v4.19" / "trace.jsonl").read_bytes()
+    windowed = orjson.loads((tmp_path / "win" / "v4.19" / "trace.perfetto.json").read_bytes())
+    slices = [e for e in windowed["traceEvents"] if e["ph"] == "X"]
+    assert slices and all(e["ts"] <= 100 for e in slices)  # microseconds
+    assert len(windowed["traceEvents"]) < len(orjson.loads(plain)["traceEvents"])
+    assert windowed["otherData"]["window_ns"] == [0, 100_000]
+    again = tmp_path / "again"
+    write_run_dir(again, tiny_result, plots=False)
+    assert (again / "v4.19" / "trace.perfetto.json.gz").read_bytes() == (tmp_path / "gz" / "v4.19" / "trace.perfetto.json.gz").read_bytes()
 
 
 def test_write_run_dir_refuses_non_empty_dir(tmp_path: pathlib.Path, tiny_result) -> None:
