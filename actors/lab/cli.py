@@ -10,7 +10,7 @@
                    [--window START:END]
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
-    emu bench rwsem|pingpong [--json] [--t-end S] [--messages N]
+    emu bench rwsem|pingpong [--json] [--t-end S] [--messages N] [--repeats N]
 
 Exit status: 0 success; 1 a run failed (an ``EmulatorError`` such as a hung
 task or a livelock), with ``--strict`` broke an invariant, or a replay
@@ -40,6 +40,7 @@ import os
 import pathlib
 import shlex
 import signal
+import statistics
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -477,17 +478,23 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
 @click.option("--t-end", type=float, default=1000.0, show_default=True, help="rwsem: virtual seconds to run.")
 @click.option("--messages", type=int, default=200_000, show_default=True, help="pingpong: deliveries.")
 @click.option("--driver", type=click.Choice(DRIVERS), default="trio", show_default=True, help="Engine driver.")
-@click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s", "ops_per_s"}.')
-def bench(name: str, t_end: float, messages: int, driver: str, as_json: bool) -> None:
+@click.option("--repeats", type=click.IntRange(1, 1000), default=1, show_default=True, help="Time the workload N times; report the median and the spread.")
+@click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s" (median), "ops_per_s", "repeats", "wall_s_all"}.')
+def bench(name: str, t_end: float, messages: int, driver: str, repeats: int, as_json: bool) -> None:
     """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
     from actors.lab.bench import bench_pingpong, bench_rwsem
 
-    ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
-    rate = ops / wall if wall > 0 else float("inf")
+    walls = []
+    for _ in range(repeats):
+        ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
+        walls.append(wall)
+    median = statistics.median(walls)
+    rate = ops / median if median > 0 else float("inf")
     if as_json:
-        click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": wall, "ops_per_s": rate}).decode())
-    else:
-        click.echo(f"{name}: {ops} ops in {wall:.3f} s = {rate:,.0f}/s ({driver} driver)")
+        click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": median, "ops_per_s": rate, "repeats": repeats, "wall_s_all": walls}).decode())
+        return
+    spread = "" if repeats == 1 else f" (median of {repeats}; min {min(walls):.3f} s, max {max(walls):.3f} s, ±{(max(walls) - min(walls)) / 2 / median:.1%})"
+    click.echo(f"{name}: {ops} ops in {median:.3f} s = {rate:,.0f}/s ({driver} driver){spread}")
 
 
 main.add_command(sweep_command, "sweep")

@@ -335,12 +335,13 @@ def test_version_names_the_distribution() -> None:
 
 
 def test_bench_pingpong_json_prints_one_line() -> None:
-    """``emu bench pingpong --json`` prints one JSON line with name, ops, wall_s and ops_per_s."""
+    """``emu bench pingpong --json`` prints one JSON line with name, ops, wall_s and ops_per_s, then the repeats."""
     result = _run("bench", "pingpong", "--json", "--messages", "2000")
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     record = orjson.loads(line)
-    assert list(record) == ["name", "ops", "wall_s", "ops_per_s"]
+    assert list(record) == ["name", "ops", "wall_s", "ops_per_s", "repeats", "wall_s_all"]
+    assert record["repeats"] == 1 and record["wall_s_all"] == [record["wall_s"]]
     assert record["name"] == "pingpong" and record["ops"] == 2000 and record["wall_s"] > 0
 
 
@@ -351,6 +352,18 @@ def test_bench_rwsem_json_counts_acquisitions() -> None:
     record = orjson.loads(result.stdout)
     # 100 tasks thinking ~1 s each for 20 s: about 2000 acquisitions.
     assert record["name"] == "rwsem" and 1500 < record["ops"] < 2500
+
+
+def test_bench_repeats_reports_median_and_spread() -> None:
+    """``--repeats N`` times the workload N times: JSON has every wall time and the median; text says the spread."""
+    result = _run("bench", "pingpong", "--messages", "200", "--repeats", "3", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert record["repeats"] == 3 and len(record["wall_s_all"]) == 3
+    assert sorted(record["wall_s_all"])[1] == record["wall_s"]
+    text = _run("bench", "pingpong", "--messages", "200", "--repeats", "3")
+    assert "median of 3" in text.stdout and "min" in text.stdout
+    assert _run("bench", "pingpong", "--repeats", "0").exit_code == 2
 
 
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
