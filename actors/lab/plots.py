@@ -51,6 +51,7 @@ Emulation notes:
 
 from __future__ import annotations
 
+import bisect
 import pathlib
 from collections.abc import Iterable
 from typing import Any
@@ -69,8 +70,10 @@ from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
 
 #: Default timeline window width.
 WINDOW_NS = 200 * NSEC_PER_MSEC
-#: Waits of one task closer than this are one stall (``worst_stall``).
+#: Waits of one task closer than this are one stall (``worst_stall``), unless a stall break lies between.
 STALL_GAP_NS = 100 * NSEC_PER_USEC
+#: The /proc reader is the timeline's focus only if one of its reads took at least this long (``focus_task``).
+STALL_MIN_NS = NSEC_PER_MSEC
 #: Interval kinds, in drawing order, with their colours and legend labels.
 KINDS = {
     "hold_read": ("#9ecae1", "mmap_sem held (read)"),
@@ -193,9 +196,14 @@ def cdf_points(run: PlotRun, key: str) -> tuple[np.ndarray, np.ndarray, bool] | 
 
 
 def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
-    """The CDF (left) and tail (right) of *key*, one curve per policy, log time axes."""
+    """The CDF (left) and tail (right) of *key*, one curve per policy, log time axes.
+
+    A policy whose curve is identical to an earlier one's is drawn dashed on
+    top of it and says so in the legend, so neither hides the other.
+    """
     figure = Figure(figsize=(11, 4.2), layout="constrained")
     cdf, tail = figure.subplots(1, 2)
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
     for index, run in enumerate(runs):
         points = cdf_points(run, key)
         if points is None:
@@ -207,6 +215,11 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
         if not exact:
             style |= {"linestyle": "--", "marker": "o", "markersize": 3}
             label += " (from percentiles)"
+        same = next((policy for policy, px, py in drawn if np.array_equal(px, x) and np.array_equal(py, y)), None)
+        if same is not None:
+            style |= {"linestyle": (0, (4, 3)), "linewidth": 2.0}
+            label += f"  (identical to {same})"
+        drawn.append((run.policy, x, y))
         cdf.step(x, y, where="post", label=label, **style)
         # The tail: fraction of ops slower than x; the last sample has none.
         above = 1.0 - y
@@ -239,7 +252,11 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
     Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. Kernel actors (names
     without a dot: the device, the flusher) are left out. ``"fault"``
     intervals (``page_fault_user`` to ``fault_done``) are included too, for
-    choosing the window; they are not drawn.
+    choosing the window; they are not drawn. So are ``"stall_break"``
+    points ``(ts, ts)`` where a new op must have begun: each fault's entry,
+    and, outside a fault, an mmap_sem wait on the same mm as the task's
+    previous one (``mmap`` then ``munmap`` of a loop are two ops; one
+    ``/proc`` read that walks four processes' mmap_sems is one).
     """
     out: dict[str, dict[str, list[Interval]]] = {}
     holds: dict[tuple[str, str], list[tuple[int, bool]]] = {}
@@ -248,7 +265,11 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
     faults: dict[str, int] = {}
     bios: dict[Any, tuple[str, int, bool]] = {}  # bio → (actor, queued at, queued inside a fault)
     fault_bios: dict[str, list[tuple[int, Any]]] = {}  # actor → bios queued in its open fault
+    last_wait_mm: dict[str, Any] = {}  # actor → mm of its last mmap_sem wait outside a fault
     last = 0
+
+    def stall_break(actor: str, ts: int) -> None:
+        out.setdefault(actor, {}).setdefault("stall_break", []).append((ts, ts))
 
     def add(actor: str, kind: str, start: int, end: int) -> None:
         if end > start or kind == "fault":
@@ -271,6 +292,10 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
             continue
         if event == "mmap_lock_start_locking":
             waits[actor] = ts
+            if actor not in faults:
+                if last_wait_mm.get(actor, ()) == record.get("mm"):
+                    stall_break(actor, ts)
+                last_wait_mm[actor] = record.get("mm")
         elif event == "mmap_lock_acquire_returned":
             start = waits.pop(actor, None)
             if start is not None:
@@ -298,6 +323,7 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
                 fault_bios.setdefault(actor, []).append((ts, record.get("bio")))
         elif event == "page_fault_user":
             faults[actor] = ts
+            stall_break(actor, ts)
         elif event == "fault_done":
             start = faults.pop(actor, ts - record.get("latency_ns", 0))
             add(actor, "fault", start, ts)
@@ -360,10 +386,14 @@ def _subtract(intervals: list[Interval], holes: list[Interval]) -> list[Interval
 
 
 def focus_task(runs: list[dict[str, Any]]) -> str | None:
-    """The task whose stalls the timeline centres on: the ``/proc`` reader, else the worst op's task."""
+    """The task whose stalls the timeline centres on: the ``/proc`` reader if it stalls, else the worst op's task.
+
+    A ``/proc`` reader whose reads all took under ``STALL_MIN_NS`` is not
+    the story of the run, so the task with the slowest op is shown instead.
+    """
     ops = reported_ops(runs)
     for key in ops:
-        if key.endswith("/proc_read"):
+        if key.endswith("/proc_read") and max((run["latency"][key]["max_ns"] for run in runs if key in run["latency"]), default=0) >= STALL_MIN_NS:
             return key.partition("/")[0]
     worst = max(((run["latency"][key]["max_ns"], key) for run in runs for key in ops if key in run["latency"]), default=None)
     return None if worst is None else worst[1].partition("/")[0]
@@ -373,17 +403,22 @@ def worst_stall(intervals: dict[str, dict[str, list[Interval]]], task: str | Non
     """The longest stall of *task*'s actors (of any task's, if *task* has none).
 
     A stall is a run of one actor's waits (mmap_sem, IO, throttle, delay) and
-    faults with gaps under ``STALL_GAP_NS`` between them: one ``/proc`` read
-    that walks four processes' mmap_sems is one stall, not four.
+    faults with gaps under ``STALL_GAP_NS`` between them and no stall break
+    (``timeline_intervals``) inside: one ``/proc`` read that walks four
+    processes' mmap_sems is one stall, not four, while back-to-back ops
+    (a loop's ``mmap`` and ``munmap``, one fault after another) are stalls
+    of their own.
     """
     kinds = ("mmap_sem_wait", "io", "throttle", "delay", "fault")
 
     def longest(actors: Iterable[str]) -> Interval | None:
         best: Interval | None = None
         for actor in actors:
+            breaks = [ts for ts, _ in intervals[actor].get("stall_break", ())]
             merged: list[Interval] = []
             for start, end in sorted(iv for kind in kinds for iv in intervals[actor].get(kind, ())):
-                if merged and start - merged[-1][1] < STALL_GAP_NS:
+                broken = bool(merged) and bisect.bisect_left(breaks, start + 1) > bisect.bisect_right(breaks, merged[-1][0])
+                if merged and start - merged[-1][1] < STALL_GAP_NS and not broken:
                     merged[-1] = (merged[-1][0], max(merged[-1][1], end))
                 else:
                     merged.append((start, end))

@@ -15,6 +15,7 @@ from actors.lab.plots import (
     cdf_points,
     default_window,
     focus_task,
+    latency_cdf_figure,
     timeline_intervals,
     worst_stall,
     write_plots,
@@ -111,6 +112,38 @@ def test_worst_stall_merges_a_tasks_close_waits() -> None:
     assert worst_stall({}, "m") is None
 
 
+def test_worst_stall_does_not_merge_back_to_back_ops() -> None:
+    """A loop's waits on the same mm (mmap, then munmap) and one fault after another are separate stalls."""
+    records = []
+    for i in range(20):  # a looper: wait 9 ms for write, hold 3 us, release, again
+        t = i * (9 * MS + 3_000)
+        records += [
+            {"ts": t, "actor": "p.looper", "event": "mmap_lock_start_locking", "mm": "p", "write": True},
+            {"ts": t + 9 * MS, "actor": "p.looper", "event": "mmap_lock_acquire_returned", "mm": "p", "write": True, "success": True},
+            {"ts": t + 9 * MS + 3_000, "actor": "p.looper", "event": "mmap_lock_released", "mm": "p", "write": True},
+        ]
+    for i in range(20):  # a reader: one 9 ms fault after another
+        t = i * (9 * MS + 1_000)
+        records += [
+            {"ts": t, "actor": "p.reader", "event": "page_fault_user"},
+            {"ts": t + 9 * MS, "actor": "p.reader", "event": "fault_done", "latency_ns": 9 * MS},
+        ]
+    for j, mm in enumerate(("a", "b", "c", "d")):  # one /proc read walking four mms: one stall
+        t = 500 * MS + j * (2 * MS + 5_000)
+        records += [
+            {"ts": t, "actor": "s.mon", "event": "mmap_lock_start_locking", "mm": mm, "write": False},
+            {"ts": t + 2 * MS, "actor": "s.mon", "event": "mmap_lock_acquire_returned", "mm": mm, "write": False, "success": True},
+            {"ts": t + 2 * MS + 5_000, "actor": "s.mon", "event": "mmap_lock_released", "mm": mm, "write": False},
+        ]
+    records.sort(key=lambda r: r["ts"])
+    intervals = timeline_intervals(records)
+    looper = worst_stall(intervals, "looper")
+    assert looper is not None and looper[1] - looper[0] == 9 * MS
+    reader = worst_stall(intervals, "reader")
+    assert reader is not None and reader[1] - reader[0] == 9 * MS
+    assert worst_stall(intervals, "mon") == (500 * MS, 500 * MS + 4 * 2 * MS + 3 * 5_000)
+
+
 def test_default_window_is_200ms_around_the_stall_inside_the_run() -> None:
     """The window is 200 ms centred on the worst stall, shifted to stay inside the run, widened for a longer stall."""
     mid = {"mon.m": {"mmap_sem_wait": [(500 * MS, 504 * MS)]}}
@@ -125,11 +158,13 @@ def test_default_window_is_200ms_around_the_stall_inside_the_run() -> None:
     assert zoom_window((100 * MS, 104 * MS), (0, 200 * MS)) == (98 * MS, 106 * MS)
 
 
-def test_focus_is_the_proc_reader_else_the_worst_op() -> None:
-    """The timeline centres on the task reading /proc; without one, on the task with the worst op latency."""
+def test_focus_is_the_proc_reader_if_it_stalls_else_the_worst_op() -> None:
+    """The timeline centres on the task reading /proc when a read stalled (1 ms or more); else on the task with the worst op latency."""
     lat = {"count": 1, "min_ns": 1, "p50_ns": 1, "p90_ns": 1, "p99_ns": 1, "p999_ns": 1}
-    runs = [{"latency": {"a/touch": {**lat, "max_ns": 9}, "mon/proc_read": {**lat, "max_ns": 1}}}]
+    runs = [{"latency": {"a/touch": {**lat, "max_ns": 9 * MS}, "mon/proc_read": {**lat, "max_ns": 2 * MS}}}]
     assert focus_task(runs) == "mon"
+    runs = [{"latency": {"a/touch": {**lat, "max_ns": 9 * MS}, "mon/proc_read": {**lat, "max_ns": 10_000}}}]
+    assert focus_task(runs) == "a"  # the monitor never stalls: show who does
     runs = [{"latency": {"a/touch": {**lat, "max_ns": 9}, "b/mmap": {**lat, "max_ns": 20}, "b/think": {**lat, "max_ns": 99}}}]
     assert focus_task(runs) == "b"
 
@@ -217,3 +252,14 @@ def test_real_timeline_shows_the_inversion(experiment) -> None:
                 overlap += sum(max(0, min(he, te) - max(hs, ts)) for ts, te in kinds.get("throttle", ()))
         held_and_throttled[run.policy] = overlap
     assert held_and_throttled["v4.19"] > 0 and held_and_throttled["v5.1"] == 0
+
+
+def test_identical_policies_are_told_apart_on_the_cdf() -> None:
+    """Two policies with the same samples: the second is dashed and its legend says whose curve it repeats."""
+    lat = {"count": 3, "min_ns": 1, "p50_ns": 2, "p90_ns": 3, "p99_ns": 3, "p999_ns": 3, "max_ns": 3, "mean_ns": 2}
+    runs = [PlotRun(policy=p, results={"latency": {"a/x": lat}}, samples={"a/x": [1, 2, 3]}, records=list) for p in ("v5.1", "v5.7")]
+    figure = latency_cdf_figure("a/x", runs)
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert labels[1].endswith("(identical to v5.1)") and "identical" not in labels[0]
+    first, second = figure.axes[0].get_lines()
+    assert first.get_linestyle() == "-" and second.get_linestyle() != "-"
