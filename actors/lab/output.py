@@ -123,10 +123,11 @@ class OutDirClaim:
 
     def __init__(self, out: pathlib.Path, *, force: bool, experiment: str | None) -> None:
         self.out = pathlib.Path(out)
+        _absolute(self.out)  # refuse "/" before anything else
         self.force = force
         self.experiment = experiment
         self.replaces: str | None = None
-        self.lock_path = self.out.with_name(f".{self.out.name}.lock")
+        self.lock_path = _absolute(self.out).with_name(f".{_absolute(self.out).name}.lock")
         self._created: list[pathlib.Path] = []
         self._fd: int | None = None
 
@@ -234,7 +235,7 @@ def write_run_dir(
         if plots:
             warnings.extend(_write_plots(tmp, result))
         (tmp / INCOMPLETE).unlink()
-        _move_into_place(tmp, out)
+        _move_into_place(tmp, _absolute(out))
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         where = f" ({error.filename})" if error.filename else ""
@@ -294,8 +295,17 @@ def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:
     return []
 
 
+def _absolute(out: pathlib.Path) -> pathlib.Path:
+    """*out* as an absolute path with a name (``.`` becomes the current directory's); ``/`` is refused."""
+    path = pathlib.Path(os.path.abspath(out))
+    if not path.name:
+        raise OutputError(f"{out}: a run directory needs a name of its own (not the root directory)")
+    return path
+
+
 def _sibling(out: pathlib.Path, kind: str) -> pathlib.Path:
     """Create an empty sibling ``<out>.<kind>-<random>`` with the umask's permissions (unlike mkdtemp's 0700)."""
+    out = _absolute(out)
     while True:
         path = out.with_name(f"{out.name}.{kind}-{secrets.token_hex(4)}")
         try:
