@@ -22,8 +22,11 @@ CPU time (``actors.sched.core``, ``[costs]``): a user page access costs
 ``access`` and a fault's entry/exit ``fault_entry``; a system call pays
 ``syscall`` for entry and exit outside any lock; under mmap_sem held for
 write ``mmap`` pays ``vma_alloc``, ``munmap`` ``vma_free`` and
-``pgtable_teardown``, ``munmap`` and ``mprotect`` one ``tlb_shootdown`` per
-other CPU running the mm, each on top of the op's own ``hold``; a /proc
+``pgtable_teardown``, each on top of the op's own ``hold``; a ``munmap``
+that zapped PTEs and an ``mprotect`` to read-only then pay one
+``tlb_shootdown`` per other CPU running the mm (``flush_tlb_mm_range``
+sends an IPI to each and waits; with nothing mapped there is nothing to
+flush); a /proc
 read pays its ``cost`` (default ``proc_read``) under the target's sem.
 
 Emulation notes:
@@ -312,13 +315,12 @@ class Workload:
         elif isinstance(op, Munmap):
             vma = current.kernel.mapping_vma(current, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
-                mm.remove_vma(vma)
-                work, shootdown = ("vma_free", "pgtable_teardown"), True
+                work, shootdown = ("vma_free", "pgtable_teardown"), mm.remove_vma(vma) > 0
         elif isinstance(op, Mprotect) and op.prot is not None:
             vma = current.kernel.mapping_vma(current, op.mapping)
             if vma is not None:
                 mm.mprotect_vma(vma, write=op.prot == "rw")
-                shootdown = True
+                shootdown = op.prot == "r"
         await cpu_work(current, *work, extra_ns=op.hold)
         if shootdown:
             # flush_tlb_mm_range(): an IPI to each other CPU in mm_cpumask, waited for
