@@ -15,9 +15,11 @@ ext3's was the same code in 2010): blocks 0-11 are direct, then each run of
 before it. The first read of a data block whose indirect block is not
 cached reads that block synchronously inside ``->readpage``/``->readpages``
 (``sb_bread``: a plain READ charged to the task's cgroup, io.latency and
-all), with the new page already locked in the cache and, in a fault, with
-mmap_sem held: no kernel version drops the sem for it. The block then
-stays cached; a task needing a block already being read waits for it.
+all), with the new page already locked in the cache. In a fault that is
+under mmap_sem wherever ``filemap_fault`` calls ``->readpage`` or readahead
+with the sem held: 4.19's ``page_cache_read``, and read-around under 4.19;
+v5.1 drops the sem first. The block then stays cached; a task needing a
+block already being read waits for it.
 
 Emulation notes:
     Blocks map 1:1 to pages (no buffer heads); a bio covers at most
