@@ -7,6 +7,11 @@ their mms and VMAs, and the run's counters and latency samples. It is the
 only module that wires subsystems together; they do not import each other's
 actors.
 
+Placement: files lie one after another on the device from 1 MiB in, each
+on a 1 MiB boundary, contiguous (with its indirect blocks inline for
+``block_map = "indirect"``), so a disk sees the seeks a fresh filesystem
+would give.
+
 Start-up order (which is also the order actors start at t=0): the block
 device, the flusher, then every thread of every process in config order.
 Process replicas (``count = 3``) are named ``name0..name2``; a thread's actor
@@ -21,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from actors.block.blk_cgroup import format_io_latency
+from actors.block.blk_dev_model import device_params
 from actors.block.blkdev import BlockDevice
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
@@ -28,14 +34,21 @@ from actors.inject import Injector
 from actors.invariants import check_rwsem_acquire
 from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.locking.rwsem import RwsemSemantics
+from actors.fs.generic import layout_bytes
 from actors.mm.filemap import File, Inode, cached_fraction_fill
 from actors.mm.memory import VmOperations
 from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
 from actors.mm.page_writeback import Writeback
 from actors.policy import Policy
+from actors.sched.core import Scheduler
 from actors.sched.task import TaskStruct, Workload
 from actors.schema import ExperimentConfig, apply_swarm, process_instance_names
 from emu import Engine
+
+#: Where the first file starts on the device (1 MiB in, past the superblock and group descriptors).
+FIRST_FILE_SECTOR = 2048
+#: Files are laid out one after another on the device, each starting on a 1 MiB boundary.
+LAYOUT_ALIGN = 1024 * 1024
 
 _MADVISE = {"normal": VmFlag(0), "random": VmFlag.RAND_READ, "sequential": VmFlag.SEQ_READ}
 
@@ -63,15 +76,13 @@ class Kernel:
         self.dirtied: dict[int, Any] = {}
         self.inject = inject = Injector(self, config.inject)
         device = config.device
+        self.sched = Scheduler(engine, config.machine, config.costs)
         self.bdev = BlockDevice(
             engine,
             name=device.name,
             dev=device.dev,
             nr_requests=device.nr_requests,
-            rotational=device.rotational,
-            base_latency_ns=device.latency,
-            bandwidth_bytes_per_s=device.bandwidth,
-            jitter_permille=device.jitter_pct * 10,  # at most 990: config_check bounds jitter_pct
+            params=device_params(device),  # jitter at most 990 permille: config_check bounds jitter_pct
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
             bio_error=inject.bio_error_hook(),
         )
@@ -85,8 +96,12 @@ class Kernel:
             ops = fs.vm_ops  # mark which handler runs, for io_under_mmap_sem_on_retry
             fs.vm_ops = VmOperations(fault=_scoped(ops.fault, "fault"), page_mkwrite=_scoped(ops.page_mkwrite, "mkwrite"))
         self.inodes: dict[str, Inode] = {}
+        sector = FIRST_FILE_SECTOR
         for ino, file in enumerate(config.files, start=1):
             inode = Inode(ino, file.name, file.size, self.filesystems[file.fs])
+            inode.start_sector = sector
+            inode.block_map = file.block_map
+            sector += -(-layout_bytes(file) // LAYOUT_ALIGN) * LAYOUT_ALIGN // 512
             self.inodes[file.name] = inode
             nr_cached = int(inode.nr_pages * file.cached)
             if nr_cached:
@@ -223,6 +238,11 @@ class Kernel:
 
         writeback.set_page_dirty = tracked_set_page_dirty
         writeback.completion_hooks.append(written)
+
+    def other_cpus(self, current: TaskStruct) -> int:
+        """CPUs other than *current*'s that run its mm (a TLB shootdown IPIs each): its other live threads."""
+        others = sum(1 for task in self.tasks if task.mm is current.mm and task is not current and not task.killed_by)
+        return min(others, self.sched.cpus - 1) if self.sched.cpus else others
 
     def count_vm_event(self, name: str, current: TaskStruct) -> None:
         """``count_vm_event()`` (and the memcg twin): a named event counter."""

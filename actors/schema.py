@@ -35,27 +35,89 @@ Bandwidth = NewType("Bandwidth", int)  # bytes per second; TOML: "512MiB/s", "20
 Count = NewType("Count", int)  # an integer >= 1
 Natural = NewType("Natural", int)  # an integer >= 0
 Fraction = NewType("Fraction", float)  # 0..1
+Factor = NewType("Factor", float)  # a number >= 0
 IoLatency = NewType("IoLatency", int)  # min_lat_nsec from "target=<usec>"; "max" means off
 
 
 # -- machine -------------------------------------------------------------------
 
 
+#: Device kinds and what each models (``actors.block.blk_dev_model``).
+DEVICE_KINDS = ("ssd", "nvme", "hdd")
+
+
 @attrs.frozen(kw_only=True)
 class DeviceConfig:
-    """The block device: queue depth and a per-IO timing model.
+    """The block device: the request queue, the hardware queue and a service model per ``kind``.
 
-    IO time = ``latency`` + bytes / ``bandwidth`` per second, scaled by a
-    seeded jitter of up to ``jitter_pct`` percent.
+    ``ssd``/``nvme``: ``parallelism`` internal units each serve one request
+    for ``latency`` (scaled by a seeded jitter of up to ``jitter_pct``
+    percent), then its bytes cross one shared link at ``bandwidth``.
+    ``hdd``: one head; a request that does not start where the previous one
+    ended pays a seek (``seek_min`` + (``seek_max`` - ``seek_min``) *
+    sqrt(distance / ``capacity``)) and a rotational delay (uniform within
+    one revolution at ``rpm``), then ``latency`` and the media transfer at
+    ``bandwidth``. ``None`` means the kind's default
+    (``actors.block.blk_dev_model.KIND_DEFAULTS``). ``rotational`` is
+    ``queue/rotational`` (io.latency's rule); ``None``: true for ``hdd``.
     """
 
     name: str = "sda"
     dev: str = "8:0"
+    kind: Literal[DEVICE_KINDS] = "ssd"  # type: ignore[valid-type]
     nr_requests: Count = 64
-    rotational: bool = False
-    latency: Duration = 100_000
-    bandwidth: Bandwidth = 512 * 1024**2
+    queue_depth: Count | None = None
+    parallelism: Count | None = None
+    rotational: bool | None = None
+    latency: Duration | None = None
+    bandwidth: Bandwidth | None = None
     jitter_pct: Natural = 10
+    rpm: Count | None = None
+    seek_min: Duration | None = None
+    seek_max: Duration | None = None
+    capacity: PositiveSize | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MachineConfig:
+    """The machine: ``cpus`` CPUs tasks contend for (0: one per task, no contention)."""
+
+    cpus: Natural = 0
+
+
+@attrs.frozen(kw_only=True)
+class CostsConfig:
+    """CPU and scheduling costs (``actors.sched.core``); each default's source is in docs/CONFIG.md.
+
+    Fault path: ``access`` (a user access that needs no fault),
+    ``fault_entry`` (exception entry and exit, per fault), ``minor_fault``
+    (an attempt that maps a cached page, under the sem), ``major_fault``
+    (extra for an attempt that had to read), ``page_alloc`` (per page
+    allocated and inserted into the page cache), ``bio_build`` (per bio
+    built and submitted), ``fault_around_pte`` (per PTE fault-around maps).
+    VMA system calls: ``syscall`` (entry and exit), ``vma_alloc``
+    (``mmap``), ``vma_free`` and ``pgtable_teardown`` (``munmap``),
+    ``tlb_shootdown`` (``munmap``/``mprotect``, per other thread of the mm:
+    one IPI each). ``proc_read``: one ``/proc/<pid>/cmdline`` read under the
+    target's sem (``maps``: per VMA). ``wakeup``: from a wake-up to running.
+    ``scale`` multiplies every one of them (a sweep knob).
+    """
+
+    access: Duration = 50
+    fault_entry: Duration = 1_000
+    minor_fault: Duration = 1_000
+    major_fault: Duration = 10_000
+    page_alloc: Duration = 500
+    bio_build: Duration = 2_000
+    fault_around_pte: Duration = 50
+    syscall: Duration = 500
+    vma_alloc: Duration = 1_000
+    vma_free: Duration = 500
+    pgtable_teardown: Duration = 1_000
+    tlb_shootdown: Duration = 3_000
+    proc_read: Duration = 5_000
+    wakeup: Duration = 5_000
+    scale: Factor = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -68,12 +130,19 @@ class CgroupConfig:
 
 @attrs.frozen(kw_only=True)
 class FileConfig:
-    """A file on one of the filesystems; ``cached`` is the fraction in the page cache at start."""
+    """A file on one of the filesystems; ``cached`` is the fraction in the page cache at start.
+
+    ``block_map = "indirect"`` (generic fs only): ext2/ext3-style block
+    mapping, one 4 KiB indirect block per 1024 data blocks, read
+    synchronously by ``get_block`` the first time a data block it maps is
+    read (``actors.fs.generic``); ``"extents"``: the mapping is always cached.
+    """
 
     name: str
     size: PositiveSize
     fs: Literal["generic", "btrfs"] = "generic"
     cached: Fraction = 0.0
+    block_map: Literal["extents", "indirect"] = "extents"
 
 
 @attrs.frozen(kw_only=True)
@@ -169,11 +238,14 @@ class Populate:
 
 @attrs.frozen(kw_only=True)
 class ProcRead:
-    """Read ``/proc/<pid>/<file>`` of each process matching ``target`` (a glob)."""
+    """Read ``/proc/<pid>/<file>`` of each process matching ``target`` (a glob).
+
+    ``cost``: the time under the target's sem; ``None`` takes ``[costs] proc_read``.
+    """
 
     target: str
     file: Literal["cmdline", "maps"] = "cmdline"
-    cost: Duration = 5_000
+    cost: Duration | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -324,7 +396,9 @@ class ExperimentConfig:
     seed: Natural = 1
     horizon: PositiveDuration = 10_000_000_000
     policies: list[str] = attrs.field(factory=lambda: ["v4.19", "v3", "v5.1"])
+    machine: MachineConfig = attrs.field(factory=MachineConfig)
     device: DeviceConfig = attrs.field(factory=DeviceConfig)
+    costs: CostsConfig = attrs.field(factory=CostsConfig)
     cgroups: list[CgroupConfig] = attrs.field(factory=list)
     files: list[FileConfig] = attrs.field(factory=list)
     btrfs: BtrfsConfig = attrs.field(factory=BtrfsConfig)

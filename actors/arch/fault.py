@@ -48,6 +48,7 @@ from actors.mm.memory import (
     vm_fault_init,
 )
 from actors.mm.mmap import VmFlag, down_read, down_read_trylock, up_read
+from actors.sched.core import cpu_work
 
 if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
@@ -107,6 +108,9 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
             fault = await handle_mm_fault_cacheable(current, vmf)
         else:
             fault = await handle_mm_fault(current, vma, address, flags)
+        # The attempt's CPU work (page-table walk, accounting; readahead and reads for a major
+        # one), under the sem unless the attempt dropped it.
+        await cpu_work(current, "minor_fault", "major_fault" if fault & VmFaultResult.MAJOR else None)
         major |= fault & VmFaultResult.MAJOR
         if fault & VmFaultResult.RETRY:
             kernel.counters["fault_retries"] += 1

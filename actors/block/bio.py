@@ -6,8 +6,9 @@ to, and the completion callback ``bi_end_io`` that runs in completion
 (softirq) context, so it must not block.
 
 Emulation notes:
-    A bio covers whole pages of one file (``pages``); sectors are derived
-    from the file's inode number and page index only for the trace.
+    A bio covers whole pages of one file (``pages``); its ``sector`` comes
+    from the file's place on the device (``Inode.start_sector``), laid out
+    contiguously, files one after another.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Bio:
         complete_ns: when it completed (set by the device).
         bi_disk: the ``BlockDevice`` (request queue) it goes to; set by the
             submitter before ``submit_bio`` (``bio_set_dev``).
+        sector: its first 512-byte sector on the device (``bi_iter.bi_sector``);
+            ``None`` when the submitter does not place it (then it never
+            merges, and a disk seeks to a drawn position).
     """
 
     bio_id: int
@@ -55,6 +59,7 @@ class Bio:
     issue_ns: int = 0
     complete_ns: int = 0
     bi_disk: Any = None
+    sector: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.nr_bytes:

@@ -11,29 +11,37 @@ Theory of operation
 -------------------
 
 ``submit_bio`` runs in the *submitting task's* actor, like the kernel runs it
-in task context. io.latency decides there, level by level from the bio's
-cgroup up, whether the task may take an inflight slot or must sleep on that
-group's ``emu.WaitQueue`` (``rq_qos_wait``): this is where a task holding
-``mmap_sem`` is put to sleep. Once through, the bio is cast to the device
-actor and ``submit_bio`` returns; the caller waits on its page, not here::
+in task context, and follows ``blk_mq_make_request`` (4.19) step by step:
 
-    task (submit_bio)                 device actor "sda"          engine callbacks
+1. merge into a request on the task's plug (``blk_attempt_plug_merge``), else
+2. into a request still waiting for dispatch (``blk_mq_sched_bio_merge``);
+   a merged bio is done here: never throttled, never timed by io.latency;
+3. ``rq_qos_throttle``: io.latency decides, level by level from the bio's
+   cgroup up, whether the task may take an inflight slot or must sleep on
+   that group's ``emu.WaitQueue`` (``rq_qos_wait``): this is where a task
+   holding ``mmap_sem`` is put to sleep;
+4. ``blk_mq_get_request``: one of ``nr_requests`` tags, FIFO sleep beyond;
+5. the new request goes on the plug (flushed at ``blk_finish_plug``, at 16
+   requests or behind a 128 KiB one, or when the task sleeps) or straight to
+   the device actor. The caller waits on its page, not here::
+
+    task (submit_bio)                 device actor "sda"            engine callbacks
     block_bio_queue
-    per level: check_scale_change
-               rq_qos_throttle ··sleep on WaitQueue··┐
-    ─ SubmitBio ───────────────────▶ tag? block_rq_issue          (completion at
-      (returns)                        channel? service ─────────▶ issue + service)
-                                                                  block_rq_complete
-                                     ◀── next request ─────────── done_bio → wake
-                                                                  bi_end_io(bio)
+    plug / dispatch-list merge ── block_bio_backmerge (done)
+    per level: rq_qos_throttle ··sleep on WaitQueue··┐
+    tag (block_sleeprq) ─ plug? ─ SubmitRequest ──▶ driver slot? block_rq_issue   (completion from
+      (returns)                       else dispatch list (mergeable)            the service model)
+                                                                    block_rq_complete
+                                     ◀── next request ───────────── done_bio → wake
+                                                                    bi_end_io(each bio)
 
-Device model: ``nr_requests`` tags; bios beyond wait FIFO for a tag. A tagged
-request waits FIFO for one of ``parallelism`` channels, then is serviced for
-``base_latency_ns + nr_bytes * 1e9 // bandwidth_bytes_per_s``, scaled by a
-uniform multiplicative jitter of ±``jitter_permille``/1000 drawn from the
-device actor's ``rng("timing")`` (one draw per IO, none when 0), unless a
-``service_time`` hook supplies the time. Completions are engine callbacks
-(interrupt context): they must not block, and neither may ``bi_end_io``.
+Device model: a request that reached the device takes one of
+``queue_depth`` hardware slots (driver tags; ``block_rq_issue``) or waits,
+FIFO and still mergeable, on the dispatch list. In the hardware it is
+served by the kind's service model (``actors.block.blk_dev_model``: flash
+units and a shared link, or one disk head), unless a ``service_time`` hook
+supplies the time. Completions are engine callbacks (interrupt context):
+they must not block, and neither may ``bi_end_io``.
 
 The io.latency timer is armed by submissions (1 s, if not pending) and not
 re-armed by itself, so it stops one tick after IO stops, as in the kernel.
@@ -43,7 +51,7 @@ for READ and WRITE bios alike. It is called once per bio at completion,
 before ``block_rq_complete`` is traced; ``True`` completes the bio with
 ``BLK_STS_IOERR`` (counted in ``nr_errors``), like a driver ending a request
 it could not service with ``blk_mq_end_request(rq, BLK_STS_IOERR)``. The
-failed request has held its tag and a channel for its whole service time,
+failed request has held its tag and the hardware for its whole service time,
 and io.latency accounts it like any other completion: the model is a media
 error (null_blk's ``badblocks``, scsi_debug's medium-error injection),
 decided by a ``should_fail()``-style check (lib/fault-inject.c) on the
@@ -56,13 +64,16 @@ time, no io.latency sample. Bios reach the hook in completion order, so a
 hook that draws from a random stream draws in that order.
 
 Emulation notes:
-    * One hardware queue, no merging, no plugging, no elevator; ``op`` does
-      not change the timing model.
+    * One hardware queue and no elevator: the dispatch list is FIFO;
+      ``op`` does not change the timing model.
+    * The plug is flushed before the task sleeps in ``submit_bio`` (as
+      ``schedule()`` flushes it); other sleeps inside a plugged section are
+      the callers' to flush (``blk_flush_plug``).
     * ``blkcg_maybe_throttle_current`` sleeps the whole delay; a fatal signal
       skips it but does not cut a sleep short.
     * Settings in ``io_latency`` for another device (``"8:16 target=..."``)
       are ignored by this one.
-    * XX: the ``SubmitBio`` message belongs in ``actors/messages.py``.
+    * XX: the ``SubmitRequest`` message belongs in ``actors/messages.py``.
 """
 
 from __future__ import annotations
@@ -75,10 +86,13 @@ import attrs
 
 import emu
 from actors.block.bio import Bio
+from actors.block.blk_dev_model import DeviceParams, make_model
+from actors.block.blk_merge import BLK_MAX_REQUEST_COUNT, BLK_PLUG_FLUSH_SIZE, BlkPlug, Request, attempt_merge
 from actors.block.blk_cgroup import BlkcgHierarchy, parse_io_latency, split_io_latency
 from actors.block.blk_iolatency import BlkIolatency, Decisions
 from actors.block.blk_iolatency_stat import IolatencyStatistics
 from actors.kernel_types import BlkStatus, ReqFlag
+from actors.sched.core import cpu_work, wakeup
 from emu import NSEC_PER_SEC, KernelBug
 
 
@@ -91,6 +105,8 @@ class Current(Protocol):
         blkcg: path of the task's io cgroup.
         throttle_queue: ``current->throttle_queue``: set by submission when
             a level has ``use_delay``; read and cleared on return to user.
+        plug: ``current->plug`` (``None`` when not plugged); paths that never
+            plug may leave it out.
     """
 
     actor: emu.Actor
@@ -105,10 +121,10 @@ class Current(Protocol):
 
 
 @attrs.frozen(kw_only=True)
-class SubmitBio:
-    """``submit_bio()`` past rq_qos: hand *bio* to the device (blk_mq_make_request)."""
+class SubmitRequest:
+    """``blk_mq_try_issue_directly``/plug flush: hand a new request to the device."""
 
-    bio: Bio
+    rq: Request
 
 
 @attrs.frozen(kw_only=True)
@@ -116,17 +132,25 @@ class BlkdevStatistics:
     """The request queue and device at one instant.
 
     ``in_flight`` are tags in use, ``queued`` submitters sleeping for a tag,
-    ``in_service`` requests on a channel.
+    ``dispatching`` requests waiting for a hardware slot, ``in_service``
+    requests in the hardware. ``nr_submitted`` counts bios, ``nr_merged``
+    those of them that joined another bio's request, ``nr_requests_done``
+    completed requests.
     """
 
     name: str
     dev: str
+    kind: str
     nr_requests: int
+    queue_depth: int
     rotational: bool
     in_flight: int
     queued: int
+    dispatching: int
     in_service: int
     nr_submitted: int
+    nr_merged: int
+    nr_requests_done: int
     nr_completed: int
     nr_errors: int
     nr_throttled: int
@@ -143,6 +167,12 @@ def _bio_fields(q: BlockDevice, bio: Bio) -> dict[str, Any]:
     return {"dev": q.dev, "bio": bio.bio_id, "op": bio.op.name, "nr_sector": bio.nr_sectors, "blkcg": bio.blkcg}
 
 
+def _rq_fields(q: BlockDevice, rq: Request) -> dict[str, Any]:
+    first = rq.bios[0]
+    return {"dev": q.dev, "bio": first.bio_id, "op": first.op.name, "nr_sector": rq.nr_sectors, "blkcg": rq.blkcg,
+            "sector": rq.sector, "nr_bios": len(rq.bios)}  # fmt: skip
+
+
 @final
 class BlockDevice:
     """A request queue and its device, as an engine actor (``struct request_queue``).
@@ -151,7 +181,9 @@ class BlockDevice:
         engine: the engine; the device actor is spawned as a daemon named *name*.
         name: disk name (``"sda"``), also the actor's name.
         dev: ``"MAJ:MIN"``, as io.latency settings name it.
-        nr_requests: tags (queue depth); io.latency's ``qd``.
+        nr_requests: tags (``q->nr_requests``); io.latency's ``qd``.
+        params: the device (``blk_dev_model.device_params``); without it a
+            flash device is built from the four arguments below.
         rotational: selects io.latency's mean rule instead of the SSD rule.
         parallelism: requests the device services at once.
         base_latency_ns: fixed cost of one IO.
@@ -162,7 +194,7 @@ class BlockDevice:
         bio_error: the error-injection point (module header): called once
             per bio, READ or WRITE, at completion; ``True`` fails it with
             ``BlkStatus.IOERR``. ``None``: no bio ever fails.
-        service_time: replaces the timing model: bio → service ns.
+        service_time: replaces the service model's time: first bio → ns.
 
     Raises:
         ValueError: a bad ``io.latency`` string or parameter.
@@ -175,6 +207,7 @@ class BlockDevice:
         name: str = "sda",
         dev: str = "8:0",
         nr_requests: int = 64,
+        params: DeviceParams | None = None,
         rotational: bool = False,
         parallelism: int = 1,
         base_latency_ns: int = 100_000,
@@ -185,17 +218,18 @@ class BlockDevice:
         bio_error: Callable[[Bio], bool] | None = None,
         service_time: Callable[[Bio], int] | None = None,
     ) -> None:
-        if parallelism < 1 or bandwidth_bytes_per_s < 1 or not 0 <= jitter_permille < 1000:
-            raise ValueError("need parallelism >= 1, bandwidth_bytes_per_s >= 1, 0 <= jitter_permille < 1000")
+        if params is None:
+            params = DeviceParams(kind="ssd", queue_depth=nr_requests, parallelism=parallelism, rotational=rotational,
+                                  latency_ns=base_latency_ns, bandwidth=bandwidth_bytes_per_s,
+                                  jitter_permille=jitter_permille)  # fmt: skip
+        if params.parallelism < 1 or params.queue_depth < 1 or params.bandwidth < 1 or not 0 <= params.jitter_permille < 1000:
+            raise ValueError("need parallelism >= 1, queue_depth >= 1, bandwidth >= 1, 0 <= jitter_permille < 1000")
         self.engine = engine
         self.name = name
         self.dev = dev
         self.nr_requests = nr_requests
-        self.rotational = rotational
-        self.parallelism = parallelism
-        self.base_latency_ns = base_latency_ns
-        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
-        self.jitter_permille = jitter_permille
+        self.params = params
+        self.rotational = params.rotational
         self.bio_error = bio_error
         self.service_time = service_time
         limits: dict[str, int | None] = {}
@@ -204,22 +238,24 @@ class BlockDevice:
             if target_dev is None or target_dev == dev:
                 limits[path] = parse_io_latency(text)
         self.iolat = BlkIolatency(
-            nr_requests=nr_requests, rotational=rotational, limits=limits, hierarchy=hierarchy, now_ns=engine.now_ns
+            nr_requests=nr_requests, rotational=self.rotational, limits=limits, hierarchy=hierarchy, now_ns=engine.now_ns
         )
         self.hierarchy = self.iolat.hierarchy
         self._rq_waits: dict[str, emu.WaitQueue] = {}
         self._tracked: dict[int, None] = {}  # BIO_TRACKED
         self._tag_wait = emu.WaitQueue(engine, f"blk_mq_get_tag {name}", self._tag_holders)
-        self._hw_queue: deque[Bio] = deque()  # tagged, waiting for a channel
+        self._dispatch: deque[Request] = deque()  # tagged, waiting for a hardware slot (mergeable)
+        self._hw_wait: deque[Request] = deque()  # in the hardware, waiting for the service model
         self._tags_used = 0
-        self._in_service = 0
+        self._hw_used = 0
         self._timer_pending = False
-        self._nr_submitted = self._nr_completed = self._nr_errors = 0
+        self._nr_submitted = self._nr_merged = self._nr_completed = self._nr_errors = self._nr_requests_done = 0
         self._nr_throttled = self._throttle_wait_ns = 0
         self.actor = engine.spawn(name, self._run, daemon=True)
+        self.model = make_model(params, self.actor.rng("timing"))
 
     def __repr__(self) -> str:
-        return f"<BlockDevice {self.name} {self.dev}>"
+        return f"<BlockDevice {self.name} {self.dev} {self.params.kind}>"
 
     # -- the device actor ---------------------------------------------------
 
@@ -227,65 +263,71 @@ class BlockDevice:
         while True:
             envelope = await actor.receive()
             msg = envelope.msg
-            if not isinstance(msg, SubmitBio):
+            if not isinstance(msg, SubmitRequest):
                 raise KernelBug(f"{self.name}: unexpected message {type(msg).__name__}")
-            self._blk_mq_make_request(msg.bio)
+            self._queue_rq(msg.rq)
 
-    def _blk_mq_make_request(self, bio: Bio) -> None:
-        """Mirror of ``blk_mq_make_request()`` past rq_qos and the tag: issue the request."""
-        self._nr_submitted += 1
-        self._issue(bio)
+    def _queue_rq(self, rq: Request) -> None:
+        """``blk_mq_try_issue_directly``: a driver slot if one is free and nobody waits, else the dispatch list."""
+        if self._hw_used < self.params.queue_depth and not self._dispatch:
+            self._issue(rq)
+        else:
+            self._dispatch.append(rq)
 
     def _tag_holders(self) -> list[str]:
         return [f"{self.name}: {self._tags_used}/{self.nr_requests} tags in flight"]
 
-    def _issue(self, bio: Bio) -> None:
-        """``blk_mq_start_request`` → ``queue_rq``: the request holds the submitter's tag."""
-        bio.issue_ns = self.engine.now_ns
-        self.actor.log.info("block_rq_issue", **_bio_fields(self, bio))
-        if self._in_service < self.parallelism:
-            self._start_service(bio)
+    def _issue(self, rq: Request) -> None:
+        """``blk_mq_start_request`` → ``queue_rq``: the request enters the hardware."""
+        self._hw_used += 1
+        rq.issue_ns = now = self.engine.now_ns
+        for bio in rq.bios:
+            bio.issue_ns = now
+        self.actor.log.info("block_rq_issue", **_rq_fields(self, rq))
+        if self.model.can_start():
+            self._start_service(rq)
         else:
-            self._hw_queue.append(bio)
+            self._hw_wait.append(rq)
 
-    def _start_service(self, bio: Bio) -> None:
-        self._in_service += 1
-        self.engine.call_later(self._service_ns(bio), self._complete, bio)
-
-    def _service_ns(self, bio: Bio) -> int:
-        """The device timing model (see the module header); integer ns."""
-        if self.service_time is not None:
-            return max(0, self.service_time(bio))
-        ns = self.base_latency_ns + bio.nr_bytes * NSEC_PER_SEC // self.bandwidth_bytes_per_s
-        if self.jitter_permille:
-            j = self.jitter_permille
-            ns = ns * (1000 + self.actor.rng("timing").randint(-j, j)) // 1000
-        return ns
-
-    def _complete(self, bio: Bio) -> None:
-        """Completion interrupt: ``blk_mq_end_request`` → ``bio_endio`` (must not block)."""
-        self._in_service -= 1
-        self._tags_used -= 1
+    def _start_service(self, rq: Request) -> None:
         now = self.engine.now_ns
-        if self.bio_error is not None and self.bio_error(bio):  # the injection point (module header)
-            bio.status = BlkStatus.IOERR
-            self._nr_errors += 1
-        bio.complete_ns = now
-        self._nr_completed += 1
-        self.actor.log.info(
-            "block_rq_complete", **_bio_fields(self, bio), error=int(bio.status), lat_ns=now - bio.queue_ns
-        )
-        # bio_endio(): rq_qos_done_bio() runs before ->bi_end_io.
-        if bio.bio_id in self._tracked:
-            del self._tracked[bio.bio_id]
-            decisions = self.iolat.done_bio(
-                bio.blkcg, now_ns=now, issue_ns=bio.queue_ns, issue_as_root=bio_issue_as_root_blkg(bio)
-            )
-            self._apply(decisions, self.actor.log)
-        if bio.bi_end_io is not None:
-            bio.bi_end_io(bio)
-        if self._hw_queue and self._in_service < self.parallelism:
-            self._start_service(self._hw_queue.popleft())
+        if self.service_time is not None:
+            self.model.busy += 1
+            done = now + max(0, self.service_time(rq.bios[0]))
+        else:
+            done = self.model.start(rq.sector, rq.nr_bytes, now)
+        self.engine.call_later(done - now, self._complete, rq)
+
+    def _complete(self, rq: Request) -> None:
+        """Completion interrupt: ``blk_mq_end_request`` → ``bio_endio`` of each bio (must not block)."""
+        self.model.finish()
+        self._hw_used -= 1
+        self._tags_used -= 1
+        self._nr_requests_done += 1
+        now = self.engine.now_ns
+        first = True
+        for bio in rq.bios:
+            if self.bio_error is not None and self.bio_error(bio):  # the injection point (module header)
+                bio.status = BlkStatus.IOERR
+                self._nr_errors += 1
+            bio.complete_ns = now
+            self._nr_completed += 1
+            event = "block_rq_complete" if first else "block_bio_complete"
+            self.actor.log.info(event, **_bio_fields(self, bio), error=int(bio.status), lat_ns=now - bio.queue_ns)
+            first = False
+            # bio_endio(): rq_qos_done_bio() runs before ->bi_end_io.
+            if bio.bio_id in self._tracked:
+                del self._tracked[bio.bio_id]
+                decisions = self.iolat.done_bio(
+                    bio.blkcg, now_ns=now, issue_ns=bio.queue_ns, issue_as_root=bio_issue_as_root_blkg(bio)
+                )
+                self._apply(decisions, self.actor.log)
+            if bio.bi_end_io is not None:
+                bio.bi_end_io(bio)
+        if self._hw_wait and self.model.can_start():
+            self._start_service(self._hw_wait.popleft())
+        if self._dispatch and self._hw_used < self.params.queue_depth:
+            self._issue(self._dispatch.popleft())
         for key in self._tag_wait:
             # blk_mq_put_tag() → sbitmap wake-up: hand the tag to the first sleeper.
             self._tags_used += 1
@@ -342,12 +384,17 @@ class BlockDevice:
         return BlkdevStatistics(
             name=self.name,
             dev=self.dev,
+            kind=self.params.kind,
             nr_requests=self.nr_requests,
+            queue_depth=self.params.queue_depth,
             rotational=self.rotational,
             in_flight=self._tags_used,
             queued=len(self._tag_wait),
-            in_service=self._in_service,
+            dispatching=len(self._dispatch),
+            in_service=self._hw_used,
             nr_submitted=self._nr_submitted,
+            nr_merged=self._nr_merged,
+            nr_requests_done=self._nr_requests_done,
             nr_completed=self._nr_completed,
             nr_errors=self._nr_errors,
             nr_throttled=self._nr_throttled,
@@ -360,10 +407,12 @@ class BlockDevice:
 
 
 async def submit_bio(current: Current, bio: Bio) -> None:
-    """Mirror of ``submit_bio()`` → ``generic_make_request()`` → ``blk_mq_make_request()``.
+    """Mirror of ``submit_bio()`` → ``generic_make_request()`` → ``blk_mq_make_request()`` (4.19).
 
-    Runs in *current*'s context and may sleep in ``rq_qos_wait`` (io.latency).
-    Returns once the bio is handed to the device, without waiting for it.
+    Runs in *current*'s context and may sleep in ``rq_qos_wait`` (io.latency)
+    or for a tag. Returns once the bio is merged, plugged or handed to the
+    device, without waiting for it. Charges ``[costs] bio_build`` (and any
+    CPU work the path accrued) first.
 
     Raises:
         KernelBug: the bio has no ``bi_disk``.
@@ -372,29 +421,102 @@ async def submit_bio(current: Current, bio: Bio) -> None:
     if not isinstance(q, BlockDevice):
         raise KernelBug(f"submit_bio: bio {bio.bio_id} has no bi_disk")
     actor = current.actor
+    await cpu_work(current, "bio_build")
     bio.queue_ns = actor.now_ns  # bio_issue_init(), in blkcg_bio_issue_check()
     if not bio.submitter:
         bio.submitter = current.comm
     actor.log.info("block_bio_queue", **_bio_fields(q, bio), comm=current.comm, pid=current.pid)
+    q._nr_submitted += 1
+    plug: BlkPlug | None = getattr(current, "plug", None)
+    # blk_attempt_plug_merge(), then blk_mq_sched_bio_merge(): a merged bio is done.
+    if (plug is not None and attempt_merge(plug.mq_list, bio, actor.log, q.dev)) or attempt_merge(q._dispatch, bio, actor.log, q.dev):
+        q._nr_merged += 1
+        return
     await blkcg_iolatency_throttle(current, q, bio)
     await blk_mq_get_tag(current, q, bio)
-    actor.send(q.actor, SubmitBio(bio=bio))
+    rq = Request(bio)
+    if plug is None:
+        actor.send(q.actor, SubmitRequest(rq=rq))
+        return
+    # plug && q->nr_hw_queues == 1
+    mq_list = plug.mq_list
+    if len(mq_list) >= BLK_MAX_REQUEST_COUNT or (mq_list and mq_list[-1].nr_bytes >= BLK_PLUG_FLUSH_SIZE):
+        blk_flush_plug_list(current, plug)
+    if not mq_list:
+        actor.log.info("block_plug", dev=q.dev, comm=current.comm)
+    mq_list.append(rq)
+
+
+async def submit_bio_wait(current: Current, bio: Bio, what: str) -> None:
+    """Mirror of ``submit_bio_wait()`` (block/bio.c): submit, flush the plug, sleep until done (``io``)."""
+    wq = emu.WaitQueue(current.actor.engine, what)
+    state = {"done": False}
+    end_io = bio.bi_end_io
+
+    def done(bio: Bio) -> None:
+        if end_io is not None:
+            end_io(bio)
+        state["done"] = True
+        wq.wake("io")
+
+    bio.bi_end_io = done
+    await submit_bio(current, bio)
+    blk_flush_plug(current)
+    if not state["done"]:
+        start = current.actor.now_ns
+        await wq.wait(current.actor, "io")
+        await wakeup(current)
+        current.account_sleep("io", current.actor.now_ns - start)
+
+
+def blk_start_plug(current: Current) -> None:
+    """Mirror of ``blk_start_plug()``: hold requests back until ``blk_finish_plug`` (no nesting)."""
+    if getattr(current, "plug", None) is None:
+        current.plug = BlkPlug()
+
+
+def blk_finish_plug(current: Current) -> None:
+    """Mirror of ``blk_finish_plug()``: flush the plug and drop it."""
+    plug = getattr(current, "plug", None)
+    if plug is not None:
+        blk_flush_plug_list(current, plug)
+        current.plug = None
+
+
+def blk_flush_plug(current: Current) -> None:
+    """``blk_schedule_flush_plug()``: what ``schedule()`` does for a plugged task about to sleep."""
+    plug = getattr(current, "plug", None)
+    if plug is not None and plug.mq_list:
+        blk_flush_plug_list(current, plug)
+
+
+def blk_flush_plug_list(current: Current, plug: BlkPlug) -> None:
+    """Mirror of ``blk_mq_flush_plug_list()``: send the plugged requests to their device, in order."""
+    requests, plug.mq_list[:] = list(plug.mq_list), []
+    if not requests:
+        return
+    q = requests[0].bios[0].bi_disk
+    current.actor.log.info("block_unplug", dev=q.dev, depth=len(requests), comm=current.comm)
+    for rq in requests:
+        current.actor.send(rq.bios[0].bi_disk.actor, SubmitRequest(rq=rq))
 
 
 async def blk_mq_get_tag(current: Current, q: BlockDevice, bio: Bio) -> None:
     """Mirror of ``blk_mq_get_request()`` → ``blk_mq_get_tag()``: one of ``nr_requests`` tags.
 
-    With every tag in flight the submitter sleeps (``io_schedule``) until a
-    completion hands it one, FIFO; the legacy ``block_sleeprq`` tracepoint
-    names this sleep.
+    With every tag in flight the submitter flushes its plug and sleeps
+    (``io_schedule``) until a completion hands it one, FIFO; the legacy
+    ``block_sleeprq`` tracepoint names this sleep.
     """
     if q._tags_used < q.nr_requests and not len(q._tag_wait):
         q._tags_used += 1
         return
     actor = current.actor
     start = actor.now_ns
+    blk_flush_plug(current)
     actor.log.info("block_sleeprq", dev=q.dev, bio=bio.bio_id, comm=current.comm, pid=current.pid)
     await q._tag_wait.wait(actor, bio.bio_id)
+    await wakeup(current)
     current.account_sleep("io", actor.now_ns - start)
 
 
@@ -404,7 +526,8 @@ async def blkcg_iolatency_throttle(current: Current, q: BlockDevice, bio: Bio) -
     Walks the bio's cgroup and its ancestors (root excluded), leaf first. At
     each level: follow the parent's scale cookie (``check_scale_change``),
     mark the task for induced delay if the level has ``use_delay``, then take
-    an inflight slot or sleep FIFO until a completion grants one. REQ_META /
+    an inflight slot or sleep FIFO (flushing the plug first) until a
+    completion grants one, then pay ``[costs] wakeup``. REQ_META /
     REQ_SWAP bios and tasks with a fatal signal never sleep. Arms the 1 s
     timer afterwards.
     """
@@ -430,7 +553,9 @@ async def blkcg_iolatency_throttle(current: Current, q: BlockDevice, bio: Bio) -
                 "rq_qos_throttle", dev=q.dev, bio=bio.bio_id, blkcg=path, inflight=st.nr_inflight, max_depth=st.depth,
                 comm=current.comm, pid=current.pid,
             )  # fmt: skip
+            blk_flush_plug(current)
             await q._rq_wait(path).wait(actor, bio.bio_id)
+            await wakeup(current)
             waited = actor.now_ns - start
             q._nr_throttled += 1
             q._throttle_wait_ns += waited

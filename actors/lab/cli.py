@@ -452,10 +452,15 @@ def _show(record: dict[str, Any] | str | None) -> str:
 @main.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
 def validate(config_path: pathlib.Path) -> None:
-    """Check CONFIG; print the effective configuration and its policies as JSON."""
+    """Check CONFIG; print the effective configuration, the device and costs it resolves to, and its policies as JSON."""
+    from actors.block.blk_dev_model import device_params
+    from actors.sched.core import resolve_costs
+
     config = _load(config_path)
     document = {
         "config": effective_config(config),
+        "device": attrs.asdict(device_params(config.device)),
+        "costs": resolve_costs(config.costs),
         "policies": {name: attrs.asdict(resolve_policy(config, name)) for name in config.policies},
     }
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

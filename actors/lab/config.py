@@ -16,7 +16,9 @@ structuring, with the same kind of message.
 The shape of a config (see ``configs/seed-inversion.toml`` for a full one)::
 
     name, seed, horizon, policies
-    [device]            the block device and its timing model
+    [machine]           CPUs
+    [device]            the block device: kind, queues, service model
+    [costs]             CPU and scheduling costs
     [[cgroups]]         path and io.latency
     [[files]]           size, filesystem kind, initially cached fraction
     [btrfs], [writeback]
@@ -57,6 +59,7 @@ from actors.lab.config_types import (
     ConfigError,
     Count,
     Duration,
+    Factor,
     Fraction,
     IoLatency,
     Natural,
@@ -68,17 +71,20 @@ from actors.lab.config_types import (
 )
 from actors.policy import PRESETS, Policy
 from actors.schema import (
+    DEVICE_KINDS,
     OP_NAMES,
     SWARM_FAMILIES,
     SWARM_OPS,
     BtrfsConfig,
     CgroupConfig,
     ChecksConfig,
+    CostsConfig,
     DeviceConfig,
     ExperimentConfig,
     FileConfig,
     InjectConfig,
     Io,
+    MachineConfig,
     MappingConfig,
     Mmap,
     Mprotect,
@@ -100,6 +106,7 @@ from actors.schema import (
 )
 
 __all__ = [
+    "DEVICE_KINDS",
     "INT64_MAX",
     "INT64_MIN",
     "MAX_BANDWIDTH",
@@ -113,15 +120,18 @@ __all__ = [
     "CgroupConfig",
     "ChecksConfig",
     "ConfigError",
+    "CostsConfig",
     "Count",
     "DeviceConfig",
     "Duration",
     "ExperimentConfig",
+    "Factor",
     "FileConfig",
     "Fraction",
     "InjectConfig",
     "Io",
     "IoLatency",
+    "MachineConfig",
     "MappingConfig",
     "Mmap",
     "Mprotect",

@@ -2,7 +2,8 @@
 
 ``check_config`` runs after a config structured cleanly and returns one
 ``key.path: message`` line per problem (``actors.lab.config`` prefixes the
-file): the device's ``MAJ:MIN`` and jitter bound; cgroup paths and their
+file): the device's ``MAJ:MIN``, jitter bound and kind-specific keys;
+a file's ``block_map``; cgroup paths and their
 parents; duplicate names, also of replicas, of threads within a process and
 of custom policies (which may not reuse a preset's name); unknown policy names
 and presets; a process's cgroup, a mapping's file, an op's mapping (and
@@ -67,6 +68,9 @@ def check_config(config: ExperimentConfig) -> list[str]:
     _check_inject(problems, config)
     for i, process in enumerate(config.processes):
         _check_process(problems, config, i, process)
+    for i, file in enumerate(config.files):
+        if file.block_map == "indirect" and file.fs != "generic":
+            problems.append(f'files[{i}].block_map: "indirect" is a generic (ext2/ext3-like) filesystem mapping, this file is on {file.fs}')
     _check_report(problems, config)
     return problems
 
@@ -83,12 +87,22 @@ def _check_report(problems: list[str], config: ExperimentConfig) -> None:
 
 
 def _check_device(problems: list[str], config: ExperimentConfig) -> None:
-    """``dev`` is ``MAJ:MIN`` (io.latency settings name it); jitter stays below 100 %."""
+    """``dev`` is ``MAJ:MIN`` (io.latency settings name it); jitter stays below 100 %; the disk
+    keys belong to ``kind = "hdd"``, which has one head and a seek curve that rises."""
     device = config.device
     if not is_dev(device.dev):
         problems.append(f'device.dev: expected "MAJ:MIN" like "8:0", got {device.dev!r}')
     if device.jitter_pct > 99:
         problems.append(f"device.jitter_pct: expected at most 99 (percent), got {device.jitter_pct}")
+    if device.kind == "hdd":
+        if device.parallelism not in (None, 1):
+            problems.append(f"device.parallelism: a hdd has one head, expected 1 or unset, got {device.parallelism}")
+        if device.seek_min is not None and device.seek_max is not None and device.seek_min > device.seek_max:
+            problems.append(f"device.seek_min: expected at most seek_max ({device.seek_max} ns), got {device.seek_min} ns")
+    else:
+        for key in ("rpm", "seek_min", "seek_max", "capacity"):
+            if getattr(device, key) is not None:
+                problems.append(f'device.{key}: only a kind = "hdd" device has it, this one is kind = "{device.kind}"')
 
 
 def _too_many_tasks(problems: list[str], config: ExperimentConfig) -> bool:

@@ -25,6 +25,7 @@ from actors.schema import (
     Bandwidth,
     Count,
     Duration,
+    Factor,
     Fraction,
     IoLatency,
     Natural,
@@ -123,6 +124,12 @@ def _fraction(value: object, _type: object = None) -> float:
     return float(value)
 
 
+def _factor(value: object, _type: object = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number >= 0 (a factor), got {value!r}")
+    return float(value)
+
+
 def _io_latency(value: object, _type: object = None) -> int | None:
     if not isinstance(value, str):
         raise ValueError(f'expected "target=<usec>" or "max", got {value!r}')
@@ -139,6 +146,7 @@ VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (Count, _integer(1)),
     (Natural, _integer(0)),
     (Fraction, _fraction),
+    (Factor, _factor),
     (IoLatency, _io_latency),
 )
 

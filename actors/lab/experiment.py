@@ -160,6 +160,10 @@ def counters(kernel: Kernel) -> dict[str, int]:
     out["throttled_bios"] = bdev.nr_throttled
     out["throttle_wait_ns"] = bdev.throttle_wait_ns
     out["bio_errors"] = bdev.nr_errors
+    out["merged_bios"] = bdev.nr_merged
+    sched = kernel.sched.statistics()
+    out["runqueue_waits"] = sched.nr_waits
+    out["runqueue_wait_ns"] = sched.wait_ns
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from actors.block.blkdev import blk_finish_plug, blk_start_plug
 from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.mm.page import (
     Page,
@@ -32,6 +33,7 @@ from actors.mm.page import (
     wait_on_page_writeback,
 )
 from actors.mm.readahead import FileRaState, RaWindow
+from actors.sched.core import charge
 
 if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
@@ -52,7 +54,7 @@ class AddressSpaceOperations(Protocol):
 class Inode:
     """``struct inode`` of a file: number, size, its page cache and filesystem."""
 
-    __slots__ = ("ino", "i_size", "i_mapping", "fs", "name", "truncate_seq", "error_seq")
+    __slots__ = ("ino", "i_size", "i_mapping", "fs", "name", "truncate_seq", "error_seq", "start_sector", "block_map")
 
     def __init__(self, ino: int, name: str, i_size: int, fs: object) -> None:
         self.ino = ino
@@ -64,6 +66,10 @@ class Inode:
         #: way to tell "the page went away" from "the fault path misbehaved").
         self.truncate_seq = 0
         self.error_seq = 0
+        #: Where the file's data starts on the device, and how its blocks
+        #: are mapped (``FileConfig.block_map``; ``actors.fs.generic``).
+        self.start_sector: int | None = None
+        self.block_map = "extents"
 
     @property
     def nr_pages(self) -> int:
@@ -122,6 +128,7 @@ def add_to_page_cache_lru(current: TaskStruct, page: Page, mapping: AddressSpace
     """``add_to_page_cache_lru()``: insert a new page, locked; ``False`` if the slot is taken.
 
     The cache takes its own reference; the caller keeps the allocation's.
+    Costs ``[costs] page_alloc``, paid at the task's next CPU burst.
     """
     if offset in mapping.pages:
         return False
@@ -133,6 +140,7 @@ def add_to_page_cache_lru(current: TaskStruct, page: Page, mapping: AddressSpace
     mapping.pages[offset] = page
     mapping.nrpages += 1
     current.actor.log.info("mm_filemap_add_to_page_cache", ino=mapping.host.ino, index=offset)
+    charge(current, "page_alloc")  # __page_cache_alloc + the radix-tree insert and LRU add
     return True
 
 
@@ -219,7 +227,8 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
     """``ra_submit()`` → ``__do_page_cache_readahead()``: read the window's missing pages.
 
     Pages already cached are skipped; the page at the window's async mark
-    gets ``PG_readahead``. Returns the number of pages submitted.
+    gets ``PG_readahead``. ``read_pages()`` plugs the queue around
+    ``->readpages``. Returns the number of pages submitted.
     """
     mapping = file.f_mapping
     nr_pages = mapping.host.nr_pages
@@ -236,7 +245,9 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
         current.actor.log.info(
             "mm_readahead", ino=mapping.host.ino, start=window.start, size=window.size, nr=len(pages)
         )
+        blk_start_plug(current)  # read_pages()
         await mapping.a_ops.readpages(current, file, pages)
+        blk_finish_plug(current)
         for page in pages:
             put_page(page)
     return len(pages)

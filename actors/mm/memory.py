@@ -45,6 +45,8 @@ from actors.mm.page import (
     unlock_page,
 )
 
+from actors.sched.core import charge
+
 if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
 
@@ -161,7 +163,8 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     """``do_fault_around()`` → ``filemap_map_pages()``: map cached neighbours, no IO.
 
     Maps uptodate, unlocked pages without ``PG_readahead`` in the aligned
-    16-page window, decrementing ``mmap_miss`` for each; returns
+    16-page window, decrementing ``mmap_miss`` for each (``[costs]
+    fault_around_pte`` each, paid at the end of the attempt); returns
     ``VM_FAULT_NOPAGE`` if that mapped the faulting address.
     """
     vma = vmf.vma
@@ -173,6 +176,7 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     max_idx = mapping.host.nr_pages
     ptes = vma.vm_mm.ptes
     delta = vma.vm_pgoff - vma.vm_start
+    mapped = 0
     for address in range(start, end):
         if address in ptes:
             continue
@@ -186,6 +190,8 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
             ra.mmap_miss -= 1
         vma.vm_mm.set_pte(address, page, False)
         unlock_page(current, page)
+        mapped += 1
+    charge(current, "fault_around_pte", mapped)
     return VmFaultResult.NOPAGE if vmf.address in ptes else VmFaultResult(0)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from actors.kernel_types import FATAL_WAKE, Errno
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
 from actors.mm.page import Page, put_page
+from actors.sched.core import wakeup
 from emu import WaitQueue
 
 if TYPE_CHECKING:
@@ -237,6 +238,7 @@ async def _sleep(current: TaskStruct, mm: MmStruct, killable: bool) -> int:
         _wake(mm, mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns))
         _trace(current, "mmap_lock_acquire_returned", mm, False, success=False)
         return -Errno.EINTR
+    await wakeup(current)  # try_to_wake_up() to running: a granted reader holds the sem meanwhile
     return 0
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.kernel_types import FATAL_WAKE, BlkStatus, Errno, PageFlag
+from actors.sched.core import wakeup
 from emu import KernelBug, WaitQueue
 
 if TYPE_CHECKING:
@@ -198,6 +199,8 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str,
         current.killable_queue = None
         if not len(wq) and page.wq is wq:
             page.wq = None
+    if value != FATAL_WAKE:
+        await wakeup(current)
     current.account_sleep("io", current.actor.now_ns - start)
     return value != FATAL_WAKE
 

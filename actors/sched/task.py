@@ -18,9 +18,19 @@ a sleep on IO or on io.latency throttling while the task holds any
 ``mmap_sem`` counts as ``mmap_sem_held_across_io``, the inversion's
 signature. Each fault ends with one canonical ``fault_done`` record.
 
+CPU time (``actors.sched.core``, ``[costs]``): a user page access costs
+``access`` and a fault's entry/exit ``fault_entry``; a system call pays
+``syscall`` for entry and exit outside any lock; under mmap_sem held for
+write ``mmap`` pays ``vma_alloc``, ``munmap`` ``vma_free`` and
+``pgtable_teardown``, each on top of the op's own ``hold``; a ``munmap``
+that zapped PTEs and an ``mprotect`` to read-only then pay one
+``tlb_shootdown`` per other CPU running the mm (``flush_tlb_mm_range``
+sends an IPI to each and waits; with nothing mapped there is nothing to
+flush); a /proc
+read pays its ``cost`` (default ``proc_read``) under the target's sem.
+
 Emulation notes:
-    A user page access costs ``ACCESS_NS`` and a fault's entry/exit
-    ``FAULT_ENTRY_NS`` of CPU time. The pages that /proc/<pid>/cmdline reads
+    The pages that /proc/<pid>/cmdline reads
     (the target's stack) are taken as present, so the reader never faults.
     SIGSEGV/SIGBUS kill the faulting thread only. Fatal signals are sent
     with ``send_sigkill`` and end killable waits.
@@ -46,6 +56,7 @@ from actors.mm.mmap import (
     up_write,
 )
 from actors.mm.page import Page, wake_fatal
+from actors.sched.core import cpu_work, wakeup
 from actors.schema import (
     OP_NAMES,
     Io,
@@ -66,9 +77,9 @@ if TYPE_CHECKING:
     from actors.mm.mmap import MmStruct
     from emu import Actor
 
-ACCESS_NS = 50
-FAULT_ENTRY_NS = 1_000
 IO_SLEEPS = ("io", "throttle")
+#: Direct IO lands in the first 64 GiB of the device (``direct_io``).
+DIO_SPAN_SECTORS = 64 * 1024**3 // 512
 
 
 class TaskStruct:
@@ -111,6 +122,10 @@ class TaskStruct:
         self.sleep_ns = {"io": 0, "throttle": 0, "delay": 0, "fs": 0, "mmap_sem": 0}
         self.maj_flt = 0
         self.min_flt = 0
+        #: CPU time accrued by paths that cannot sleep, paid at the next
+        #: ``cpu_work`` (``actors.sched.core.charge``); ``current->plug``.
+        self.cpu_debt = 0
+        self.plug = None
 
     def __repr__(self) -> str:
         return f"<task {self.comm} pid={self.pid}>"
@@ -254,7 +269,7 @@ class Workload:
         vma = current.kernel.mapping_vma(current, op.mapping)
         if vma is None:
             # unmapped by a racing munmap: the access faults on no VMA, SIGSEGV (bad_area)
-            await current.actor.sleep(ACCESS_NS + FAULT_ENTRY_NS)
+            await cpu_work(current, "access", "fault_entry")
             current.kernel.count("sigsegv_delivered")
             current.actor.log.info("signal_deliver", sig="SIGSEGV", address=None)
             if self.config.handle_signals:
@@ -262,12 +277,12 @@ class Workload:
             current.killed_by = "SIGSEGV"
             return False
         for address in self._pages(op, vma):
-            await current.actor.sleep(ACCESS_NS)
+            await cpu_work(current, "access")
             while True:
                 pte = mm.ptes.get(address)
                 if pte is not None and (pte.write or not op.write):
                     break
-                await current.actor.sleep(FAULT_ENTRY_NS)
+                await cpu_work(current, "fault_entry")
                 outcome = await do_page_fault(current, address, op.write)
                 await return_to_user(current)
                 if outcome.signal is not None:
@@ -286,21 +301,30 @@ class Workload:
         """``mmap``/``munmap``/``mprotect``: mmap_sem for write (killable) around the VMA change."""
         current = self.current
         mm = current.mm
+        await cpu_work(current, "syscall")
         if await down_write(current, mm, killable=True):
             return
+        work: tuple[str, ...] = ()
+        shootdown = False
         if isinstance(op, Mmap) and op.mapping is not None:
             current.kernel.remap(current, op.mapping)
+            work = ("vma_alloc",)
         elif isinstance(op, Mmap):
             self.regions.append(mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}"))
+            work = ("vma_alloc",)
         elif isinstance(op, Munmap):
             vma = current.kernel.mapping_vma(current, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
-                mm.remove_vma(vma)
+                work, shootdown = ("vma_free", "pgtable_teardown"), mm.remove_vma(vma) > 0
         elif isinstance(op, Mprotect) and op.prot is not None:
             vma = current.kernel.mapping_vma(current, op.mapping)
             if vma is not None:
                 mm.mprotect_vma(vma, write=op.prot == "rw")
-        await current.actor.sleep(op.hold)
+                shootdown = op.prot == "r"
+        await cpu_work(current, *work, extra_ns=op.hold)
+        if shootdown:
+            # flush_tlb_mm_range(): an IPI to each other CPU in mm_cpumask, waited for
+            await cpu_work(current, "tlb_shootdown", n=current.kernel.other_cpus(current))
         up_write(current, mm)
 
 
@@ -334,15 +358,21 @@ async def proc_read(current: TaskStruct, op: ProcRead) -> None:
     it must, through GUP without ALLOW_RETRY; ``maps`` holds the sem across
     the seq_file chunk and walks every VMA.
     """
+    await cpu_work(current, "syscall")
     for mm in current.kernel.mms_matching(op.target):
         await down_read(current, mm)
-        cost = op.cost if op.file == "cmdline" else op.cost * max(1, len(mm.vmas))
-        await current.actor.sleep(cost)
+        cost = current.kernel.sched.costs["proc_read"] if op.cost is None else op.cost
+        n = 1 if op.file == "cmdline" else max(1, len(mm.vmas))
+        await cpu_work(current, extra_ns=cost * n)
         up_read(current, mm)
 
 
 async def direct_io(current: TaskStruct, op: Io) -> None:
-    """An O_DIRECT read or write: one bio from the task's cgroup, waited for."""
+    """An O_DIRECT read or write: one bio from the task's cgroup, waited for.
+
+    It lands at a 4 KiB-aligned sector drawn uniformly from the first
+    ``DIO_SPAN_SECTORS`` of the device (the service's own file, not modelled).
+    """
     kernel = current.kernel
     pages = [Page(None, i) for i in range(-(-op.size // 4096))]
     done = WaitQueue(current.actor.engine, f"dio {current.comm}")
@@ -361,11 +391,14 @@ async def direct_io(current: TaskStruct, op: Io) -> None:
         submitter=current.comm,
         bi_end_io=end_io,
         bi_disk=kernel.bdev,
+        sector=current.actor.rng("dio").randrange(DIO_SPAN_SECTORS // 8) * 8,
     )
+    await cpu_work(current, "syscall")
     await submit_bio(current, bio)
     if not state["done"]:
         start = current.actor.now_ns
         await done.wait(current.actor, current.comm)
+        await wakeup(current)
         current.account_sleep("io", current.actor.now_ns - start)
     if bio.status != BlkStatus.OK:
         kernel.count("dio_errors")

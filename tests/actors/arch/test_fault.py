@@ -40,6 +40,7 @@ def _config(processes: list[dict[str, Any]], *, horizon: str = "100ms", cached: 
             "name": "x86-fault",
             "horizon": horizon,
             "device": {"latency": "2ms", "jitter_pct": 0},
+            "costs": {"scale": 0},  # these tests time the retry logic's waits, not CPU work
             "files": [{"name": "f", "size": "4MiB", "cached": cached}],
             "processes": processes,
         }

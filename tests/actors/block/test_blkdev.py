@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 import emu
 from actors.block.bio import Bio
 from actors.block.blk_iolatency import UINT_MAX
-from actors.block.blkdev import BlockDevice, blkcg_maybe_throttle_current, submit_bio
+from actors.block.blk_dev_model import DeviceParams
+from actors.block.blk_merge import BLK_MAX_REQUEST_COUNT
+from actors.block.blkdev import BlockDevice, blk_finish_plug, blk_start_plug, blkcg_maybe_throttle_current, submit_bio
 from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
 from emu import NSEC_PER_MSEC
 
@@ -25,6 +29,7 @@ class FakeTask:
         self.pid = pid
         self.blkcg = blkcg
         self.throttle_queue: BlockDevice | None = None
+        self.plug = None
         self.fatal = False
         self.slept: dict[str, int] = {"throttle": 0, "io": 0, "delay": 0}
 
@@ -46,13 +51,13 @@ class Harness:
         self.io_wait = emu.WaitQueue(self.engine, "bio completion")
         self.tasks: dict[str, FakeTask] = {}
 
-    def bio(self, blkcg: str, flags: ReqFlag = ReqFlag(0), op: ReqOp = ReqOp.READ) -> Bio:
+    def bio(self, blkcg: str, flags: ReqFlag = ReqFlag(0), op: ReqOp = ReqOp.READ, sector: int | None = None) -> Bio:
         def end_io(bio: Bio) -> None:
             self.done[bio.bio_id] = bio
             self.io_wait.wake(bio.bio_id)
 
         return Bio(bio_id=next(self.ids), op=op, flags=flags, nr_bytes=4096, blkcg=blkcg, bi_disk=self.dev,
-                   bi_end_io=end_io)  # fmt: skip
+                   bi_end_io=end_io, sector=sector)  # fmt: skip
 
     async def wait_io(self, current: FakeTask, bio: Bio) -> None:
         if bio.bio_id not in self.done:
@@ -333,3 +338,108 @@ def test_submitter_sleeps_for_a_tag_when_all_are_in_flight() -> None:
     assert slept == [10 * MS]
     assert [r["bio"] for r in h.records("block_sleeprq")] == [3]
     assert h.dev.statistics().in_flight == 0
+
+
+# -- merging and plugging (blk_mq_make_request's order) -------------------------------
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_a_merged_bio_is_never_throttled(contiguous: bool) -> None:
+    """With the noisy group held to depth 1, a bio that back-merges into a plugged request skips
+    rq_qos_throttle (and takes no tag); the same bio at a distant sector sleeps in the throttle."""
+    h = contended()
+    seen: dict[str, int] = {}
+
+    async def noisy(current: FakeTask) -> None:
+        while current.actor.now_ns < 2500 * MS:  # io.latency scales the noisy group down to depth 1
+            bio = h.bio(NOISY)
+            await submit_bio(current, bio)
+            await current.actor.sleep(1 * MS)
+        assert h.dev.iolatency_statistics(NOISY).depth == 1
+        blk_start_plug(current)
+        first = h.bio(NOISY, sector=80_000)
+        second = h.bio(NOISY, sector=80_008 if contiguous else 9_000_000)
+        await submit_bio(current, first)
+        await submit_bio(current, second)
+        blk_finish_plug(current)
+        seen.update(first=first.bio_id, second=second.bio_id)
+        await h.wait_io(current, second)
+
+    h.spawn("prot", PROT, protected_reader(h, 3000 * MS))
+    h.spawn("noisy", NOISY, noisy)
+    h.engine.run()
+    second_events = [r["event"] for r in h.records() if r.get("bio") == seen["second"]]
+    throttled = [r for r in h.records("rq_qos_throttle") if r["bio"] == seen["second"]]
+    if contiguous:
+        assert second_events[:2] == ["block_bio_queue", "block_bio_backmerge"]
+        assert not throttled and "block_sleeprq" not in second_events
+        issue = next(r for r in h.records("block_rq_issue") if r["bio"] == seen["first"])
+        assert (issue["nr_bios"], issue["nr_sector"]) == (2, 16)
+        assert "block_bio_complete" in second_events  # completed with the request it joined
+    else:
+        assert throttled and "block_bio_backmerge" not in second_events
+    assert h.dev.statistics().nr_merged == (1 if contiguous else 0)
+
+
+def test_a_bio_merges_into_a_request_waiting_for_dispatch_without_a_tag() -> None:
+    """Hardware full (one slot), both tags taken: a bio contiguous with the request on the dispatch
+    list merges into it (blk_mq_sched_bio_merge) instead of sleeping for a tag."""
+    params = DeviceParams(kind="ssd", queue_depth=1, parallelism=1, rotational=False, latency_ns=10 * MS, bandwidth=1 << 40)
+    h = Harness(nr_requests=2, params=params)
+
+    async def program(current: FakeTask) -> None:
+        a, b, c = h.bio("a", sector=0), h.bio("a", sector=1000), h.bio("a", sector=1008)
+        for bio in (a, b):
+            await submit_bio(current, bio)
+        await current.actor.sleep(1 * MS)  # the device has issued a and queued b
+        await submit_bio(current, c)
+        assert current.actor.now_ns == 1 * MS  # no sleep for a tag
+        await h.wait_io(current, c)
+        assert c.complete_ns == b.complete_ns and b.complete_ns // 1000 == 20_000  # microseconds
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert [r["bio"] for r in h.records("block_bio_backmerge")] == [3]
+    assert not h.records("block_sleeprq")
+    assert [(r["bio"], r["nr_bios"]) for r in h.records("block_rq_issue")] == [(1, 1), (2, 2)]
+    stats = h.dev.statistics()
+    assert (stats.nr_submitted, stats.nr_merged, stats.nr_requests_done, stats.nr_completed) == (3, 1, 2, 3)
+
+
+def test_the_plug_holds_requests_until_unplug_or_sixteen() -> None:
+    """Plugged requests reach the device at blk_finish_plug, or 16 at a time (BLK_MAX_REQUEST_COUNT)."""
+    h = Harness(nr_requests=64, parallelism=64)
+    issued_at_unplug: list[int] = []
+
+    async def program(current: FakeTask) -> None:
+        blk_start_plug(current)
+        for i in range(BLK_MAX_REQUEST_COUNT + 2):
+            await submit_bio(current, h.bio("a", sector=i * 1000))  # none contiguous
+        await current.actor.sleep(1 * MS)
+        issued_at_unplug.append(len(h.records("block_rq_issue")))
+        blk_finish_plug(current)
+        await current.actor.sleep(1 * MS)
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert issued_at_unplug == [BLK_MAX_REQUEST_COUNT]
+    assert [r["depth"] for r in h.records("block_unplug")] == [BLK_MAX_REQUEST_COUNT, 2]
+    assert len(h.records("block_rq_issue")) == BLK_MAX_REQUEST_COUNT + 2
+
+
+def test_hardware_queue_depth_is_separate_from_nr_requests() -> None:
+    """64 tags but 2 hardware slots: the third request waits on the dispatch list, not for a tag."""
+    params = DeviceParams(kind="ssd", queue_depth=2, parallelism=8, rotational=False, latency_ns=1 * MS, bandwidth=1 << 40)
+    h = Harness(nr_requests=64, params=params)
+
+    async def program(current: FakeTask) -> None:
+        bios = [h.bio("a", sector=i * 1000) for i in range(3)]
+        for bio in bios:
+            await submit_bio(current, bio)
+        for bio in bios:
+            await h.wait_io(current, bio)
+        assert [bio.complete_ns // 1000 for bio in bios] == [1000, 1000, 2000]  # microseconds
+
+    h.spawn("t1", "a", program)
+    h.engine.run()
+    assert not h.records("block_sleeprq")

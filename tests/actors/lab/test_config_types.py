@@ -15,6 +15,7 @@ from actors.lab.config_types import (
     ConfigError,
     Count,
     Duration,
+    Factor,
     Fraction,
     IoLatency,
     Natural,
@@ -29,7 +30,7 @@ HOOKS = dict(VALUE_HOOKS)
 
 def test_every_value_type_has_a_hook() -> None:
     """Each NewType a schema field may use is read by its own hook."""
-    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, IoLatency}
+    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, Factor, IoLatency}
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,8 @@ def test_every_value_type_has_a_hook() -> None:
         (Count, 1, 1),
         (Natural, 0, 0),
         (Fraction, 1, 1.0),
+        (Factor, 2, 2.0),
+        (Factor, 0.5, 0.5),
         (IoLatency, "target=2000", 2_000_000),
         (IoLatency, "max", None),
     ],
@@ -76,6 +79,8 @@ def test_value_hook_reads_toml_spelling(type_: object, value: object, expected: 
         (Count, 0, "expected an integer >= 1, got 0"),
         (Natural, True, "expected an integer >= 0, got True"),
         (Fraction, 1.5, "expected a fraction between 0 and 1, got 1.5"),
+        (Factor, -1, "expected a number >= 0 (a factor), got -1"),
+        (Factor, "2x", "expected a number >= 0 (a factor), got '2x'"),
         (IoLatency, 3, """expected "target=<usec>" or "max", got 3"""),
     ],
 )

@@ -41,12 +41,16 @@ US = 1_000
 
 
 def _kernel(policy: str, *, mapping: dict[str, Any] | None = None, file_size: str = "16MiB", latency: str = "2ms", **extra: Any) -> Kernel:
-    """A machine with processes ``p`` and ``q`` mapping file ``f`` (mapping ``m``); their own threads only idle."""
+    """A machine with processes ``p`` and ``q`` mapping file ``f`` (mapping ``m``); their own threads only idle.
+
+    CPU costs are off (``scale = 0``): these tests time the fault path's waits, not its CPU work.
+    """
     config = config_from_dict(
         {
             "name": "filemap-fault",
             "horizon": "1s",
             "device": {"latency": latency, "jitter_pct": 0},
+            "costs": {"scale": 0},
             "files": [{"name": "f", "size": file_size}],
             "processes": [
                 {
@@ -106,7 +110,7 @@ def _inversion(policy: str, throttled: bool):
             "name": "inversion",
             "seed": 1,
             "horizon": "1s",
-            "device": {"nr_requests": 4, "latency": "1ms", "jitter_pct": 0},
+            "device": {"nr_requests": 4, "parallelism": 1, "latency": "1ms", "jitter_pct": 0},
             "cgroups": [{"path": "w"}, protected, {"path": "w/batch"}],
             "files": [{"name": "data", "size": "1GiB"}],
             "processes": [

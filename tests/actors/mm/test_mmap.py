@@ -29,7 +29,8 @@ def _reader(name: str, cost: str, start: str | int = 0) -> dict[str, Any]:
 
 
 def _config(processes: list[dict[str, Any]]) -> ExperimentConfig:
-    return config_from_dict({"name": "mmap-sem", "horizon": "100ms", "processes": processes})
+    # CPU costs off: these tests time the rwsem rules, not CPU work.
+    return config_from_dict({"name": "mmap-sem", "horizon": "100ms", "costs": {"scale": 0}, "processes": processes})
 
 
 def _lock_events(result, event: str, *, write: bool | None = None) -> dict[str, int]:
