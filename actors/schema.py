@@ -24,6 +24,8 @@ from typing import Literal, NewType
 
 import attrs
 
+from actors.block.blk_throttle import IoMax
+
 # Value types. Each is an ``int``/``float`` at run time; the cattrs hooks
 # below parse and check TOML values into them, so a bad value is reported at
 # its own key path. Code building configs directly passes plain numbers.
@@ -122,10 +124,11 @@ class CostsConfig:
 
 @attrs.frozen(kw_only=True)
 class CgroupConfig:
-    """A cgroup v2 directory and its io.latency setting (``None`` = no target)."""
+    """A cgroup v2 directory, its io.latency target (``None`` = none) and its io.max limits."""
 
     path: str
     io_latency: IoLatency | None = None
+    io_max: IoMax | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -238,14 +241,20 @@ class Populate:
 
 @attrs.frozen(kw_only=True)
 class ProcRead:
-    """Read ``/proc/<pid>/<file>`` of each process matching ``target`` (a glob).
+    """Read ``/proc/<pid>/<file>`` of each process matching ``target`` (a glob; ``"self"``: the reader's own).
 
     ``cost``: the time under the target's sem; ``None`` takes ``[costs] proc_read``.
+    ``file = "mem"`` reads ``pages`` pages of the target's mapping
+    ``target_mapping`` (in ``pattern`` order), as ``pread`` on
+    ``/proc/<pid>/mem`` does.
     """
 
     target: str
-    file: Literal["cmdline", "maps"] = "cmdline"
+    file: Literal["cmdline", "maps", "mem"] = "cmdline"
     cost: Duration | None = None
+    target_mapping: str | None = None
+    pages: Count = 1
+    pattern: Literal["sequential", "random"] = "random"
 
 
 @attrs.frozen(kw_only=True)

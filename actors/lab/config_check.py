@@ -143,6 +143,8 @@ def _check_cgroups(problems: list[str], config: ExperimentConfig) -> None:
             problems.append(f'cgroups[{i}].path: the root cgroup is implicit, expected a path like "a/b"')
         elif parent and parent not in cgroups:
             problems.append(f"cgroups[{i}].path: parent {parent!r} is not a configured cgroup")
+        if cgroup.io_max is not None and cgroup.io_max.dev != config.device.dev:
+            problems.append(f"cgroups[{i}].io.max: names device {cgroup.io_max.dev}, but the device is {config.device.dev} (device.dev)")
 
 
 def _check_policies(problems: list[str], config: ExperimentConfig) -> None:
@@ -177,7 +179,6 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
     cgroups = {c.path for c in config.cgroups} | {""}
     files = {f.name for f in config.files}
     file_sizes = {f.name: f.size for f in config.files}
-    process_names = [name for p in config.processes for name in process_instance_names(p)]
     if process.cgroup not in cgroups:
         problems.append(f"{at}.cgroup: unknown cgroup {process.cgroup!r}")
     mappings = {m.name for m in process.mappings}
@@ -195,6 +196,9 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
             problems.append(f"{at}.threads[{j}].program: takes no virtual time, so looping on it would never let time pass")
         for k, op in enumerate(thread.program):
             where = f"{at}.threads[{j}].program[{k}]"
+            if isinstance(op, ProcRead):
+                _check_proc_read(problems, config, where, process, op)
+                continue
             mapping = getattr(op, "mapping", None)
             if mapping is not None and mapping not in mappings:
                 problems.append(f"{where}.mapping: unknown mapping {mapping!r} in process {process.name!r}")
@@ -204,8 +208,6 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
                 spec = next(m for m in process.mappings if m.name == mapping)
                 if not spec.writable:
                     problems.append(f"{where}.write: mapping {mapping!r} is not writable")
-            if isinstance(op, ProcRead) and not any(fnmatch.fnmatchcase(n, op.target) for n in process_names):
-                problems.append(f"{where}.target: no process matches {op.target!r}")
             if isinstance(op, Mprotect) and op.prot == "rw" and mapping in mappings:
                 spec = next(m for m in process.mappings if m.name == mapping)
                 if not spec.writable:
@@ -233,3 +235,21 @@ def _unique(problems: list[str], at: str, names: list[str], key: str) -> None:
         if name in seen:
             problems.append(f"{at}[{i}].{key}: duplicate {name!r}")
         seen.add(name)
+
+
+def _check_proc_read(problems: list[str], config: ExperimentConfig, where: str, process: ProcessConfig, op: ProcRead) -> None:
+    """A ``proc_read`` target exists; ``file = "mem"`` names a mapping every target has, and only it does."""
+    targets = [process] if op.target == "self" else [p for p in config.processes if any(fnmatch.fnmatchcase(n, op.target) for n in process_instance_names(p))]
+    if not targets:
+        problems.append(f"{where}.target: no process matches {op.target!r}")
+        return
+    if op.file != "mem":
+        if op.target_mapping is not None:
+            problems.append(f'{where}.target_mapping: only file = "mem" reads a mapping (file is {op.file!r})')
+        return
+    if op.target_mapping is None:
+        problems.append(f'{where}.target_mapping: file = "mem" needs the target mapping to read (a mapping name of the target process)')
+        return
+    for target in targets:
+        if op.target_mapping not in {m.name for m in target.mappings}:
+            problems.append(f"{where}.target_mapping: process {target.name!r} has no mapping {op.target_mapping!r}")

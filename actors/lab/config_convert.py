@@ -54,14 +54,15 @@ def describe(error: BaseException, source: str) -> list[str]:
     out = []
     for line in cattrs.transform_error(error, path="", format_exception=format_exception):
         message, _, path = line.rpartition(" @ ")
-        path = path.lstrip(".").replace(".io_latency", ".io.latency")
+        path = path.lstrip(".").replace(".io_latency", ".io.latency").replace(".io_max", ".io.max")
         out.append(f"{source}: {path or '(top level)'}: {message}")
     return out
 
 
 def _keys(cls: type) -> list[str]:
-    """The TOML keys of *cls*: ``io.latency`` as the file spells it; ``source`` is the loader's, not the file's."""
-    return ["io.latency" if a.name == "io_latency" else a.name for a in attrs.fields(cls) if a.name != "source"]
+    """The TOML keys of *cls*: ``io.latency``/``io.max`` as the file spells them; ``source`` is the loader's, not the file's."""
+    spelled = {"io_latency": "io.latency", "io_max": "io.max"}
+    return [spelled.get(a.name, a.name) for a in attrs.fields(cls) if a.name != "source"]
 
 
 def _make_converter() -> cattrs.Converter:
@@ -105,7 +106,7 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     def structure_table(cls: type):
-        overrides = {"io_latency": override(rename="io.latency")} if cls is CgroupConfig else {}
+        overrides = {"io_latency": override(rename="io.latency"), "io_max": override(rename="io.max")} if cls is CgroupConfig else {}
         if any(a.name == "source" for a in attrs.fields(cls)):
             overrides["source"] = override(omit=True)  # set by the loader, never by the file
         inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)

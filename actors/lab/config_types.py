@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Callable
 
 from actors.block.blk_cgroup import parse_io_latency
+from actors.block.blk_throttle import IoMax, parse_io_max
 from actors.schema import (
     Bandwidth,
     Count,
@@ -136,6 +137,12 @@ def _io_latency(value: object, _type: object = None) -> int | None:
     return parse_io_latency(value)
 
 
+def _io_max(value: object, _type: object = None) -> IoMax:
+    if not isinstance(value, str):
+        raise ValueError(f'expected "MAJ:MIN rbps=<bytes/s> wbps=... riops=<IOs/s> wiops=...", got {value!r}')
+    return parse_io_max(value)
+
+
 #: Each value type and the cattrs structure hook that reads its TOML spelling.
 VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (Duration, _duration),
@@ -148,6 +155,7 @@ VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (Fraction, _fraction),
     (Factor, _factor),
     (IoLatency, _io_latency),
+    (IoMax, _io_max),
 )
 
 

@@ -94,7 +94,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     # unknown keys at several depths
     "unknown_top_level_key": ("(top level)", "colour"),
     "unknown_key_in_device": ("device", "speed"),
-    "unknown_key_in_cgroup": ("cgroups[0]", "io.max"),
+    "unknown_key_in_cgroup": ("cgroups[0]", "io.weight"),
     "unknown_key_in_mapping": ("processes[0].mappings[0]", "huge"),
     "unknown_key_in_thread": ("processes[0].threads[0]", "priority"),
     "unknown_key_in_op": ("processes[0].threads[0].program[1]", "colour"),

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from actors.lab.cli import main
 from actors.lab.config import OP_NAMES, ExperimentConfig, load_config
 from actors.lab.config_convert import _keys
+from actors.lab.config_types import VALUE_HOOKS
 from actors.lab.experiment import run_experiment
 from emu import NSEC_PER_MSEC
 
@@ -33,6 +34,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "CONFIG.md"
 #: The section heading of the root table (it has no ``[name]`` of its own).
 TOP_LEVEL = "Top level"
+#: attrs classes that a TOML file spells as one string value (``"io.max"``), not as a table.
+VALUE_TYPES = {value_type for value_type, _hook in VALUE_HOOKS}
+
 #: Horizon the valid examples are run with: enough for every thread to start.
 EXAMPLE_HORIZON_NS = 60 * NSEC_PER_MSEC
 
@@ -43,7 +47,7 @@ def _table_classes(hint: object) -> list[type]:
         return [cls for arg in typing.get_args(hint) for cls in _table_classes(arg)]
     if typing.get_origin(hint) is list:
         return _table_classes(typing.get_args(hint)[0])
-    return [hint] if isinstance(hint, type) and attrs.has(hint) else []
+    return [hint] if isinstance(hint, type) and attrs.has(hint) and hint not in VALUE_TYPES else []
 
 
 def toml_keys(cls: type) -> dict[str, object]:
