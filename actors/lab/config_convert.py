@@ -5,8 +5,9 @@ bools and strings are never coerced, the value types of
 ``actors.lab.config_types`` are parsed by their own hooks, lists and tables say
 "expected a list"/"expected a table with keys ..." instead of failing
 inside cattrs, and an op table is dispatched on its ``op`` key to the op
-class ``OP_NAMES`` names. The one key spelled differently from its field,
-``"io.latency"`` (``CgroupConfig.io_latency``), is renamed both ways.
+class ``OP_NAMES`` names. The keys spelled differently from their fields,
+``"io.latency"`` and ``"io.max"`` (``CgroupConfig.io_latency``, ``.io_max``), are
+renamed both ways.
 
 ``describe`` turns cattrs' nested validation errors into the config's own
 message format, one line per problem::
@@ -54,7 +55,7 @@ def describe(error: BaseException, source: str) -> list[str]:
     out = []
     for line in cattrs.transform_error(error, path="", format_exception=format_exception):
         message, _, path = line.rpartition(" @ ")
-        path = path.lstrip(".").replace(".io_latency", ".io.latency").replace(".io_max", ".io.max")
+        path = path.replace(".io_latency", ".io.latency").replace(".io_max", ".io.max").lstrip(".")
         out.append(f"{source}: {path or '(top level)'}: {message}")
     return out
 

@@ -31,8 +31,16 @@ def test_io_latency_key_is_renamed_both_ways() -> None:
         """c.toml: [0].io.latency: expected "target=<usec>" or "max", got 3"""
     ]
     assert _problems({"path": "a", "io_latency": "max"}, CgroupConfig) == [
-        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency"
+        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency, io.max"
     ]
+
+
+def test_io_max_key_is_read_as_blk_throttle_limits() -> None:
+    """``"io.max"`` takes the kernel's ``MAJ:MIN key=value ...`` line; a bad one is located."""
+    limits = converter.structure({"path": "a", "io.max": "8:0 riops=100 wbps=max"}, CgroupConfig).io_max
+    assert (limits.dev, limits.riops, limits.wbps) == ("8:0", 100, None)
+    problems = _problems({"path": "a", "io.max": "8:0 riops=0"}, CgroupConfig)
+    assert len(problems) == 1 and problems[0].startswith("c.toml: io.max: ")
 
 
 def test_scalars_are_never_coerced() -> None:

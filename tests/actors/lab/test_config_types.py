@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from actors.block.blk_throttle import IoMax
+
 from actors.lab.config_types import (
     MAX_DURATION,
     MAX_SIZE,
@@ -30,7 +32,7 @@ HOOKS = dict(VALUE_HOOKS)
 
 def test_every_value_type_has_a_hook() -> None:
     """Each NewType a schema field may use is read by its own hook."""
-    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, Factor, IoLatency}
+    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, Factor, IoLatency, IoMax}
 
 
 @pytest.mark.parametrize(
