@@ -65,6 +65,7 @@ from actors.lab.config import (
     resolve_policy,
 )
 from actors.lab.explore import explore_command
+from actors.lab.realkernel.cli import compare_command, kernel_run_command
 from actors.lab.report import FORMATS, build_report, print_report
 from actors.lab.rundir import CONFIG_COPY, PERFETTO_FORMATS, RunDirectory, RunDirError, load_run_dir, policy_dir_name
 from actors.lab.sweep import sweep_command
@@ -504,6 +505,8 @@ def bench(name: str, t_end: float, messages: int, driver: str, repeats: int, as_
 
 main.add_command(sweep_command, "sweep")
 main.add_command(explore_command, "explore")
+main.add_command(kernel_run_command, "kernel-run")
+main.add_command(compare_command, "compare")
 
 
 if __name__ == "__main__":  # pragma: no cover

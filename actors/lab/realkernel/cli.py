@@ -1,0 +1,128 @@
+"""The ``emu kernel-run`` and ``emu compare`` commands (added to ``emu`` by ``actors.lab.cli``).
+
+::
+
+    emu kernel-run CONFIG --kernel 6.1 [--kernel 5.10 ...] [--out DIR] [--force]
+                   [--format table|wide|markdown|json]
+    emu compare EMULATED_DIR REAL_DIR [--baseline EMULATED_BASE REAL_BASE]
+                [--op TASK/OP] [--factor X] [--threshold DURATION]
+                [--plots-out PLOTS] [--json]
+
+Exit status: 0 success; 2 bad input or a run that cannot be done (a missing
+tool, with the apt-get line; a kernel that cannot be had or lacks an
+option; an op the probe cannot run; a guest that panics or times out, with
+its last console lines), nothing written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from actors.lab.config import ConfigError, load_config
+from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_THRESHOLD_NS, compare, to_json, write_cdfs
+from actors.lab.realkernel.host import KERNELS, RealKernelError
+from actors.lab.report import FORMATS, build_report, print_report
+from actors.lab.rundir import RunDirError, load_run_dir
+from emu import format_ns, parse_duration
+
+
+def _die(message: str, status: int = 2) -> None:
+    click.echo(message, err=True)
+    sys.exit(status)
+
+
+@click.command("kernel-run")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
+@click.option("--kernel", "kernels", multiple=True, required=True, type=click.Choice(list(KERNELS)), help="Debian kernel to boot (repeatable), one after another.")
+@click.option("--out", type=click.Path(path_type=pathlib.Path), help="Run directory to write (default: runs/<experiment name>-real).")
+@click.option("--force", is_flag=True, help="Also replace a run directory of another experiment.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="How to print the report.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out: pathlib.Path | None, force: bool, fmt: str, quiet: bool) -> None:
+    """Run CONFIG on real Debian kernels under qemu; write DIR; print the table (one column per kernel).
+
+    Needs qemu-system-x86_64, a static busybox, gcc and mkfs.ext4 (it prints
+    the apt-get line for what is missing). Kernel packages are downloaded once
+    into ~/.cache/faultpath (never installed).
+    """
+    from actors.lab.output import OutputError
+    from actors.lab.realkernel.run import PHASES, kernel_run
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    out = out or pathlib.Path("runs") / f"{config.name}-real"
+    versions = list(dict.fromkeys(kernels))
+    console = Console(stderr=True, highlight=False)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+    tasks: dict[str, int] = {}
+
+    def on_phase(version: str, phase: str) -> None:
+        if version not in tasks:
+            tasks[version] = progress.add_task(f"linux-{version}: {phase}", total=len(PHASES))
+        progress.update(tasks[version], description=f"linux-{version}: {phase}", completed=PHASES.index(phase))
+
+    try:
+        with progress:
+            document = kernel_run(config, versions, out, force=force, on_phase=on_phase)
+            for task in tasks.values():
+                progress.update(task, completed=len(PHASES))
+    except (RealKernelError, OutputError) as error:
+        _die(f"error: {error}")
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    except KeyboardInterrupt:
+        _die("interrupted: nothing written", 130)
+    print_report(build_report(document, answer=config.report.answer), fmt)
+    if not quiet:
+        click.echo(f"wrote {out}", err=True)
+
+
+@click.command("compare")
+@click.argument("emulated_dir", metavar="EMULATED_DIR", type=click.Path(path_type=pathlib.Path))
+@click.argument("real_dir", metavar="REAL_DIR", type=click.Path(path_type=pathlib.Path))
+@click.option("--baseline", nargs=2, type=click.Path(path_type=pathlib.Path), metavar="EMULATED_BASE REAL_BASE", help="Run directories of the baseline case (emulated, real): the verdict compares p99s with theirs.")
+@click.option("--op", default=DEFAULT_OP, show_default=True, help="The op whose p99 gives the verdict.")
+@click.option("--factor", type=click.FloatRange(min=1.0), default=DEFAULT_FACTOR, show_default=True, help="With --baseline: an inversion is a p99 at least this many times the baseline's.")
+@click.option("--threshold", default=format_ns(DEFAULT_THRESHOLD_NS), show_default=True, help="Without --baseline: an inversion is a p99 at least this long.")
+@click.option("--plots-out", type=click.Path(path_type=pathlib.Path), metavar="PLOTS", help="Draw the overlaid CDFs (one PNG per op) into PLOTS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON (times in ns).")
+def compare_command(emulated_dir: pathlib.Path, real_dir: pathlib.Path, baseline: tuple[pathlib.Path, pathlib.Path] | None, op: str, factor: float, threshold: str, plots_out: pathlib.Path | None, as_json: bool) -> None:
+    """Put an emulated run directory beside a real-kernel one: per op p50/p99/max and counts, each side's verdict."""
+    try:
+        threshold_ns = parse_duration(threshold)
+    except ValueError as error:
+        _die(f"error: --threshold: {error}")
+    try:
+        emulated, real = load_run_dir(emulated_dir), load_run_dir(real_dir)
+        baselines = (load_run_dir(baseline[0]), load_run_dir(baseline[1])) if baseline else None
+    except RunDirError as error:
+        _die(f"error: {error}")
+    pairs = compare(emulated, real, op=op, baselines=baselines, factor=factor, threshold_ns=threshold_ns)
+    if not pairs:
+        _die(f"error: {emulated_dir} and {real_dir}: no runs to compare")
+    if as_json:
+        click.echo(orjson.dumps(to_json(pairs), option=orjson.OPT_INDENT_2).decode())
+    else:
+        console = Console(highlight=False)
+        for pair in pairs:
+            table = Table(title=f"{emulated.document.get('experiment')}: {pair.emulated} (emulated) vs {pair.real} (real)", title_justify="left")
+            for header in ("op", "count emu/real", "p50 emu", "p50 real", "p99 emu", "p99 real", "max emu", "max real"):
+                table.add_column(header, justify="left" if header == "op" else "right")
+            for key, e, r in pair.ops:
+                table.add_row(key, f"{e.count}/{r.count}", format_ns(e.p50_ns), format_ns(r.p50_ns), format_ns(e.p99_ns), format_ns(r.p99_ns), format_ns(e.max_ns), format_ns(r.max_ns))
+            console.print(table)
+            for side, v in (("emulated", pair.emulated_verdict), ("real", pair.real_verdict)):
+                console.print(f"  verdict ({side} {v.column}, {op}): {v.verdict} ({v.reference})")
+            console.print(f"  verdicts {'agree' if pair.agrees else 'DIFFER'}")
+    if plots_out is not None:
+        written = write_cdfs(plots_out, emulated, real)
+        click.echo(f"wrote {len(written)} plots in {plots_out}", err=True)
