@@ -27,7 +27,9 @@ from rich.table import Table
 
 from actors.lab.config import ConfigError, load_config
 from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_THRESHOLD_NS, compare, to_json, write_cdfs
+from actors.lab.realkernel import host
 from actors.lab.realkernel.host import KERNELS, RealKernelError
+from actors.lab.realkernel.spec import translate
 from actors.lab.report import FORMATS, build_report, print_report
 from actors.lab.rundir import RunDirError, load_run_dir
 from emu import format_ns, parse_duration
@@ -59,6 +61,13 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
         config = load_config(config_path)
     except ConfigError as error:
         _die("\n".join(error.problems))
+    try:  # what can be refused at once is refused before the progress display starts
+        translate(config)
+        host.check_tools()
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    except RealKernelError as error:
+        _die(f"error: {error}")
     out = out or pathlib.Path("runs") / f"{config.name}-real"
     versions = list(dict.fromkeys(kernels))
     console = Console(stderr=True, highlight=False)

@@ -230,6 +230,8 @@ def boot(args: list[str], *, boot_timeout: float, run_timeout: float, on_phase: 
             proc.kill()
         proc.wait()
         thread.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
     if state["fatal"] is not None:
         raise GuestError(_tail(f"the guest failed: {state['fatal'].strip()}", lines))
     if not state["done"]:

@@ -58,8 +58,8 @@ def kernel_run(
     Raises:
         RealKernelError, ConfigError, OutputError: one line (the guest's errors end with its last console lines).
     """
-    tools = check_tools()
     scenario = translate(config)
+    tools = check_tools()
     check_out_dir(out, force=force, experiment=config.name)
     kernels = []
     for version in versions:
