@@ -27,7 +27,7 @@ from typing import Any
 
 from actors.block.blk_cgroup import format_io_latency
 from actors.block.blk_dev_model import device_params
-from actors.block.blkdev import BlockDevice
+from actors.block.blkdev import BlockDevice, blk_throtl_dispatch_work_fn
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
 from actors.inject import Injector
@@ -84,8 +84,11 @@ class Kernel:
             nr_requests=device.nr_requests,
             params=device_params(device),  # jitter at most 990 permille: config_check bounds jitter_pct
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
+            io_max={c.path: c.io_max for c in config.cgroups if c.io_max is not None},
             bio_error=inject.bio_error_hook(),
         )
+        if self.bdev.throtl.active:
+            self.spawn_kthread("kthrotld", lambda current: blk_throtl_dispatch_work_fn(current, self.bdev))
         self.writeback = Writeback(self, config.writeback)
         self._track_dirty()
         self.filesystems = {

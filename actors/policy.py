@@ -25,6 +25,17 @@ zero_readahead_fix  5c72feee3e45: do not drop the sem for async readahead
 bdp_drop_mmap_sem 89b15332af7c: drop the sem before balance_dirty_pages()
                   in a write fault and return RETRY
 ================  ============================================================
+
+``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
+does not change who holds mmap_lock across IO here. 5.8 renamed mmap_sem to
+mmap_lock behind wrappers (da1c55f1b272); 5.11 removed reader optimistic
+spinning from the rwsem (617f3ef95177), which the rwsem model never had;
+5.16 moved filemap_fault to folios (``lock_folio_maybe_drop_mmap``, the
+same rules); 5.15 added ``mapping->invalidate_lock`` (730633f0b7f9), taken
+shared by a fault that reads a page and exclusively by truncate, not
+modelled; 6.1 replaced the VMA rbtree with the maple tree (d4af56c5c7c6),
+the same lock. The block layer of both has io.max (blk-throttle) as
+``actors.block.blk_throttle`` models it.
 """
 
 from __future__ import annotations
@@ -81,6 +92,24 @@ PRESETS: dict[str, Policy] = {
             zero_readahead_fix=True,
             bdp_drop_mmap_sem=True,
             description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
+        ),
+        Policy(
+            name="v5.10",
+            rwsem="5.3",
+            fault_retry="many",
+            filemap_fault="v5.1",
+            zero_readahead_fix=True,
+            bdp_drop_mmap_sem=True,
+            description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10",
+        ),
+        Policy(
+            name="v6.1",
+            rwsem="5.3",
+            fault_retry="many",
+            filemap_fault="v5.1",
+            zero_readahead_fix=True,
+            bdp_drop_mmap_sem=True,
+            description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled",
         ),
     )
 }

@@ -44,6 +44,8 @@ class Bio:
         sector: its first 512-byte sector on the device (``bi_iter.bi_sector``);
             ``None`` when the submitter does not place it (then it never
             merges, and a disk seeks to a drawn position).
+        throttled: ``BIO_THROTTLED``: io.max has charged it; it passes
+            ``blk_throtl_bio`` from now on.
     """
 
     bio_id: int
@@ -60,6 +62,7 @@ class Bio:
     complete_ns: int = 0
     bi_disk: Any = None
     sector: int | None = None
+    throttled: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.nr_bytes:

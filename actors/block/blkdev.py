@@ -13,6 +13,11 @@ Theory of operation
 ``submit_bio`` runs in the *submitting task's* actor, like the kernel runs it
 in task context, and follows ``blk_mq_make_request`` (4.19) step by step:
 
+0. ``blk_throtl_bio``: io.max may hold the bio back on its group's queue
+   (``actors.block.blk_throttle``); ``submit_bio`` then returns without
+   sleeping, and the ``kthrotld`` worker submits it again when its time
+   comes (``blk_throtl_dispatch_work_fn``). Only a bio that passes is
+   traced ``block_bio_queue`` and timed for io.latency from here;
 1. merge into a request on the task's plug (``blk_attempt_plug_merge``), else
 2. into a request still waiting for dispatch (``blk_mq_sched_bio_merge``);
    a merged bio is done here: never throttled, never timed by io.latency;
@@ -91,6 +96,7 @@ from actors.block.blk_merge import BLK_MAX_REQUEST_COUNT, BLK_PLUG_FLUSH_SIZE, B
 from actors.block.blk_cgroup import BlkcgHierarchy, parse_io_latency, split_io_latency
 from actors.block.blk_iolatency import BlkIolatency, Decisions
 from actors.block.blk_iolatency_stat import IolatencyStatistics
+from actors.block.blk_throttle import BlkThrottle, IoMax
 from actors.kernel_types import BlkStatus, ReqFlag
 from actors.sched.core import cpu_work, wakeup
 from emu import NSEC_PER_SEC, KernelBug
@@ -190,6 +196,8 @@ class BlockDevice:
         bandwidth_bytes_per_s: transfer rate.
         jitter_permille: uniform multiplicative jitter, ± this many 1/1000.
         io_latency: cgroup path → ``io.latency`` text (``"target=2000"``).
+        io_max: cgroup path → its ``io.max`` limits (those for another
+            device are ignored); any limit makes ``throtl`` active.
         hierarchy: the cgroups, shared with other devices (congestion).
         bio_error: the error-injection point (module header): called once
             per bio, READ or WRITE, at completion; ``True`` fails it with
@@ -214,6 +222,7 @@ class BlockDevice:
         bandwidth_bytes_per_s: int = 500 * 1024 * 1024,
         jitter_permille: int = 0,
         io_latency: Mapping[str, str] | None = None,
+        io_max: Mapping[str, IoMax] | None = None,
         hierarchy: BlkcgHierarchy | None = None,
         bio_error: Callable[[Bio], bool] | None = None,
         service_time: Callable[[Bio], int] | None = None,
@@ -253,6 +262,7 @@ class BlockDevice:
         self._nr_throttled = self._throttle_wait_ns = 0
         self.actor = engine.spawn(name, self._run, daemon=True)
         self.model = make_model(params, self.actor.rng("timing"))
+        self.throtl = BlkThrottle(engine, dev=dev, limits=io_max or {}, log=self.actor.log)
 
     def __repr__(self) -> str:
         return f"<BlockDevice {self.name} {self.dev} {self.params.kind}>"
@@ -422,6 +432,8 @@ async def submit_bio(current: Current, bio: Bio) -> None:
         raise KernelBug(f"submit_bio: bio {bio.bio_id} has no bi_disk")
     actor = current.actor
     await cpu_work(current, "bio_build")
+    if q.throtl.blk_throtl_bio(bio):
+        return
     bio.queue_ns = actor.now_ns  # bio_issue_init(), in blkcg_bio_issue_check()
     if not bio.submitter:
         bio.submitter = current.comm
@@ -467,6 +479,24 @@ async def submit_bio_wait(current: Current, bio: Bio, what: str) -> None:
         await wq.wait(current.actor, "io")
         await wakeup(current)
         current.account_sleep("io", current.actor.now_ns - start)
+
+
+async def blk_throtl_dispatch_work_fn(current: Current, q: BlockDevice) -> None:
+    """Mirror of ``blk_throtl_dispatch_work_fn()`` (block/blk-throttle.c, v5.10): the ``kthrotld`` worker.
+
+    Submits, under a plug and from its own context, every bio io.max let
+    out; each passes the throttle (``BIO_THROTTLED``) and continues to
+    merging, io.latency and the tags, where it is the worker that may sleep.
+    """
+    while True:
+        bios = q.throtl.take_dispatched()
+        if not bios:
+            await q.throtl.work.wait(current.actor, "idle")
+            continue
+        blk_start_plug(current)
+        for bio in bios:
+            await submit_bio(current, bio)
+        blk_finish_plug(current)
 
 
 def blk_start_plug(current: Current) -> None:

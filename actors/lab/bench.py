@@ -1,7 +1,8 @@
 """The engine benchmarks of ``emu bench``, the SimPy peer's workloads.
 
-``../shared/bench/README.md`` defines them; ``peer_simpy.py`` beside it is the
-same workload in SimPy, and ``compare.py`` runs both alternately.
+They are defined so that the same workload written for SimPy gives the same
+sequence of acquisitions: timing both alternately in one run gives the
+engine's speed as a ratio to SimPy's (docs/PERFORMANCE.md).
 
 * rwsem: 100 tasks, ``pid % 10 == 0`` writes, the others read; each uses
   ``random.Random(pid)``; until ``t_end`` virtual seconds: think Exp(1 s),

@@ -161,6 +161,10 @@ def counters(kernel: Kernel) -> dict[str, int]:
     out["throttle_wait_ns"] = bdev.throttle_wait_ns
     out["bio_errors"] = bdev.nr_errors
     out["merged_bios"] = bdev.nr_merged
+    if kernel.bdev.throtl.active:
+        throtl = kernel.bdev.throtl.statistics()
+        out["throtl_queued_bios"] = throtl.nr_queued
+        out["throtl_wait_ns"] = throtl.wait_ns
     sched = kernel.sched.statistics()
     out["runqueue_waits"] = sched.nr_waits
     out["runqueue_wait_ns"] = sched.wait_ns

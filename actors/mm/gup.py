@@ -36,9 +36,14 @@ if TYPE_CHECKING:
 FAULTIN_NS = 1_000
 
 
-async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, locked: list[bool] | None) -> int:
-    """``faultin_page()``: 0, ``-EBUSY`` when the fault returned RETRY (``*locked = 0``), or an error."""
-    flags = FaultFlag(0)
+async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, locked: list[bool] | None, *, remote: bool = False) -> int:
+    """``faultin_page()``: 0, ``-EBUSY`` when the fault returned RETRY (``*locked = 0``), or an error.
+
+    ``locked = None`` (``get_user_pages_remote`` from ``access_remote_vm``)
+    means no ``FAULT_FLAG_ALLOW_RETRY``: the fault never drops the sem.
+    ``remote``: ``FOLL_REMOTE`` → ``FAULT_FLAG_REMOTE`` (another task's mm).
+    """
+    flags = FaultFlag.REMOTE if remote else FaultFlag(0)
     if locked is not None:
         flags |= FaultFlag.ALLOW_RETRY
     current.kernel.count("gup_faults")

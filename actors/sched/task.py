@@ -31,7 +31,10 @@ read pays its ``cost`` (default ``proc_read``) under the target's sem.
 
 Emulation notes:
     The pages that /proc/<pid>/cmdline reads
-    (the target's stack) are taken as present, so the reader never faults.
+    (the target's stack) are taken as present, so that reader never faults;
+    a ``/proc/<pid>/mem`` reader reads pages of a file mapping, which fault
+    (through GUP, under the target's sem) unless resident: how much of the
+    file is cached at the start is the file's ``cached`` key.
     SIGSEGV/SIGBUS kill the faulting thread only. Fatal signals are sent
     with ``send_sigkill`` and end killable waits.
 """
@@ -39,6 +42,7 @@ Emulation notes:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from actors.arch.fault import do_page_fault
@@ -46,7 +50,7 @@ from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
 from actors.kernel_types import BlkStatus, FaultFlag, ReqFlag, ReqOp
 from actors.mm.filemap import truncate_inode_pages
-from actors.mm.gup import mm_populate
+from actors.mm.gup import faultin_page, mm_populate
 from actors.mm.mmap import (
     VmAreaStruct,
     VmFlag,
@@ -239,7 +243,7 @@ class Workload:
             await current.actor.sleep(ns)
             return True
         if isinstance(op, ProcRead):
-            await proc_read(current, op)
+            await proc_read(current, op, lambda op, vma: self._pages(op, vma, key=f"mem:{vma.vm_mm.owner}:{vma.name}"))
         elif isinstance(op, Mmap | Munmap | Mprotect):
             await self.vma_op(op)
         elif isinstance(op, Truncate):
@@ -253,11 +257,13 @@ class Workload:
         await return_to_user(current)
         return True
 
-    def _pages(self, op: Touch, vma: VmAreaStruct) -> list[int]:
+    def _pages(self, op: Touch | ProcRead, vma: VmAreaStruct, key: str | None = None) -> list[int]:
+        """The pages *op* accesses in *vma*, by its pattern; a sequential one goes on from where ``key`` stopped."""
         size = vma.vm_end - vma.vm_start
+        key = vma.name if key is None else key
         if op.pattern == "sequential":
-            first = self.cursor.get(vma.name, 0)
-            self.cursor[vma.name] = (first + op.pages) % size
+            first = self.cursor.get(key, 0)
+            self.cursor[key] = (first + op.pages) % size
             return [vma.vm_start + (first + i) % size for i in range(op.pages)]
         span = size if op.pattern == "random" else min(op.hot_pages, size)
         return [vma.vm_start + self.rng.randrange(span) for _ in range(op.pages)]
@@ -350,20 +356,63 @@ async def return_to_user(current: TaskStruct) -> None:
     await blkcg_maybe_throttle_current(current)
 
 
-async def proc_read(current: TaskStruct, op: ProcRead) -> None:
-    """``proc_pid_cmdline_read``/``show_map``: read another process's mm under its mmap_sem.
+async def proc_read(current: TaskStruct, op: ProcRead, pages: Callable[[ProcRead, VmAreaStruct], list[int]]) -> None:
+    """``proc_pid_cmdline_read``/``show_map``/``mem_rw``: read a process's mm under its mmap_sem.
 
     Mirrors fs/proc/base.c and fs/proc/task_mmu.c at v4.19: ``access_remote_vm``
     takes ``down_read(&mm->mmap_sem)`` (not killable in 4.19) and faults, if
     it must, through GUP without ALLOW_RETRY; ``maps`` holds the sem across
-    the seq_file chunk and walks every VMA.
+    the seq_file chunk and walks every VMA. ``mem`` reads the pages *pages*
+    picks from the target's mapping ``target_mapping`` (``mem_rw``). The
+    target ``"self"`` is the reader's own process (``/proc/self``).
     """
     await cpu_work(current, "syscall")
-    for mm in current.kernel.mms_matching(op.target):
+    kernel = current.kernel
+    targets = [current.mm] if op.target == "self" else kernel.mms_matching(op.target)
+    cost = kernel.sched.costs["proc_read"] if op.cost is None else op.cost
+    for mm in targets:
+        if op.file == "mem":
+            vma = kernel.vmas.get((mm.owner, op.target_mapping))
+            if vma is not None and not vma.freed:  # the addresses user space took from maps
+                await mem_rw(current, mm, pages(op, vma), cost)
+            continue
         await down_read(current, mm)
-        cost = current.kernel.sched.costs["proc_read"] if op.cost is None else op.cost
         n = 1 if op.file == "cmdline" else max(1, len(mm.vmas))
         await cpu_work(current, extra_ns=cost * n)
+        up_read(current, mm)
+
+
+async def mem_rw(current: TaskStruct, mm: MmStruct, addresses: list[int], cost: int) -> None:
+    """Mirror of ``mem_rw()`` (fs/proc/base.c, v4.19-v6.1): one ``access_remote_vm`` per page.
+
+    ``__access_remote_vm`` (mm/memory.c) takes the target's sem for read and
+    calls ``get_user_pages_remote(..., locked = NULL)``: an absent page is
+    faulted in with no ``FAULT_FLAG_ALLOW_RETRY``, so the fault does its IO
+    and waits for it *holding the target's sem*, under every kernel version
+    (per-VMA locks do not apply: GUP takes the mm-wide lock). A page no VMA
+    covers any more ends the read (``-EIO`` to user space, counted
+    ``proc_mem_eio``). Each page copied costs *cost*.
+
+    Emulation notes:
+        5.x takes the sem with ``mmap_read_lock_killable``; the 4.19
+        uninterruptible ``down_read`` is used for every version (it differs
+        only when a fatal signal arrives during the wait).
+    """
+    kernel = current.kernel
+    for address in addresses:
+        await down_read(current, mm)
+        vma = mm.find_vma(address)
+        if vma is None or vma.vm_start > address:
+            up_read(current, mm)
+            kernel.count("proc_mem_eio")
+            return
+        if address not in mm.ptes:
+            kernel.count("proc_mem_faults")
+            if await faultin_page(current, vma, address, None, remote=True):
+                up_read(current, mm)
+                kernel.count("proc_mem_eio")
+                return
+        await cpu_work(current, extra_ns=cost)
         up_read(current, mm)
 
 

@@ -124,3 +124,43 @@ def test_io_sleep_while_holding_mmap_sem_is_counted_as_held_across_io() -> None:
     kernel.engine.run()
     assert kernel.counters["mmap_sem_held_across_io"] == 2
     assert kernel.counters["mmap_sem_held_across_io_ns"] == 18
+
+
+def _iomax_config(mem_reader: bool) -> dict[str, Any]:
+    """A batch process on an io.max-limited disk, faulting and mapping (a writer to queue); optionally a thread reading
+    /proc/self/mem; a monitor reading its cmdline."""
+    mapper = [{"op": "mmap", "length": "64KiB", "hold": "20us"}, {"op": "munmap", "hold": "20us"}, {"op": "think", "time": "5ms"}]
+    batch_threads: list[dict[str, Any]] = [
+        {"name": "faulter", "program": [{"op": "touch", "mapping": "data", "pattern": "random"}]},
+        {"name": "mapper", "program": mapper},
+    ]
+    if mem_reader:
+        read = {"op": "proc_read", "target": "self", "file": "mem", "target_mapping": "data", "pages": 1}
+        batch_threads.append({"name": "memreader", "program": [read]})
+    return {
+        "name": "iomax-mem",
+        "seed": 1,
+        "horizon": "1s",
+        "device": {"dev": "254:0", "jitter_pct": 0},
+        "cgroups": [{"path": "batch", "io.max": "254:0 riops=50"}, {"path": "service"}],
+        "files": [{"name": "data", "size": "1GiB"}],
+        "processes": [
+            {"name": "service", "cgroup": "service",
+             "threads": [{"name": "monitor", "every": "5ms", "program": [{"op": "proc_read", "target": "batch", "file": "cmdline"}]}]},
+            {"name": "batch", "cgroup": "batch", "mappings": [{"name": "data", "file": "data", "read_ahead_kb": 0}], "threads": batch_threads},
+        ],
+    }  # fmt: skip
+
+
+def test_proc_pid_mem_faults_under_the_target_sem_and_io_max_never_sleeps_in_submit() -> None:
+    """io.max holds the batch's bios without sleeping the submitter, so plain faults drop the sem for the wait;
+    a /proc/self/mem reader's GUP fault has no ALLOW_RETRY and waits under the sem, which the monitor then waits for."""
+    plain = run_policy(config_from_dict(_iomax_config(False)), "v6.1").results
+    mem = run_policy(config_from_dict(_iomax_config(True)), "v6.1").results
+    for run in (plain, mem):
+        assert run["counters"]["throtl_queued_bios"] > 0
+    assert plain["counters"]["mmap_sem_held_across_io"] == 0
+    assert mem["counters"]["proc_mem_faults"] > 0
+    assert mem["counters"]["mmap_sem_held_across_io"] >= mem["counters"]["proc_mem_faults"] // 2
+    p99 = {name: run["latency"]["monitor/proc_read"]["p99_ns"] for name, run in (("plain", plain), ("mem", mem))}
+    assert p99["mem"] >= 100 * p99["plain"]
