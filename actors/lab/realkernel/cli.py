@@ -21,6 +21,7 @@ import sys
 
 import click
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -123,11 +124,12 @@ def compare_command(emulated_dir: pathlib.Path, real_dir: pathlib.Path, baseline
     else:
         console = Console(highlight=False)
         for pair in pairs:
-            table = Table(title=f"{emulated.document.get('experiment')}: {pair.emulated} (emulated) vs {pair.real} (real)", title_justify="left")
-            for header in ("op", "count emu/real", "p50 emu", "p50 real", "p99 emu", "p99 real", "max emu", "max real"):
-                table.add_column(header, justify="left" if header == "op" else "right")
+            table = Table(title=f"{emulated.document.get('experiment')}: {pair.emulated} (emulated) vs {pair.real} (real)", title_justify="left", box=box.SIMPLE_HEAD)
+            table.add_column("op\n", overflow="fold")
+            for header in ("samples", "p50", "p99", "max"):
+                table.add_column(f"{header}\nemu/real", justify="right", no_wrap=True)
             for key, e, r in pair.ops:
-                table.add_row(key, f"{e.count}/{r.count}", format_ns(e.p50_ns), format_ns(r.p50_ns), format_ns(e.p99_ns), format_ns(r.p99_ns), format_ns(e.max_ns), format_ns(r.max_ns))
+                table.add_row(key, f"{e.count}/{r.count}", *(f"{format_ns(getattr(e, f))}/{format_ns(getattr(r, f))}" for f in ("p50_ns", "p99_ns", "max_ns")))
             console.print(table)
             for side, v in (("emulated", pair.emulated_verdict), ("real", pair.real_verdict)):
                 console.print(f"  verdict ({side} {v.column}, {op}): {v.verdict} ({v.reference})")

@@ -10,8 +10,9 @@ p50, p99 and max of each side.
 
 The verdict of a run (``inversion`` or ``none``) is read off one op, the
 monitor's (``--op``, default ``monitor/proc_read``): with baselines (the same
-experiment without the mechanism under test, e.g. the plain-fault case, one
-run directory per side), a run shows an inversion when that op's p99 is at
+experiment without the mechanism under test, one run directory per side: for
+``configs/realkernel/iomax-mem.toml`` the plain-fault case under the same
+io.max, ``iomax-faults.toml``), a run shows an inversion when that op's p99 is at
 least ``factor`` (10) times the baseline's p99 of the same column (same
 policy or kernel; otherwise the baseline's first run); without baselines,
 when the p99 is at least ``threshold`` (20 ms: above the guest's timing
