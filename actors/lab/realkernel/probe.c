@@ -63,7 +63,7 @@ struct thread {
     long long seq_cursor[MAX_MAPS];
     void *last_region; size_t last_length;
 };
-struct map { char path[256]; long long length; int shared, writable, advice; void *addr; };
+struct map { char path[256]; long long length; int shared, writable, advice, prot; void *addr; };
 struct proc { char name[64], cgroup[256]; int nmaps, nthreads; struct map maps[MAX_MAPS]; struct thread threads[MAX_THREADS]; };
 struct shared { volatile int ready; volatile long long t0; volatile pid_t pids[MAX_PROCS]; };
 
@@ -246,8 +246,9 @@ static void run_op(struct thread *t, struct op *o) {
         struct map *m = o->a[0] >= 0 ? &procs[t->proc].maps[o->a[0]] : NULL;
         void *addr = m ? m->addr : t->last_region;
         size_t len = m ? (size_t)m->length : t->last_length;
-        int prot = o->a[1] == 1 ? PROT_READ : PROT_READ | ((m ? m->writable : 1) ? PROT_WRITE : 0);
+        int prot = o->a[1] == 1 ? PROT_READ : o->a[1] == 2 ? PROT_READ | PROT_WRITE : m ? m->prot : PROT_READ | PROT_WRITE;
         if (addr && mprotect(addr, len, prot)) die("mprotect");
+        if (m) m->prot = prot; /* "keep" re-applies the current protection */
         break;
     }
     case OP_THINK: {
@@ -298,6 +299,7 @@ static void child(int index, const char *outdir) {
         int fd = open(map->path, map->writable ? O_RDWR : O_RDONLY);
         int prot = PROT_READ | (map->writable ? PROT_WRITE : 0);
         void *got;
+        map->prot = prot;
         if (fd < 0) die(map->path);
         got = mmap(map->addr, (size_t)map->length, prot, (map->shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, 0);
         if (got != map->addr) die("mmap of a mapping");

@@ -1,0 +1,56 @@
+"""The probe itself (probe.c), compiled and run on the host on a spec without cgroups: no boot needed."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import attrs
+import pytest
+
+from actors.lab.config import load_config
+from actors.lab.realkernel.probe import build_probe
+from actors.lab.realkernel.samples import parse_results
+from actors.lab.realkernel.spec import GUEST_DATA, translate
+
+CASES = pathlib.Path(__file__).resolve().parents[4] / "configs" / "realkernel"
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    os.environ.setdefault("FAULTPATH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return build_probe(gcc)
+
+
+def _run(probe: pathlib.Path, case: str, tmp_path: pathlib.Path) -> dict[tuple[str, str], list[int]]:
+    config = attrs.evolve(load_config(CASES / f"{case}.toml"), horizon=300_000_000, cgroups=[])
+    config = attrs.evolve(config, processes=[attrs.evolve(p, cgroup="") for p in config.processes])
+    spec = translate(config).spec.replace(f"{GUEST_DATA}/", f"{tmp_path}/")
+    with open(tmp_path / "data", "wb") as data:
+        data.truncate(64 << 20)
+    (tmp_path / "spec").write_text(spec)
+    (tmp_path / "out").mkdir()
+    done = subprocess.run([str(probe), str(tmp_path / "spec"), str(tmp_path / "out")], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "probe error" not in done.stderr
+    text = "".join(f"F {p.name}\n" + p.read_text() for p in sorted((tmp_path / "out").glob("*.samples"))) + "@@END rc=0\n"
+    samples, _inflight, status = parse_results(text)
+    assert status == 0
+    return samples
+
+
+def test_probe_runs_every_thread_of_the_plain_case(probe: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    samples = _run(probe, "plain", tmp_path)
+    assert set(samples) == {("monitor", "proc_read"), ("faulter", "touch"), ("mapper", "mmap"), ("mapper", "munmap")}
+    assert 25 <= len(samples[("monitor", "proc_read")]) <= 30  # every 10 ms for 300 ms
+    assert all(0 < ns < 300_000_000 for values in samples.values() for ns in values)
+
+
+def test_probe_reads_its_own_mem(probe: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    samples = _run(probe, "mem-nolimit", tmp_path)
+    assert len(samples[("memreader", "proc_read")]) >= 3
