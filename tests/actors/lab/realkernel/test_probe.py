@@ -1,8 +1,7 @@
-"""The probe itself (probe.c), compiled and run on the host on a spec without cgroups: no boot needed."""
+"""The probe itself (probe.c), compiled (into the usual cache) and run on the host on a spec without cgroups: no boot needed."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import subprocess
@@ -19,11 +18,10 @@ CASES = pathlib.Path(__file__).resolve().parents[4] / "configs" / "realkernel"
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+def probe() -> pathlib.Path:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("no gcc")
-    os.environ.setdefault("FAULTPATH_CACHE", str(tmp_path_factory.mktemp("cache")))
     return build_probe(gcc)
 
 
