@@ -166,6 +166,8 @@ def write_cdfs(plots_out: pathlib.Path, emulated: RunDirectory, real: RunDirecto
     runs = [(run, "--") for run in emulated.runs] + [(run, "-") for run in real.runs]
     samples = {run.policy + style: (run.samples or {}) for run, style in runs}
     keys = [k for k in dict.fromkeys(k for s in samples.values() for k in s) if not k.endswith("/think")]
+    versions = list(dict.fromkeys(_version(run.policy) for run, _style in runs))
+    colors = {v: f"C{i % 10}" for i, v in enumerate(versions)}  # a version's emulated and real runs share a colour
     plots_out.mkdir(parents=True, exist_ok=True)
     written = []
     for key in keys:
@@ -175,7 +177,10 @@ def write_cdfs(plots_out: pathlib.Path, emulated: RunDirectory, real: RunDirecto
             if values.size == 0:
                 continue
             side = "emulated" if style == "--" else "real"
-            ax.step(values / 1e6, np.arange(1, values.size + 1) / values.size, style, where="post", label=f"{run.policy} ({side}, n={values.size})")
+            ax.step(
+                values / 1e6, np.arange(1, values.size + 1) / values.size, style,
+                color=colors[_version(run.policy)], where="post", label=f"{run.policy} ({side}, n={values.size})",
+            )  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel(f"{key} latency (ms)")
         ax.set_ylabel("fraction of ops")
