@@ -10,12 +10,14 @@ root) and returns its vmlinuz, config and modules:
 =========  ==============================================================
 version    where the package comes from
 =========  ==============================================================
-``6.1``    bookworm's ``linux-image-amd64`` (the system's apt lists)
+``6.1``    bookworm's ``linux-image-amd64`` (bookworm, bookworm-security)
 ``6.12``   bookworm's ``linux-image-6.12-amd64`` (bookworm-security)
-``5.10``   bullseye's ``linux-image-amd64`` (bullseye and
-           bullseye-security), through a private apt directory under the
-           cache: the system's apt sources and state are never touched
+``5.10``   bullseye's ``linux-image-amd64`` (bullseye, bullseye-security)
 =========  ==============================================================
+
+Each through a private apt directory under the cache (its own sources,
+lists and archive cache, updated on first use): the system's apt sources
+and state are never touched nor relied on.
 
 ``check_kernel_config()`` names the options a config needs that a kernel
 lacks (io.max needs ``CONFIG_BLK_DEV_THROTTLING``, io.latency
@@ -47,11 +49,11 @@ TOOLS = {
     "mkfs.ext4": ("mkfs.ext4", "e2fsprogs"),
 }
 
-#: Kernel versions and where each package comes from: (apt suites, or None for the system's lists; the meta-package).
+#: Kernel versions and where each package comes from: (apt suites, the meta-package naming the image).
 KERNELS = {
     "5.10": (("bullseye", "bullseye-security"), "linux-image-amd64"),
-    "6.1": (None, "linux-image-amd64"),
-    "6.12": (None, "linux-image-6.12-amd64"),
+    "6.1": (("bookworm", "bookworm-security"), "linux-image-amd64"),
+    "6.12": (("bookworm", "bookworm-security"), "linux-image-6.12-amd64"),
 }
 
 #: Config options a config's features need, and what to call the feature in an error.
@@ -194,10 +196,8 @@ def fetch_kernel(version: str) -> Kernel:
         release = done.read_text().strip()
         return Kernel(version=version, release=release, root=home / "root")
     suites, meta = KERNELS[version]
-    apt_options = ["-o", "APT::Sandbox::User=root"]
-    if suites is not None:
-        apt_options = _private_apt(cache_root() / "apt" / suites[0], suites)
-        _run(["apt-get", *apt_options, "-q", "update"], f"kernel {version}: apt-get update of the private {suites[0]} lists")
+    apt_options = _private_apt(cache_root() / "apt" / suites[0], suites)
+    _run(["apt-get", *apt_options, "-q", "update"], f"kernel {version}: apt-get update of the private {suites[0]} lists")
     package = _resolve(meta, apt_options, version)
     release = package.removeprefix("linux-image-").removesuffix("-unsigned")
     home.mkdir(parents=True, exist_ok=True)

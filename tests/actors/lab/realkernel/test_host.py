@@ -39,7 +39,7 @@ def test_unknown_version(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 
 def test_a_package_that_cannot_be_had(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAULTPATH_CACHE", str(tmp_path))
-    monkeypatch.setitem(host.KERNELS, "6.1", (None, "linux-image-no-such-package-amd64"))
+    monkeypatch.setitem(host.KERNELS, "6.1", (("bookworm",), "linux-image-no-such-package-amd64"))
     with pytest.raises(RealKernelError, match=r"^kernel 6.1: "):
         fetch_kernel("6.1")
     assert not (tmp_path / "kernels" / "6.1" / "RELEASE").exists()
