@@ -11,6 +11,8 @@
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
     emu bench rwsem|pingpong [--json] [--t-end S] [--messages N] [--repeats N]
+    emu kernel-run CONFIG --kernel 6.1 [--kernel 5.10 ...] [--out DIR]   (actors.lab.realkernel.cli)
+    emu compare EMULATED_DIR REAL_DIR [--baseline E R] [--plots-out PLOTS]
 
 Exit status: 0 success; 1 a run failed (an ``EmulatorError`` such as a hung
 task or a livelock), with ``--strict`` broke an invariant, or a replay
