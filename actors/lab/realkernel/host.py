@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import struct
 import subprocess
 import tempfile
 
@@ -82,10 +83,18 @@ def _which(name: str) -> str | None:
 
 
 def _busybox_static(path: str) -> bool:
-    """Whether *path* is statically linked (an initramfs has no libc for a dynamic one)."""
+    """Whether the ELF file *path* is statically linked (no ``PT_INTERP``): an initramfs has no libc for a dynamic one."""
     with open(path, "rb") as binary:
-        head = binary.read(1 << 20)
-    return b"/lib64/ld-linux" not in head and b"ld-linux-x86-64" not in head
+        head = binary.read(1 << 16)
+    if head[:4] != b"\x7fELF" or head[4] != 2:  # not a 64-bit ELF
+        return False
+    phoff, = struct.unpack_from("<Q", head, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + 4 <= len(head) and struct.unpack_from("<I", head, at)[0] == 3:  # PT_INTERP
+            return False
+    return True
 
 
 def check_tools() -> dict[str, str]:

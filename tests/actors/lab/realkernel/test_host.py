@@ -22,11 +22,27 @@ def test_missing_qemu_prints_the_apt_get_line(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_dynamic_busybox_does_not_count(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not host._busybox_static("/bin/sh")  # the host's dash or bash: dynamically linked
     fake = tmp_path / "busybox"
-    fake.write_bytes(b"\x7fELF....../lib64/ld-linux-x86-64.so.2....")
+    fake.write_bytes(b"#!/bin/sh\n")
     monkeypatch.setattr(host, "_which", lambda name: str(fake) if name == "busybox" else f"/usr/bin/{name}")
     with pytest.raises(RealKernelError, match=r"busybox-static"):
         check_tools()
+
+
+def test_a_static_elf_counts(tmp_path: pathlib.Path) -> None:
+    import struct
+
+    header = bytearray(64 + 56)
+    header[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", header, 0x20, 64)  # program headers right after the ELF header
+    struct.pack_into("<HH", header, 0x36, 56, 1)
+    struct.pack_into("<I", header, 64, 1)  # PT_LOAD only
+    (tmp_path / "static").write_bytes(bytes(header))
+    assert host._busybox_static(str(tmp_path / "static"))
+    struct.pack_into("<I", header, 64, 3)  # PT_INTERP
+    (tmp_path / "dynamic").write_bytes(bytes(header))
+    assert not host._busybox_static(str(tmp_path / "dynamic"))
 
 
 def test_unknown_version(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
