@@ -153,7 +153,7 @@ class Kernel:
 
     def remap(self, current: TaskStruct, name: str) -> VmAreaStruct | None:
         """``mmap()`` the process's file mapping *name* again if it is unmapped (at a new address)."""
-        if self.mapping_vma(current, name) is not None:
+        if self.mapping_vma(current.mm, name) is not None:
             return None
         spec, file = self._mappings[(current.mm.owner, name)]
         nr_pages = -(-self._file_sizes[spec.file] // PAGE_SIZE)
@@ -259,9 +259,9 @@ class Kernel:
         """One latency sample of ``<task>/<op>``."""
         self.latency.setdefault((task, op), []).append(ns)
 
-    def mapping_vma(self, current: TaskStruct, name: str) -> VmAreaStruct | None:
-        """The VMA of mapping *name* in *current*'s process, ``None`` once unmapped."""
-        vma = self.vmas.get((current.mm.owner, name))
+    def mapping_vma(self, mm: MmStruct, name: str) -> VmAreaStruct | None:
+        """The VMA of mapping *name* in *mm*'s process, ``None`` once unmapped."""
+        vma = self.vmas.get((mm.owner, name))
         return None if vma is None or vma.freed else vma
 
     def mms_matching(self, pattern: str) -> list[MmStruct]:

@@ -60,6 +60,16 @@ class Policy:
     description: str = ""
 
 
+_V5_7 = Policy(
+    name="v5.7",
+    rwsem="5.3",
+    fault_retry="many",
+    filemap_fault="v5.1",
+    zero_readahead_fix=True,
+    bdp_drop_mmap_sem=True,
+    description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
+)
+
 PRESETS: dict[str, Policy] = {
     p.name: p
     for p in (
@@ -84,32 +94,8 @@ PRESETS: dict[str, Policy] = {
             description="V3 patches 2-3 only: drop for IO, no cached_page (Kara's question)",
         ),
         Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
-        Policy(
-            name="v5.7",
-            rwsem="5.3",
-            fault_retry="many",
-            filemap_fault="v5.1",
-            zero_readahead_fix=True,
-            bdp_drop_mmap_sem=True,
-            description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
-        ),
-        Policy(
-            name="v5.10",
-            rwsem="5.3",
-            fault_retry="many",
-            filemap_fault="v5.1",
-            zero_readahead_fix=True,
-            bdp_drop_mmap_sem=True,
-            description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10",
-        ),
-        Policy(
-            name="v6.1",
-            rwsem="5.3",
-            fault_retry="many",
-            filemap_fault="v5.1",
-            zero_readahead_fix=True,
-            bdp_drop_mmap_sem=True,
-            description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled",
-        ),
+        _V5_7,
+        attrs.evolve(_V5_7, name="v5.10", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
+        attrs.evolve(_V5_7, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
     )
 }

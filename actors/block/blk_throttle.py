@@ -337,28 +337,28 @@ class BlkThrottle:
         self._nr_queued += 1
         self.log.info("throtl_bio_queued", dev=self.dev, bio=bio.bio_id, op=bio.op.name, blkcg=tg.path,
                       bytes_disp=tg.bytes_disp[rw], io_disp=tg.io_disp[rw], queued=len(tg.queued[rw]) + 1)  # fmt: skip
-        self._add_bio_tg(tg, bio, rw, j)
+        if self._add_bio_tg(tg, bio, rw, j):
+            self._schedule_next_dispatch(j, force=True)
         return True
 
-    def _add_bio_tg(self, tg: ThrotlGrp, bio: Bio, rw: int, j: int) -> None:
-        """``throtl_add_bio_tg()``; a group that had nothing queued that way gets a new ``disptime`` and timer."""
+    def _add_bio_tg(self, tg: ThrotlGrp, bio: Bio, rw: int, j: int) -> bool:
+        """``throtl_add_bio_tg()``: ``True`` when *tg* had nothing queued that way (``THROTL_TG_WAS_EMPTY``).
+
+        Such a group gets a new ``disptime`` (``tg_update_disptime``) and its
+        place among the pending groups; the caller arms the timer if it must.
+        """
         was_empty = not tg.queued[rw]
         tg.queued[rw].append(bio)
-        if tg.pending_seq is None:
-            self._enqueue(tg)
         if was_empty:
             self._update_disptime(tg, j)
-            self._schedule_next_dispatch(j, force=True)
-
-    def _enqueue(self, tg: ThrotlGrp) -> None:
-        self._seq += 1
-        tg.pending_seq = self._seq
+        return was_empty
 
     def _update_disptime(self, tg: ThrotlGrp, j: int) -> None:
         """``tg_update_disptime()``: the earliest jiffy either direction's first bio fits."""
         waits = [self._may_dispatch(tg, q[0], rw, j)[1] for rw, q in enumerate(tg.queued) if q]
         tg.disptime = j + min(waits) if waits else j + (1 << 62)
-        self._enqueue(tg)  # throtl_dequeue_tg + throtl_enqueue_tg: last among equal disptimes
+        self._seq += 1  # throtl_dequeue_tg + throtl_enqueue_tg: last among equal disptimes
+        tg.pending_seq = self._seq
 
     def _first_pending(self) -> ThrotlGrp | None:
         pending = [tg for tg in self.tgs.values() if tg.pending_seq is not None]
@@ -425,7 +425,7 @@ class BlkThrottle:
         if parent is not None:
             if self._slice_used(parent, rw, j):
                 self._start_new_slice(parent, rw, j, credit_from=tg.slice_start[rw])
-            self._add_bio_tg_from_child(parent, bio, rw, j)
+            self._add_bio_tg(parent, bio, rw, j)  # due in this same callback if it has room
         else:
             bio.throttled = True
             held_ns = self.engine.now_ns - self._held.pop(bio.bio_id)
@@ -434,13 +434,6 @@ class BlkThrottle:
             self.log.info("throtl_dispatch", dev=self.dev, bio=bio.bio_id, op=bio.op.name, blkcg=bio.blkcg,
                           held_ns=held_ns)  # fmt: skip
         self._trim_slice(tg, rw, j)
-
-    def _add_bio_tg_from_child(self, parent: ThrotlGrp, bio: Bio, rw: int, j: int) -> None:
-        """A child's bio joins its parent's queue; the parent is due at once when it has room (same callback)."""
-        was_empty = not parent.queued[rw]
-        parent.queued[rw].append(bio)
-        if parent.pending_seq is None or was_empty:
-            self._update_disptime(parent, j)
 
     def take_dispatched(self) -> list[Bio]:
         """What ``blk_throtl_dispatch_work_fn`` pops: every bio that left the top level, in order."""

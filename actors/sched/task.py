@@ -251,7 +251,7 @@ class Workload:
         elif isinstance(op, Io):
             await direct_io(current, op)
         elif isinstance(op, Populate):
-            vma = current.kernel.mapping_vma(current, op.mapping)
+            vma = current.kernel.mapping_vma(current.mm, op.mapping)
             if vma is not None:
                 await mm_populate(current, vma.vm_start, vma.vm_end - vma.vm_start)
         await return_to_user(current)
@@ -272,7 +272,7 @@ class Workload:
         """User accesses to pages of a mapping; each unusable PTE means a fault."""
         current = self.current
         mm = current.mm
-        vma = current.kernel.mapping_vma(current, op.mapping)
+        vma = current.kernel.mapping_vma(current.mm, op.mapping)
         if vma is None:
             # unmapped by a racing munmap: the access faults on no VMA, SIGSEGV (bad_area)
             await cpu_work(current, "access", "fault_entry")
@@ -319,11 +319,11 @@ class Workload:
             self.regions.append(mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}"))
             work = ("vma_alloc",)
         elif isinstance(op, Munmap):
-            vma = current.kernel.mapping_vma(current, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
+            vma = current.kernel.mapping_vma(current.mm, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
                 work, shootdown = ("vma_free", "pgtable_teardown"), mm.remove_vma(vma) > 0
         elif isinstance(op, Mprotect) and op.prot is not None:
-            vma = current.kernel.mapping_vma(current, op.mapping)
+            vma = current.kernel.mapping_vma(current.mm, op.mapping)
             if vma is not None:
                 mm.mprotect_vma(vma, write=op.prot == "rw")
                 shootdown = op.prot == "r"
@@ -372,8 +372,8 @@ async def proc_read(current: TaskStruct, op: ProcRead, pages: Callable[[ProcRead
     cost = kernel.sched.costs["proc_read"] if op.cost is None else op.cost
     for mm in targets:
         if op.file == "mem":
-            vma = kernel.vmas.get((mm.owner, op.target_mapping))
-            if vma is not None and not vma.freed:  # the addresses user space took from maps
+            vma = kernel.mapping_vma(mm, op.target_mapping)
+            if vma is not None:  # the addresses user space took from maps
                 await mem_rw(current, mm, pages(op, vma), cost)
             continue
         await down_read(current, mm)
