@@ -29,17 +29,28 @@ import pytest
 from rich.console import Console
 
 from actors.lab.experiment import run_policy
+from actors.lab.matrix import is_matrix_file, load_matrix
 from actors.lab.report import build_report, print_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 EXPECTED_DIR = pathlib.Path(__file__).resolve().parent / "expected"
-CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if path.is_file())
+#: The configs under test: ``configs/*.toml`` (matrix files aside: their cases are tested) and
+#: ``configs/realkernel/*.toml`` (as ``realkernel/<name>``, the cases of ``realkernel-iomax.toml``).
+MATRICES = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if is_matrix_file(path))
+CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if path.is_file() and path.stem not in MATRICES) + sorted(
+    f"realkernel/{path.stem}" for path in (CONFIG_DIR / "realkernel").glob("*.toml")
+)
 #: Configs whose policies all run in about a second; every other one is ``slow``.
 FAST = frozenset({"page-lock-contention"})
 UPDATE_HINT = "pytest tests/scenarios --update-expected"
 
 Runs = dict[str, dict[str, Any]]
+
+
+def expected_path(name: str) -> pathlib.Path:
+    """``expected/<name>.json``, a config in a subdirectory flattened: ``realkernel/plain`` -> ``realkernel-plain.json``."""
+    return EXPECTED_DIR / f"{name.replace('/', '-')}.json"
 
 
 def _params() -> list[Any]:
@@ -88,7 +99,7 @@ def _diff(expected: Any, actual: Any, path: str = "") -> list[str]:
 def test_summary_matches_expected(name: str, scenarios, update_expected: bool) -> None:
     """The run's compact summary equals the committed one (or rewrites it with --update-expected)."""
     actual = scenarios.summary(name)
-    path = EXPECTED_DIR / f"{name}.json"
+    path = expected_path(name)
     if update_expected:
         EXPECTED_DIR.mkdir(exist_ok=True)
         path.write_text(json.dumps(actual, indent=2) + "\n")
@@ -126,7 +137,7 @@ def test_qualitative_claims(name: str, scenarios) -> None:
 
 def test_every_expectation_has_its_config() -> None:
     """No stale ``expected/*.json`` for a config that was renamed or removed."""
-    stale = sorted(p.name for p in EXPECTED_DIR.glob("*.json") if p.stem not in CONFIGS)
+    stale = sorted(p.name for p in EXPECTED_DIR.glob("*.json") if p not in {expected_path(name) for name in CONFIGS})
     assert not stale, f"expectations without a config: {stale}"
 
 
@@ -295,7 +306,51 @@ def claims_fault_injection(runs: Runs, scenarios) -> None:
     assert counter(v419, "sigbus_delivered") > counter(v419, "inject_enospc")  # a read that failed twice
 
 
+#: The monitor's op in the real-kernel matrix, and the factor that makes an inversion.
+REALKERNEL_OP, REALKERNEL_FACTOR = "monitor/proc_read", 10
+
+
+def _no_inversion(runs: Runs, scenarios) -> None:
+    """A realkernel case without the /proc/self/mem reader under io.max: the monitor's p99 under 10x the baseline's."""
+    base = scenarios.runs("realkernel/iomax-faults")
+    for policy, run in runs.items():
+        assert p99(run, REALKERNEL_OP) < REALKERNEL_FACTOR * p99(base[policy], REALKERNEL_OP), policy
+
+
+def claims_realkernel_plain_faults(runs: Runs, scenarios) -> None:
+    _no_inversion(runs, scenarios)
+    for policy, run in runs.items():
+        assert counter(run, "mmap_sem_held_across_io") == 0, policy  # 5.1+ faults drop the sem for IO
+
+
+def claims_realkernel_mem_nolimit(runs: Runs, scenarios) -> None:
+    _no_inversion(runs, scenarios)
+    for policy, run in runs.items():  # the reader does hold the sem across its IO: unthrottled, it is short
+        assert counter(run, "mmap_sem_held_across_io") > 0 and counter(run, "throtl_queued_bios") == 0, policy
+
+
+def claims_realkernel_iomax_mem(runs: Runs, scenarios) -> None:
+    base = scenarios.runs("realkernel/iomax-faults")
+    for policy, run in runs.items():
+        assert p99(run, REALKERNEL_OP) >= REALKERNEL_FACTOR * p99(base[policy], REALKERNEL_OP), policy
+        assert counter(run, "proc_mem_faults") > 0 and counter(run, "throtl_queued_bios") > 0, policy
+
+
+def test_matrix_cases_are_scenario_configs() -> None:
+    """Every case of a shipped matrix is a config under test here, and its verdict rule is the claims'."""
+    for name in MATRICES:
+        matrix = load_matrix(CONFIG_DIR / f"{name}.toml")
+        for case in matrix.cases:
+            stem = pathlib.Path(case.config.source).relative_to(CONFIG_DIR).with_suffix("").as_posix()
+            assert stem in CONFIGS and stem in CLAIMS, stem
+        assert (matrix.op, matrix.factor) == (REALKERNEL_OP, REALKERNEL_FACTOR)
+
+
 CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
+    "realkernel/plain": claims_realkernel_plain_faults,
+    "realkernel/iomax-faults": claims_realkernel_plain_faults,
+    "realkernel/iomax-mem": claims_realkernel_iomax_mem,
+    "realkernel/mem-nolimit": claims_realkernel_mem_nolimit,
     "seed-inversion": claims_seed_inversion,
     "v3-second-attempt": claims_v3_second_attempt,
     "btrfs-mkwrite": claims_btrfs_mkwrite,
