@@ -118,8 +118,8 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
             if fault & VM_FAULT_ERROR:
                 signal = Signal.SIGSEGV if fault & VmFaultResult.SIGSEGV else Signal.SIGBUS
         elif outcome == "retry":
-            if major:
-                flags |= FaultFlag.TRIED  # 46e714c729c8 (6.8)
+            if major and policy.per_vma_lock == "file":
+                flags |= FaultFlag.TRIED  # 46e714c729c8 (6.8; 6.4 retried without it)
             lock_mmap = not current.fatal_signal_pending()  # fault_signal_pending(): return at once
 
     if lock_mmap:

@@ -73,7 +73,8 @@ class VmAreaStruct:
         self.freed = False
         #: ``vma->anon_vma``: set by ``anon_vma_prepare`` at the first private page (no object here).
         self.anon_vma = False
-        self.vm_lock = VmaLock(f"{mm.owner}.{name}.vm_lock", mm.mm_lock_seq)
+        #: ``vma->vm_lock`` (6.4+); ``None`` without per-VMA locks.
+        self.vm_lock = VmaLock(f"{mm.owner}.{name}.vm_lock", mm.mm_lock_seq) if mm.per_vma_lock else None
         self._lock_wait: WaitQueue | None = None
 
     def vma_is_anonymous(self) -> bool:

@@ -17,7 +17,7 @@ from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
 from actors.lab.experiment import run_policy
 from actors.mm.filemap_fault import filemap_fault
 from actors.mm.memory import VmFault, VmOperations, handle_mm_fault, lock_vma_under_rcu, vm_fault_init, vmf_anon_prepare
-from actors.mm.mmap import VmFlag, down_read, up_read, vma_end_read, vma_start_read
+from actors.mm.mmap import VmFlag, down_read, up_read, vma_end_read
 from actors.sched.task import TaskStruct
 from emu import Engine, Trace
 
@@ -283,25 +283,6 @@ def test_behaviour_21_a_write_locked_vma_sends_the_fault_to_mmap_lock() -> None:
     assert done["vma_lock"] == "abort" and result.results["counters"]["vma_lock_abort"] == 1
     assert _of(records, "p.faulter", "mmap_lock_acquire_returned")[0]["ts"] == w_released
     assert result.results["invariants"]["violations"] == []
-
-
-def test_behaviour_21_munmap_waits_for_the_fault_holding_the_vma() -> None:
-    """vma_start_write sleeps until the fault's vma_end_read: a munmap of the mapping waits out a fault under the VMA lock."""
-    config = _config([{"name": "p", "threads": [_thread("m", [{"op": "munmap", "mapping": "m"}])]}], cached=1.0)
-    kernel = _machine(config, "v6.12")
-    mapper = _task(kernel, "p.m")
-    vma = kernel.mapping_vma(kernel.mms["p"], "m")
-    reader = TaskStruct(kernel, "p.fault", "fault", 999, mapper.tgid, mapper.mm, "")  # a fault parked under the VMA lock
-    reader.actor = kernel.engine.spawn(reader.comm, lambda actor: actor.sleep(0))
-    assert vma_start_read(reader, vma)
-    kernel.engine.call_at(2 * MS, lambda: vma_end_read(reader, vma))
-    kernel.engine.run()
-    records = list(kernel.engine.trace.records())
-    (wait,) = _of(records, "p.m", "vma_start_write_wait")
-    assert wait["ts"] == 2 * MS and wait["waited_ns"] == 2 * MS
-    assert kernel.counters["vma_start_write_waits"] == 1
-    assert vma.freed and vma.vm_lock.detached and mapper.actor.finished
-    assert kernel.violations == []
 
 
 def test_behaviour_21_proc_pid_mem_still_faults_under_mmap_lock() -> None:
