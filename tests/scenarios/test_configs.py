@@ -197,6 +197,30 @@ def claims_seed_inversion(runs: Runs, scenarios) -> None:
     assert p99(v3, key) >= 5 * p99(new, key)
 
 
+def claims_seed_inversion_vma(runs: Runs, scenarios) -> None:
+    old, v51, v64, v612 = runs["v4.19"], runs["v5.1"], runs["v6.4"], runs["v6.12"]
+    key = "monitor/proc_read"
+    batch = [name for name in v51["mmap_sem"] if name.startswith("batch")]
+    reads = {policy: sum(run["mmap_sem"][name]["read_acquires"] for name in batch) for policy, run in runs.items()}
+    # v4.19 still inverts; from v5.1 the faulter's own IO is off mmap_lock
+    assert p99(old, key) >= 2 * p99(v51, key), (p99(old, key), p99(v51, key))
+    # the memreader's GUP faults wait for IO holding mmap_lock, under every version
+    for policy, run in runs.items():
+        assert counter(run, "proc_mem_faults") > 0 and counter(run, "mmap_sem_held_across_io") > 0, policy
+        assert run["invariants"]["violations"] == [], policy
+    # 6.4: file VMAs are not locked by VMA; every fault aborts the try and runs as in v5.1
+    assert counter(v64, "vma_lock_abort") == counter(v64, "faults") and counter(v64, "vma_lock_success") == 0
+    assert reads["v6.4"] == reads["v5.1"] and p99(v64, key) == p99(v51, key)
+    # 6.12: faults under the VMA lock; a major one retries under mmap_lock once, a minor one never takes it
+    assert counter(v612, "vma_lock_success") > 0
+    assert counter(v612, "vma_lock_retry") >= 0.9 * counter(v612, "major_faults")
+    assert counter(v612, "vma_lock_abort") <= 0.01 * counter(v612, "faults")
+    assert reads["v6.12"] <= 0.65 * reads["v5.1"], reads
+    # ... which leaves the monitor's tail, set by the memreader's IO under mmap_lock, where v5.1 has it
+    assert 0.8 * p99(v51, key) <= p99(v612, key) <= 1.25 * p99(v51, key), (p99(v51, key), p99(v612, key))
+    assert counter(v612, "mmap_sem_held_across_io") >= 0.5 * counter(v51, "mmap_sem_held_across_io")
+
+
 def claims_v3_second_attempt(runs: Runs, scenarios) -> None:
     assert counter(runs["v4.19"], "mmap_sem_held_across_io") > 0
     assert counter(runs["v3"], "mmap_sem_held_across_io") > 0
@@ -352,6 +376,7 @@ CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "realkernel/iomax-mem": claims_realkernel_iomax_mem,
     "realkernel/mem-nolimit": claims_realkernel_mem_nolimit,
     "seed-inversion": claims_seed_inversion,
+    "seed-inversion-vma": claims_seed_inversion_vma,
     "v3-second-attempt": claims_v3_second_attempt,
     "btrfs-mkwrite": claims_btrfs_mkwrite,
     "lespinasse-2010": claims_lespinasse_2010,
