@@ -10,7 +10,7 @@
                    [--window START:END]
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
-    emu bench rwsem|pingpong [--json] [--t-end S] [--messages N] [--repeats N]
+    emu bench rwsem|pingpong|saturated [--json] [--repeats N] ...   (actors.lab.bench_cli)
     emu kernel-run CONFIG --kernel 6.1 [--kernel 5.10 ...] [--out DIR]   (actors.lab.realkernel.cli)
     emu compare EMULATED_DIR REAL_DIR [--baseline E R] [--plots-out PLOTS]
 
@@ -42,7 +42,6 @@ import os
 import pathlib
 import shlex
 import signal
-import statistics
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -59,6 +58,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from actors.lab.bench_cli import bench_command
 from actors.lab.config import (
     OP_NAMES,
     ConfigError,
@@ -73,7 +73,6 @@ from actors.lab.rundir import CONFIG_COPY, PERFETTO_FORMATS, RunDirectory, RunDi
 from actors.lab.sweep import sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
-from emu.engine import DRIVERS
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult
@@ -478,33 +477,7 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
     return document
 
 
-# -- emu bench ---------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("name", type=click.Choice(["rwsem", "pingpong"]))
-@click.option("--t-end", type=float, default=1000.0, show_default=True, help="rwsem: virtual seconds to run.")
-@click.option("--messages", type=int, default=200_000, show_default=True, help="pingpong: deliveries.")
-@click.option("--driver", type=click.Choice(DRIVERS), default="trio", show_default=True, help="Engine driver.")
-@click.option("--repeats", type=click.IntRange(1, 1000), default=1, show_default=True, help="Time the workload N times; report the median and the spread.")
-@click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s" (median), "ops_per_s", "repeats", "wall_s_all"}.')
-def bench(name: str, t_end: float, messages: int, driver: str, repeats: int, as_json: bool) -> None:
-    """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
-    from actors.lab.bench import bench_pingpong, bench_rwsem
-
-    walls = []
-    for _ in range(repeats):
-        ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
-        walls.append(wall)
-    median = statistics.median(walls)
-    rate = ops / median if median > 0 else float("inf")
-    if as_json:
-        click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": median, "ops_per_s": rate, "repeats": repeats, "wall_s_all": walls}).decode())
-        return
-    spread = "" if repeats == 1 else f" (median of {repeats}; min {min(walls):.3f} s, max {max(walls):.3f} s, ±{(max(walls) - min(walls)) / 2 / median:.1%})"
-    click.echo(f"{name}: {ops} ops in {median:.3f} s = {rate:,.0f}/s ({driver} driver){spread}")
-
-
+main.add_command(bench_command, "bench")
 main.add_command(sweep_command, "sweep")
 main.add_command(explore_command, "explore")
 main.add_command(kernel_run_command, "kernel-run")

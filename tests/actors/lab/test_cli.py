@@ -366,6 +366,16 @@ def test_bench_repeats_reports_median_and_spread() -> None:
     assert _run("bench", "pingpong", "--repeats", "0").exit_code == 2
 
 
+def test_bench_saturated_times_both_sides_alternately() -> None:
+    """``emu bench saturated`` counts every task's acquisitions and gives one ratio per repeat against SimPy."""
+    result = _run("bench", "saturated", "--waiters", "50", "--rounds", "3", "--repeats", "2", "--driver", "direct", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert record["ops"] == 150 and record["waiters"] == 50 and len(record["ratio_all"]) == 2
+    assert record["us_per_op"] > 0 and record["simpy_us_per_op"] > 0
+    assert _run("bench", "saturated", "--waiters", "0").exit_code == 2
+
+
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

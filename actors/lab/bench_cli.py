@@ -1,0 +1,105 @@
+"""``emu bench``: time the engine and the emulator, as ratios measured in one run.
+
+::
+
+    emu bench rwsem     [--t-end S] [--driver D] [--repeats N] [--json]
+    emu bench pingpong  [--messages N] [--driver D] [--repeats N] [--json]
+    emu bench saturated [--waiters N] [--rounds N] [--driver D] [--repeats N] [--json]
+
+rwsem and pingpong are the SimPy peer benchmark's workloads (the peer runs
+in another process; its driver alternates the two and takes ratios).
+saturated runs its SimPy twin in this process, alternating with it round by
+round, and reports the median per-acquisition ratio with its spread. The
+machine may be shared: read ratios and medians, not single wall times.
+Workloads are in ``actors.lab.bench``; docs/PERFORMANCE.md has the figures.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import click
+import orjson
+
+from emu.engine import DRIVERS
+
+_repeats = click.option(
+    "--repeats", type=click.IntRange(1, 1000), default=1, show_default=True, help="Time the workload N times; report the median and the spread."
+)
+_driver = click.option("--driver", type=click.Choice(DRIVERS), default="trio", show_default=True, help="Engine driver.")
+_json = click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s" (median), "ops_per_s", "repeats", "wall_s_all", ...}.')
+
+
+@click.group("bench")
+def bench_command() -> None:
+    """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
+
+
+def _spread(values: list[float]) -> str:
+    median = statistics.median(values)
+    return f"median of {len(values)}; min {min(values):.3f}, max {max(values):.3f}, ±{(max(values) - min(values)) / 2 / median:.1%}"
+
+
+def _report(name: str, ops: int, walls: list[float], driver: str, as_json: bool) -> None:
+    median = statistics.median(walls)
+    rate = ops / median if median > 0 else float("inf")
+    if as_json:
+        click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": median, "ops_per_s": rate, "repeats": len(walls), "wall_s_all": walls}).decode())
+        return
+    spread = "" if len(walls) == 1 else f" ({_spread(walls)} s)"
+    click.echo(f"{name}: {ops} ops in {median:.3f} s = {rate:,.0f}/s ({driver} driver){spread}")
+
+
+@bench_command.command()
+@click.option("--t-end", type=float, default=1000.0, show_default=True, help="Virtual seconds to run.")
+@_driver
+@_repeats
+@_json
+def rwsem(t_end: float, driver: str, repeats: int, as_json: bool) -> None:
+    """100 tasks take one mmap_sem through the fault path's down_read/down_write."""
+    from actors.lab.bench import bench_rwsem
+
+    runs = [bench_rwsem(t_end, driver) for _ in range(repeats)]
+    _report("rwsem", runs[0][0], [wall for _, wall in runs], driver, as_json)
+
+
+@bench_command.command()
+@click.option("--messages", type=int, default=200_000, show_default=True, help="Deliveries.")
+@_driver
+@_repeats
+@_json
+def pingpong(messages: int, driver: str, repeats: int, as_json: bool) -> None:
+    """Two actors pass one message back and forth through the engine's messaging."""
+    from actors.lab.bench import bench_pingpong
+
+    runs = [bench_pingpong(messages, driver) for _ in range(repeats)]
+    _report("pingpong", runs[0][0], [wall for _, wall in runs], driver, as_json)
+
+
+@bench_command.command()
+@click.option("--waiters", type=click.IntRange(1), default=10_000, show_default=True, help="Tasks, every one always acquiring.")
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True, help="Acquisitions per task.")
+@_driver
+@_repeats
+@_json
+def saturated(waiters: int, rounds: int, driver: str, repeats: int, as_json: bool) -> None:
+    """A wait list about --waiters long: wall time per acquisition, against SimPy's, alternately."""
+    from actors.lab.bench import bench_saturated, saturated_simpy
+
+    ours: list[float] = []
+    peer: list[float] = []
+    for _ in range(repeats):
+        ops, wall = bench_saturated(waiters, rounds, driver)
+        ours.append(wall / ops * 1e6)
+        peer_ops, peer_wall = saturated_simpy(waiters, rounds)
+        peer.append(peer_wall / peer_ops * 1e6)
+    ratios = [a / b for a, b in zip(ours, peer, strict=True)]
+    us, ratio = statistics.median(ours), statistics.median(ratios)
+    if as_json:
+        record = {"name": "saturated", "ops": ops, "waiters": waiters, "us_per_op": us, "simpy_us_per_op": statistics.median(peer)}
+        click.echo(orjson.dumps({**record, "ratio": ratio, "ratio_all": ratios, "repeats": repeats}).decode())
+        return
+    click.echo(
+        f"saturated: {waiters} waiters, {ops} acquisitions: {us:.1f} us each ({driver} driver), "
+        f"SimPy {statistics.median(peer):.1f} us; ratio {ratio:.2f}" + ("" if repeats == 1 else f" ({_spread(ratios)})")
+    )
