@@ -18,7 +18,10 @@ engine's speed as a ratio to SimPy's (docs/PERFORMANCE.md).
   same workload on SimPy with the peer's FIFO rw-semaphore (a deque, O(1) per
   acquisition), so the two alternate in one run and give a ratio.
 
-Only ``engine.run()`` (``env.run()``) is timed.
+* munmap: ``mprotect_vma`` (read-only) then ``remove_vma`` of one large
+  VMA with a few pages mapped: what a page-table walk costs.
+
+Only ``engine.run()`` (``env.run()``; for munmap the two calls) is timed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig
 from actors.locking.rwsem import RwsemSemantics
-from actors.mm.mmap import MmStruct, down_read, down_write, up_read, up_write
+from actors.mm.mmap import MmStruct, VmFlag, down_read, down_write, up_read, up_write
+from actors.mm.page import Page
 from actors.policy import PRESETS
 from actors.sched.task import TaskStruct
 from emu import NSEC_PER_SEC, Engine, Trace
@@ -166,3 +170,18 @@ def bench_pingpong(messages: int, driver: str = "trio") -> tuple[int, float]:
     start = time.perf_counter()
     ops = pingpong(messages, driver=driver)
     return ops, time.perf_counter() - start
+
+
+def bench_munmap(pages: int, mapped: int) -> tuple[int, float]:
+    """mprotect (read-only) then munmap one *pages*-page VMA with *mapped* pages present; return (pages, wall seconds)."""
+    engine = Engine(seed=0, trace=Trace(keep=False))
+    mm = MmStruct(engine, "bench", 1, RwsemSemantics.V4_19)
+    vma = mm.insert_vma(pages, VmFlag.READ | VmFlag.WRITE | VmFlag.MAYWRITE, None, "bench")
+    for address in range(vma.vm_start, vma.vm_start + mapped):
+        page = Page(None, address)
+        page.refcount = 1
+        mm.set_pte(address, page, True)
+    start = time.perf_counter()
+    mm.mprotect_vma(vma, write=False)
+    mm.remove_vma(vma)
+    return pages, time.perf_counter() - start

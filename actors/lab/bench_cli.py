@@ -5,6 +5,7 @@
     emu bench rwsem     [--t-end S] [--driver D] [--repeats N] [--json]
     emu bench pingpong  [--messages N] [--driver D] [--repeats N] [--json]
     emu bench saturated [--waiters N] [--rounds N] [--driver D] [--repeats N] [--json]
+    emu bench munmap    [--pages N] [--mapped N] [--repeats N] [--json]
 
 rwsem and pingpong are the SimPy peer benchmark's workloads (the peer runs
 in another process; its driver alternates the two and takes ratios).
@@ -103,3 +104,23 @@ def saturated(waiters: int, rounds: int, driver: str, repeats: int, as_json: boo
         f"saturated: {waiters} waiters, {ops} acquisitions: {us:.1f} us each ({driver} driver), "
         f"SimPy {statistics.median(peer):.1f} us; ratio {ratio:.2f}" + ("" if repeats == 1 else f" ({_spread(ratios)})")
     )
+
+
+@bench_command.command()
+@click.option("--pages", type=click.IntRange(1), default=1 << 20, show_default=True, help="The VMA's size in pages.")
+@click.option("--mapped", type=click.IntRange(0), default=0, show_default=True, help="Pages with a present PTE (from the start).")
+@_repeats
+@_json
+def munmap(pages: int, mapped: int, repeats: int, as_json: bool) -> None:
+    """mprotect read-only, then munmap, one large VMA: cost of the page-table walks."""
+    from actors.lab.bench import bench_munmap
+
+    if mapped > pages:
+        raise click.BadParameter(f"{mapped} is more than --pages {pages}", param_hint="--mapped")
+    walls = [bench_munmap(pages, mapped)[1] for _ in range(repeats)]
+    if as_json:
+        click.echo(orjson.dumps({"name": "munmap", "pages": pages, "mapped": mapped, "wall_s": statistics.median(walls), "repeats": repeats, "wall_s_all": walls}).decode())
+        return
+    ms = [wall * 1e3 for wall in walls]
+    spread = "" if repeats == 1 else f" ({_spread(ms)} ms)"
+    click.echo(f"munmap: {pages}-page VMA, {mapped} mapped: {statistics.median(ms):.3f} ms{spread}")

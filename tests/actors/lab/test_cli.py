@@ -376,6 +376,14 @@ def test_bench_saturated_times_both_sides_alternately() -> None:
     assert _run("bench", "saturated", "--waiters", "0").exit_code == 2
 
 
+def test_bench_munmap_times_one_vma_and_checks_mapped() -> None:
+    """``emu bench munmap`` reports the VMA and its mapped pages; more mapped than pages is a usage error."""
+    record = orjson.loads(_run("bench", "munmap", "--pages", "64", "--mapped", "8", "--json").stdout)
+    assert record["name"] == "munmap" and record["pages"] == 64 and record["mapped"] == 8 and record["wall_s"] >= 0
+    result = _run("bench", "munmap", "--pages", "4", "--mapped", "8")
+    assert result.exit_code == 2 and "--mapped" in result.stderr
+
+
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
