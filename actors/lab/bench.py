@@ -18,6 +18,9 @@ engine's speed as a ratio to SimPy's (docs/PERFORMANCE.md).
   same workload on SimPy with the peer's FIFO rw-semaphore (a deque, O(1) per
   acquisition), so the two alternate in one run and give a ratio.
 
+* scale: ``scale_config(tasks, horizon)``, a fault workload run as ``emu
+  run`` runs it; the figure is simulation wall time per trace record, which
+  should not grow with the number of tasks or the length of the run.
 * munmap: ``mprotect_vma`` (read-only) then ``remove_vma`` of one large
   VMA with a few pages mapped: what a page-table walk costs.
 
@@ -32,7 +35,7 @@ import time
 from typing import Any
 
 from actors.kernel import Kernel
-from actors.lab.config import ExperimentConfig
+from actors.lab.config import ExperimentConfig, config_from_dict
 from actors.locking.rwsem import RwsemSemantics
 from actors.mm.mmap import MmStruct, VmFlag, down_read, down_write, up_read, up_write
 from actors.mm.page import Page
@@ -185,3 +188,38 @@ def bench_munmap(pages: int, mapped: int) -> tuple[int, float]:
     mm.mprotect_vma(vma, write=False)
     mm.remove_vma(vma)
     return pages, time.perf_counter() - start
+
+
+def scale_config(tasks: int, horizon_s: float) -> ExperimentConfig:
+    """The scale workload: *tasks* single-thread processes touching random pages of one half-cached file.
+
+    Each thinks ``tasks x 500 us`` between touches, so the whole run
+    touches about 2,000 pages per virtual second whatever *tasks* is:
+    records grow with the horizon, the heap (tasks, stacks, PTEs) with both.
+    """
+    return config_from_dict(
+        {
+            "name": "bench-scale",
+            "horizon": f"{round(horizon_s * NSEC_PER_SEC)}ns",
+            "policies": ["v5.1"],
+            "files": [{"name": "data", "size": "1GiB", "cached": 0.5}],
+            "processes": [
+                {
+                    "name": "p",
+                    "count": tasks,
+                    "mappings": [{"name": "data", "file": "data", "madvise": "random"}],
+                    "threads": [{"name": "t", "program": [{"op": "touch", "mapping": "data"}, {"op": "think", "time": f"{tasks * 500}us"}]}],
+                }
+            ],
+        }
+    )
+
+
+def bench_scale(tasks: int, horizon_s: float) -> tuple[int, float]:
+    """Run the scale workload as ``emu run`` does (GC policy included); return (trace records, wall seconds of the simulation)."""
+    from actors.lab.experiment import build_policy, simulate  # noqa: PLC0415 - the lab's phases, not the engine alone
+
+    engine, _kernel = build_policy(scale_config(tasks, horizon_s), "v5.1")
+    start = time.perf_counter()
+    stats = simulate(engine)
+    return stats.events, time.perf_counter() - start

@@ -6,6 +6,7 @@
     emu bench pingpong  [--messages N] [--driver D] [--repeats N] [--json]
     emu bench saturated [--waiters N] [--rounds N] [--driver D] [--repeats N] [--json]
     emu bench munmap    [--pages N] [--mapped N] [--repeats N] [--json]
+    emu bench scale     [--tasks 10,100,...] [--horizons 0.5,2,...] [--base-tasks N] [--repeats N] [--json]
 
 rwsem and pingpong are the SimPy peer benchmark's workloads (the peer runs
 in another process; its driver alternates the two and takes ratios).
@@ -124,3 +125,41 @@ def munmap(pages: int, mapped: int, repeats: int, as_json: bool) -> None:
     ms = [wall * 1e3 for wall in walls]
     spread = "" if repeats == 1 else f" ({_spread(ms)} ms)"
     click.echo(f"munmap: {pages}-page VMA, {mapped} mapped: {statistics.median(ms):.3f} ms{spread}")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise click.BadParameter(f"expected positive numbers, got {text!r}")
+    return values
+
+
+@bench_command.command()
+@click.option("--tasks", "tasks_text", default="10,100,1000,10000", show_default=True, help="Task counts to run (at the first horizon).")
+@click.option("--horizons", "horizons_text", default="0.5,2,16", show_default=True, help="Virtual seconds to run (at --base-tasks).")
+@click.option("--base-tasks", type=click.IntRange(1), default=100, show_default=True, help="Tasks of the horizon series.")
+@_repeats
+@_json
+def scale(tasks_text: str, horizons_text: str, base_tasks: int, repeats: int, as_json: bool) -> None:
+    """Simulation cost per trace record as tasks and virtual time grow (the flatter the better)."""
+    from actors.lab.bench import bench_scale
+
+    tasks = [int(t) for t in _floats(tasks_text)]
+    horizons = _floats(horizons_text)
+    points = [(t, horizons[0]) for t in tasks] + [(base_tasks, h) for h in horizons[1:]]
+    rows = []
+    for n, horizon in points:
+        runs = [bench_scale(n, horizon) for _ in range(repeats)]
+        per_record = [wall / records * 1e6 for records, wall in runs]
+        rows.append({"tasks": n, "horizon_s": horizon, "records": runs[0][0], "us_per_record": statistics.median(per_record), "us_per_record_all": per_record})
+    costs = [row["us_per_record"] for row in rows]
+    spread = max(costs) / min(costs)
+    if as_json:
+        click.echo(orjson.dumps({"name": "scale", "points": rows, "max_over_min": spread, "repeats": repeats}).decode())
+        return
+    for row in rows:
+        click.echo(f"scale: {row['tasks']:>6} tasks, {row['horizon_s']:>5g} s: {row['records']:>8} records, {row['us_per_record']:.1f} us/record")
+    click.echo(f"scale: max/min cost per record {spread:.2f}")

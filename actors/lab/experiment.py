@@ -1,7 +1,8 @@
 """Running experiments: one config, several policies, results in schema 1.
 
-``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``, runs to
-the horizon (or until every non-daemon task ends) and returns a ``RunResult``
+``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``
+(``build_policy``), runs to the horizon or until every non-daemon task ends
+(``simulate``) and returns a ``RunResult`` (``finish_policy``)
 whose ``results`` is one entry of ``results.json``'s ``runs`` (docs/DESIGN.md,
 "Run directory") and whose ``trace`` holds the records. ``run_experiment`` does the
 same for every policy the config (or the caller) names, on the same seed.
@@ -22,6 +23,7 @@ from actors.invariants import check_invariants
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig, resolve_policy
 from emu import Engine, RunStats, Trace
+from emu.gcheap import frozen_heap
 
 SCHEMA = 1
 #: Livelock guard: heap entries per virtual second of horizon, at least.
@@ -89,20 +91,42 @@ def run_policy(
     keep_trace: bool = True,
 ) -> RunResult:
     """Run *config* under *policy*; see the module docstring."""
-    seed = config.seed if seed is None else seed
+    engine, kernel = build_policy(config, policy, seed=seed, tie_seed=tie_seed, keep_trace=keep_trace)
+    return finish_policy(kernel, policy, simulate(engine))
+
+
+def build_policy(
+    config: ExperimentConfig,
+    policy: str,
+    *,
+    seed: int | None = None,
+    tie_seed: int | None = None,
+    keep_trace: bool = True,
+) -> tuple[Engine, Kernel]:
+    """The set-up phase of ``run_policy``: the engine and the kernel, ready to run."""
     engine = Engine(
-        seed=seed,
+        seed=config.seed if seed is None else seed,
         tie_seed=tie_seed,
         horizon_ns=config.horizon,
         max_steps=max(1_000_000, STEPS_PER_SECOND * config.horizon // 1_000_000_000),
         trace=Trace(keep=keep_trace),
     )
-    kernel = Kernel(engine, config, resolve_policy(config, policy))
-    stats = engine.run()
+    return engine, Kernel(engine, config, resolve_policy(config, policy))
+
+
+def simulate(engine: Engine) -> RunStats:
+    """The simulation phase of ``run_policy``: run to the end with the set-up heap frozen (``emu.gcheap``)."""
+    with frozen_heap():
+        return engine.run()
+
+
+def finish_policy(kernel: Kernel, policy: str, stats: RunStats) -> RunResult:
+    """The summary phase of ``run_policy``: the results entry, the samples and the task ids."""
+    engine, config = kernel.engine, kernel.config
     results = {
         "policy": policy,
-        "seed": seed,
-        "tie_seed": tie_seed,
+        "seed": engine.seed,
+        "tie_seed": engine.tie_seed,
         "trace_digest": stats.trace_digest,
         "virtual_ns": config.horizon if stats.reason == "horizon" else stats.now_ns,  # the horizon itself, not the last event before it
         "events": stats.events,

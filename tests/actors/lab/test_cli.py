@@ -384,6 +384,16 @@ def test_bench_munmap_times_one_vma_and_checks_mapped() -> None:
     assert result.exit_code == 2 and "--mapped" in result.stderr
 
 
+def test_bench_scale_runs_each_point_and_reports_the_spread() -> None:
+    """``emu bench scale`` runs the task series at the first horizon, then the horizon series; bad lists exit 2."""
+    result = _run("bench", "scale", "--tasks", "2,4", "--horizons", "0.01,0.02", "--base-tasks", "3", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert [(p["tasks"], p["horizon_s"]) for p in record["points"]] == [(2, 0.01), (4, 0.01), (3, 0.02)]
+    assert all(p["records"] > 0 for p in record["points"]) and record["max_over_min"] >= 1
+    assert _run("bench", "scale", "--tasks", "ten").exit_code == 2
+
+
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
