@@ -6,6 +6,7 @@
     emu bench pingpong  [--messages N] [--driver D] [--repeats N] [--json]
     emu bench saturated [--waiters N] [--rounds N] [--driver D] [--repeats N] [--json]
     emu bench munmap    [--pages N] [--mapped N] [--repeats N] [--json]
+    emu bench scenario CONFIG [--policy NAME]... [--repeats N] [--json]
     emu bench scale     [--tasks 10,100,...] [--horizons 0.5,2,...] [--base-tasks N] [--repeats N] [--json]
 
 rwsem and pingpong are the SimPy peer benchmark's workloads (the peer runs
@@ -18,6 +19,7 @@ Workloads are in ``actors.lab.bench``; docs/PERFORMANCE.md has the figures.
 
 from __future__ import annotations
 
+import pathlib
 import statistics
 
 import click
@@ -163,3 +165,34 @@ def scale(tasks_text: str, horizons_text: str, base_tasks: int, repeats: int, as
     for row in rows:
         click.echo(f"scale: {row['tasks']:>6} tasks, {row['horizon_s']:>5g} s: {row['records']:>8} records, {row['us_per_record']:.1f} us/record")
     click.echo(f"scale: max/min cost per record {spread:.2f}")
+
+
+@bench_command.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
+@click.option("--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default: the config's).")
+@_repeats
+@_json
+def scenario(config_path: pathlib.Path, policies: tuple[str, ...], repeats: int, as_json: bool) -> None:
+    """Time one config as emu run does, by phase: set-up, simulation, results, plots, perfetto."""
+    from actors.lab.bench_scenario import PHASES, share, summarise, time_scenario
+    from actors.lab.cli import _load, policy_names
+
+    config = _load(config_path)
+    unknown = [name for name in policies if name not in policy_names(config)]
+    if unknown:
+        raise click.BadParameter(f"unknown policy {', '.join(map(repr, unknown))}; valid: {', '.join(policy_names(config))}", param_hint="--policy")
+    names = list(dict.fromkeys(policies or config.policies))
+    passes, digests = [], {}
+    for _ in range(repeats):
+        seconds, digests = time_scenario(config, names)
+        passes.append(seconds)
+    summary = summarise(passes)
+    if as_json:
+        click.echo(orjson.dumps({"name": "scenario", "config": str(config_path), "policies": names, "repeats": repeats, "phases": summary, "digests": digests}).decode())
+        return
+    shares = share(summary)
+    for phase in (*PHASES, "total"):
+        row = summary[phase]
+        part = "" if phase == "total" else f" {shares[phase]:5.1%}"
+        click.echo(f"{phase:>10}: {row['median']:8.3f} s{part}  (min {row['min']:.3f}, max {row['max']:.3f}; median of {repeats})")
+    click.echo("digests: " + " ".join(f"{policy}={digest}" for policy, digest in digests.items()))

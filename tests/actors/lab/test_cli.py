@@ -15,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from actors.lab.cli import main, replay_command
+from actors.lab.config import load_config
+from actors.lab.experiment import run_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -392,6 +394,18 @@ def test_bench_scale_runs_each_point_and_reports_the_spread() -> None:
     assert [(p["tasks"], p["horizon_s"]) for p in record["points"]] == [(2, 0.01), (4, 0.01), (3, 0.02)]
     assert all(p["records"] > 0 for p in record["points"]) and record["max_over_min"] >= 1
     assert _run("bench", "scale", "--tasks", "ten").exit_code == 2
+
+
+def test_bench_scenario_times_every_phase_and_prints_the_digests(tiny: pathlib.Path) -> None:
+    """``emu bench scenario CONFIG`` times set-up, simulation, results, plots and perfetto; the digest is the run's own."""
+    result = _run("bench", "scenario", str(tiny), "--policy", "v4.19", "--repeats", "2", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert list(record["phases"]) == ["setup", "simulation", "results", "plots", "perfetto", "total"]
+    assert all(row["min"] <= row["median"] <= row["max"] for row in record["phases"].values())
+    config = load_config(tiny)
+    assert record["digests"] == {"v4.19": run_policy(config, "v4.19").results["trace_digest"]}
+    assert _run("bench", "scenario", str(tiny), "--policy", "nope").exit_code == 2
 
 
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
