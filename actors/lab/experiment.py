@@ -13,7 +13,13 @@ same ``trace_digest``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import signal
+import threading
+import time
+import traceback
 from typing import Any
 
 import attrs
@@ -22,7 +28,7 @@ import numpy as np
 from actors.invariants import check_invariants
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig, resolve_policy
-from emu import Engine, RunStats, Trace
+from emu import EmulatorError, Engine, RunStats, Trace
 from emu.gcheap import frozen_heap
 
 SCHEMA = 1
@@ -140,6 +146,52 @@ def finish_policy(kernel: Kernel, policy: str, stats: RunStats) -> RunResult:
     samples = {f"{task}/{op}": list(values) for (task, op), values in sorted(kernel.latency.items())}
     tasks = {task.comm: (task.tgid or task.pid, task.pid) for task in kernel.tasks}
     return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples, tasks=tasks)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyFailure:
+    """A run that raised, as a worker process reports it (exceptions need not pickle).
+
+    Attributes:
+        policy: the policy that failed.
+        error: ``"<ExceptionType>: <message>"``.
+        emulator_error: an ``EmulatorError`` (a hung task, a livelock), not an emulator bug.
+        traceback: the formatted traceback (shown for emulator bugs).
+    """
+
+    policy: str
+    error: str
+    emulator_error: bool
+    traceback: str
+
+
+def run_policy_job(config: ExperimentConfig, policy: str, seed: int | None, tie_seed: int | None) -> RunResult | PolicyFailure:
+    """``run_policy`` in a worker process: any failure comes back as a ``PolicyFailure``.
+
+    Ctrl-C that reaches a worker ends it at once and silently (the parent
+    says "interrupted" and writes nothing); a worker whose parent is gone
+    (interrupted, killed) stops within half a second of wall time. Nothing
+    here reads the wall clock for the run itself.
+    """
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+    _watch_parent(os.getppid())
+    try:
+        return run_policy(config, policy, seed=seed, tie_seed=tie_seed)
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which exits
+        text = "".join(traceback.format_exception(error))
+        return PolicyFailure(policy=policy, error=f"{type(error).__name__}: {error}", emulator_error=isinstance(error, EmulatorError), traceback=text)
+
+
+@functools.cache
+def _watch_parent(parent: int) -> None:
+    """Once per worker process: a thread that ends the process when *parent* is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="emu-parent-watch", daemon=True).start()
 
 
 def run_experiment(
