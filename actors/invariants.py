@@ -30,6 +30,15 @@ During the run (each costs a few attribute reads where it sits):
     when the retry re-finds the VMA), nor a VMA that was unmapped; checked
     where the fault path installs PTEs (``finish_fault``,
     ``finish_mkwrite_fault``).
+    ``vma_modified_under_reader``: with per-VMA locks (6.4+), when
+    ``munmap`` or ``mprotect`` changes a VMA, no task holds that VMA's lock
+    for read and the VMA is write-locked (``vm_lock_seq == mm_lock_seq``:
+    the writer called ``vma_start_write``).
+    ``vma_lock_seq_not_monotonic``: ``mm_lock_seq`` (bumped by
+    ``mmap_write_unlock``) and each ``vm_lock_seq`` (set by
+    ``vma_start_write``) only ever grow.
+    ``vma_write_without_mmap_write_lock``: ``vma_start_write`` by a task not
+    holding the mm's mmap_lock for write (``mmap_assert_write_locked``).
     ``io_under_mmap_sem_on_retry``: for policies whose ``->fault`` (v3,
     v5.1) or ``->page_mkwrite`` (V3's btrfs) drops the sem for IO, the
     retried attempt (TRIED) sleeps on IO or io.latency throttling holding
@@ -65,6 +74,7 @@ from actors.locking.rwsem import RwsemSemantics
 if TYPE_CHECKING:
     from actors.kernel import Kernel
     from actors.locking.rwsem import RwSemaphore
+    from actors.locking.vma_lock import VmaLock
 
 #: Every invariant, by the name violations carry.
 INVARIANTS = (
@@ -76,6 +86,9 @@ INVARIANTS = (
     "page_ref_leak",
     "dropped_means_dropped",
     "io_under_mmap_sem_on_retry",
+    "vma_modified_under_reader",
+    "vma_lock_seq_not_monotonic",
+    "vma_write_without_mmap_write_lock",
     "page_refcount_balanced",
     "page_unlocked_at_rest",
     "dirty_data_lost",
@@ -102,6 +115,24 @@ def check_rwsem_acquire(sem: RwSemaphore, owner: str, mode: str, queued_ns: int 
         elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19 and first is not None and first.queued_ns < queued_ns:
             problems.append(("rwsem_reader_passed_queued_writer", {"writer": first.owner, "fast_path": False}))
     return problems
+
+
+def check_vma_modify(lock: VmaLock) -> list[tuple[str, dict[str, Any]]]:
+    """The per-VMA lock invariants right before a writer changes the VMA *lock* guards."""
+    problems: list[tuple[str, dict[str, Any]]] = []
+    readers = lock.readers()
+    if readers or not lock.write_locked():
+        problems.append(
+            ("vma_modified_under_reader", {"readers": sorted(readers), "vm_lock_seq": lock.vm_lock_seq, "mm_lock_seq": lock.mm_lock_seq.value})
+        )
+    return problems
+
+
+def check_lock_seq_advanced(which: str, before: int, after: int) -> list[tuple[str, dict[str, Any]]]:
+    """A sequence number (``mm_lock_seq`` or ``vm_lock_seq``) went from *before* to *after*: it must grow."""
+    if after > before:
+        return []
+    return [("vma_lock_seq_not_monotonic", {"seq": which, "before": before, "after": after})]
 
 
 def check_invariants(kernel: Kernel) -> dict[str, Any]:

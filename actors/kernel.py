@@ -31,7 +31,7 @@ from actors.block.blkdev import BlockDevice, blk_throtl_dispatch_work_fn
 from actors.fs.btrfs import BtrfsFs
 from actors.fs.generic import GenericFs
 from actors.inject import Injector
-from actors.invariants import check_rwsem_acquire
+from actors.invariants import check_lock_seq_advanced, check_rwsem_acquire, check_vma_modify
 from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.locking.rwsem import RwsemSemantics
 from actors.fs.generic import layout_bytes
@@ -119,7 +119,7 @@ class Kernel:
 
     def _build_process(self, process, name: str, semantics: RwsemSemantics) -> None:
         tgid = self._next_pid()
-        mm = MmStruct(self.engine, name, tgid, semantics)
+        mm = MmStruct(self.engine, name, tgid, semantics, per_vma_lock=self.policy.per_vma_lock != "off")
         self.mms[name] = mm
         for spec in process.mappings:
             inode = self.inodes[spec.file]
@@ -180,6 +180,20 @@ class Kernel:
         self.invariant_checks += 1
         for name, fields in check_rwsem_acquire(mm.mmap_sem, current.comm, mode, queued_ns):
             self.violation(name, task=current.comm, mm=mm.owner, mode=mode, **fields)
+
+    def vma_modified(self, current: TaskStruct, vma: VmAreaStruct, what: str) -> None:
+        """A writer is about to change *vma* (per-VMA locks only): no reader may hold it, and it must be write-locked."""
+        if not vma.vm_mm.per_vma_lock:
+            return
+        self.invariant_checks += 1
+        for name, fields in check_vma_modify(vma.vm_lock):
+            self.violation(name, task=current.comm, vma=vma.name, what=what, **fields)
+
+    def lock_seq_advanced(self, current: TaskStruct, lock: str, which: str, before: int, after: int) -> None:
+        """``mm_lock_seq`` or a ``vm_lock_seq`` changed from *before* to *after*: it must have grown."""
+        self.invariant_checks += 1
+        for name, fields in check_lock_seq_advanced(which, before, after):
+            self.violation(name, task=current.comm, lock=lock, **fields)
 
     def vma_use(self, current: TaskStruct, vma: VmAreaStruct, where: str) -> None:
         """A fault path is about to use *vma*: it must not be the one looked up before a drop."""

@@ -21,7 +21,7 @@ import functools
 
 
 class FaultFlag(enum.IntFlag):
-    """``FAULT_FLAG_*`` (include/linux/mm.h, v4.19; USED_CACHED from V3 patch 5/7)."""
+    """``FAULT_FLAG_*`` (include/linux/mm.h, v4.19; USED_CACHED from V3 patch 5/7; VMA_LOCK from 6.4)."""
 
     WRITE = 0x01
     MKWRITE = 0x02
@@ -33,6 +33,8 @@ class FaultFlag(enum.IntFlag):
     REMOTE = 0x80
     INSTRUCTION = 0x100
     USED_CACHED = 0x200
+    #: 6.4 (``enum fault_flag``, 1 << 12): the fault holds the VMA's lock, not mmap_lock.
+    VMA_LOCK = 0x1000
 
 
 class VmFaultResult(enum.IntFlag):

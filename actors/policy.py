@@ -24,6 +24,17 @@ zero_readahead_fix  5c72feee3e45: do not drop the sem for async readahead
                   when ``ra_pages == 0``
 bdp_drop_mmap_sem 89b15332af7c: drop the sem before balance_dirty_pages()
                   in a write fault and return RETRY
+per_vma_lock      ``off`` (before 6.4); ``anon`` (6.4, 5e31275cc997 and
+                  0bff0aaea03e: x86 tries ``lock_vma_under_rcu`` first, which
+                  takes only anonymous VMAs that have an ``anon_vma``; every
+                  file fault falls back to mmap_lock); ``file`` (6.7+ as in
+                  6.12: file VMAs too, 350f6bbca1de in 6.6, fault-around under
+                  the VMA lock f5617ffeb450, ``->fault`` for read, COW, shared
+                  and write-protect faults 12214eba1992, 4de8c93a4751,
+                  4ed4379881aa, 4a68fef16df9 in 6.7; ``filemap_fault`` drops
+                  the VMA lock where it would drop mmap_lock, 5d74b2ab2c15;
+                  a retry after a major fault sets TRIED, 46e714c729c8, 6.8).
+                  Needs ``filemap_fault = "v5.1"`` (the config check says so)
 ================  ============================================================
 
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
@@ -36,6 +47,10 @@ shared by a fault that reads a page and exclusively by truncate, not
 modelled; 6.1 replaced the VMA rbtree with the maple tree (d4af56c5c7c6),
 the same lock. The block layer of both has io.max (blk-throttle) as
 ``actors.block.blk_throttle`` models it.
+
+``v6.4`` and ``v6.12`` are the ``v5.7`` switches with per-VMA locks
+(``anon`` and ``file``); docs/KERNELS-6x.md says what else those releases
+changed and what the model leaves out.
 """
 
 from __future__ import annotations
@@ -57,6 +72,7 @@ class Policy:
     page_mkwrite: Literal["hold", "v3-btrfs"] = "hold"
     zero_readahead_fix: bool = False
     bdp_drop_mmap_sem: bool = False
+    per_vma_lock: Literal["off", "anon", "file"] = "off"
     description: str = ""
 
 
@@ -97,5 +113,7 @@ PRESETS: dict[str, Policy] = {
         _V5_7,
         attrs.evolve(_V5_7, name="v5.10", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
         attrs.evolve(_V5_7, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_7, name="v6.4", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
+        attrs.evolve(_V5_7, name="v6.12", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
     )
 }

@@ -394,6 +394,7 @@ class PolicyConfig:
     page_mkwrite: Literal["hold", "v3-btrfs"] | None = None
     zero_readahead_fix: bool | None = None
     bdp_drop_mmap_sem: bool | None = None
+    per_vma_lock: Literal["off", "anon", "file"] | None = None
 
 
 

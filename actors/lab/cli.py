@@ -78,7 +78,7 @@ from emu import EmulatorError, format_ns, parse_duration
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult
-    from actors.lab.output import OutDirClaim
+    from actors.lab.output import OutDirClaim, TraceFiles
 
 #: Exit statuses.
 EXIT_FAILED = 1
@@ -150,7 +150,11 @@ STRICT_SHOWN = 10
 
 def default_out(config: ExperimentConfig) -> pathlib.Path:
     """``runs/<experiment name>``: where ``emu run`` writes without ``--out``."""
-    return pathlib.Path("runs") / policy_dir_name(config.name)
+    return default_out_name(config.name)
+
+
+def default_out_name(name: str) -> pathlib.Path:
+    return pathlib.Path("runs") / policy_dir_name(name)
 
 
 @main.command()
@@ -195,6 +199,13 @@ def run(
         _die("error: -q and -v contradict each other; give one")
     if trace_window is not None and (no_trace or perfetto == "none"):
         _die("error: --trace-window shapes the Perfetto file, and this run writes none")
+    from actors.lab.matrix import is_matrix_file
+    from actors.lab.output import TraceFiles
+
+    if is_matrix_file(config_path):
+        traces = TraceFiles(jsonl=not no_trace, perfetto="none" if no_trace else perfetto, window=trace_window)
+        _run_matrix(config_path, out, policies, seed, tie_seed, strict=strict, plots=plots, force=force, fmt=fmt, traces=traces, quiet=quiet, verbose=verbose)
+        return
     config = _load(config_path)
     if trace_window is not None and trace_window[0] >= config.horizon:
         _die(f"error: --trace-window starts at {format_ns(trace_window[0])}, after the horizon ({format_ns(config.horizon)})")
@@ -207,7 +218,7 @@ def run(
     out = default_out(config) if out is None else out
     say = (lambda _text: None) if quiet else (lambda text: click.echo(text, err=True))
 
-    from actors.lab.output import OutDirClaim, OutputError, TraceFiles, write_run_dir
+    from actors.lab.output import OutDirClaim, OutputError, write_run_dir
 
     traces = TraceFiles(jsonl=not no_trace, perfetto="none" if no_trace else perfetto, window=trace_window)
 
@@ -234,6 +245,67 @@ def run(
 
     if strict:
         _strict(result, config_path, seed, tie_seed, out, verbose=verbose)
+
+
+def _run_matrix(
+    matrix_path: pathlib.Path,
+    out: pathlib.Path | None,
+    policies: tuple[str, ...],
+    seed: int | None,
+    tie_seed: int | None,
+    *,
+    strict: bool,
+    plots: bool,
+    force: bool,
+    fmt: str,
+    traces: TraceFiles,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """``emu run MATRIX``: every case under each policy into DIR/<case>, written whole; each report, then the verdicts."""
+    from actors.lab.matrix import MatrixStaging, load_matrix, load_matrix_dir, write_matrix
+    from actors.lab.matrix_view import print_matrix
+    from actors.lab.output import OutDirClaim, OutputError, write_run_dir
+
+    try:
+        matrix = load_matrix(matrix_path)
+    except ConfigError as error:
+        _die(error.problems)
+    for case in matrix.cases:
+        unknown = [name for name in policies if name not in policy_names(case.config)]
+        if unknown:
+            _die(f"error: unknown policy {', '.join(map(repr, unknown))} in case {case.name!r}; valid policies: {', '.join(policy_names(case.config))}")
+    if traces.window is not None and any(traces.window[0] >= case.config.horizon for case in matrix.cases):
+        _die("error: --trace-window starts after the horizon of a case")
+    out = default_out_name(matrix.name) if out is None else out
+    say = (lambda _text: None) if quiet else (lambda text: click.echo(text, err=True))
+    results: list[tuple[ExperimentResult, pathlib.Path, int]] = []
+
+    def run_case(case: Any, directory: pathlib.Path) -> None:
+        case_seed = case.config.seed if seed is None else seed
+        names = list(dict.fromkeys(policies or case.config.policies))
+        result = _run_all(case.config, pathlib.Path(case.config.source), names, case_seed, tie_seed, out / case.name, quiet=quiet, verbose=verbose)
+        for warning in write_run_dir(directory, result, plots=plots, force=False, traces=traces):
+            say(f"warning: {case.name}: {warning}")
+        results.append((result, pathlib.Path(case.config.source), case_seed))
+
+    try:
+        with OutDirClaim(out, force=force, experiment=matrix.name) as claim:
+            staging = MatrixStaging(out, claim)
+            with _interruptible(staging):  # type: ignore[arg-type]
+                try:
+                    write_matrix(matrix, staging, run_case)
+                finally:
+                    staging.__exit__()
+    except OutputError as error:
+        _die(f"error: {error}")
+    except KeyboardInterrupt:
+        _die("interrupted: nothing written", EXIT_INTERRUPTED)
+    print_matrix(load_matrix_dir(out), fmt, recorded_answer)
+    say(f"wrote {out}" + (f" (replacing {claim.replaces})" if claim.replaces else ""))
+    if strict:
+        for result, source, case_seed in results:
+            _strict(result, source, case_seed, tie_seed, out, verbose=verbose)
 
 
 def _strict(result: ExperimentResult, config_path: pathlib.Path, seed: int, tie_seed: int | None, out: pathlib.Path, *, verbose: bool) -> None:
@@ -392,13 +464,18 @@ def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, wind
     """Re-render the report of a finished run directory DIR, without running; with --plots-out, its plots too."""
     if window is not None and plots_out is None:
         _die("error: --window draws timelines: give --plots-out PLOTS too")
+    from actors.lab.matrix import is_matrix_dir
+
+    if is_matrix_dir(run_dir):
+        _report_matrix(run_dir, fmt, plots_out, window)
+        return
     try:
         loaded = load_run_dir(run_dir)
     except RunDirError as error:
         _die(f"error: {error}")
     if plots_out is not None:
         _check_plots_out(loaded, plots_out, window)
-    print_report(build_report(loaded.document, answer=_recorded_answer(loaded)), fmt)
+    print_report(build_report(loaded.document, answer=recorded_answer(loaded)), fmt)
     if plots_out is None:
         return
     from actors.lab.plots import write_plots
@@ -410,7 +487,30 @@ def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, wind
     click.echo(f"wrote {len([p for p in written if p.suffix == '.png'])} plots in {plots_out}", err=True)
 
 
-def _recorded_answer(loaded: RunDirectory) -> list[str]:
+def _report_matrix(path: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, window: tuple[int, int] | None) -> None:
+    """``emu report`` of a matrix directory: each case and the verdicts; with --plots-out, PLOTS/<case>/."""
+    from actors.lab.matrix import load_matrix_dir
+    from actors.lab.matrix_view import print_matrix
+
+    try:
+        loaded = load_matrix_dir(path)
+    except RunDirError as error:
+        _die(f"error: {error}")
+    if plots_out is not None:
+        for name, case in loaded.cases.items():
+            _check_plots_out(case, plots_out / name, window)
+    print_matrix(loaded, fmt, recorded_answer)
+    if plots_out is None:
+        return
+    from actors.lab.plots import write_plots
+
+    for name, case in loaded.cases.items():
+        (plots_out / name).mkdir(parents=True, exist_ok=True)
+        write_plots(plots_out / name, case, window=window)
+    click.echo(f"wrote the plots of {len(loaded.cases)} cases in {plots_out}", err=True)
+
+
+def recorded_answer(loaded: RunDirectory) -> list[str]:
     """The ``[report] answer`` of the config copy a run directory keeps (none if it no longer loads)."""
     try:
         return load_config(loaded.path / CONFIG_COPY).report.answer

@@ -155,6 +155,15 @@ def _check_policies(problems: list[str], config: ExperimentConfig) -> None:
             problems.append(f"policy[{i}].name: {policy.name!r} is a preset; give the custom policy a name of its own")
         if policy.base not in PRESETS:
             problems.append(f"policy[{i}].base: unknown preset {policy.base!r}, expected one of {', '.join(PRESETS)}")
+        else:
+            base = PRESETS[policy.base]
+            per_vma_lock = base.per_vma_lock if policy.per_vma_lock is None else policy.per_vma_lock
+            filemap_fault = base.filemap_fault if policy.filemap_fault is None else policy.filemap_fault
+            if per_vma_lock != "off" and filemap_fault != "v5.1":
+                # 4.19 and V3 drop mmap_sem with a bare up_read; per-VMA locks came with the 5.1 fpin code
+                problems.append(
+                    f"policy[{i}].per_vma_lock: {per_vma_lock!r} needs filemap_fault = \"v5.1\", got {filemap_fault!r}"
+                )
     _unique(problems, "policy", [p.name for p in config.policy], "name")
     for i, name in enumerate(config.policies):
         if name not in policy_names:

@@ -51,6 +51,7 @@ from actors.lab.perfetto_export import to_perfetto
 from actors.lab.rundir import (
     CONFIG_COPY,
     INCOMPLETE,
+    MATRIX,
     PERFETTO_FORMATS,
     REPLAY,
     RESULTS,
@@ -95,10 +96,11 @@ def check_out_dir(out: pathlib.Path, *, force: bool, experiment: str | None = No
         if force:
             return f"an incomplete run in {out}"
         raise OutputError(f"{out}: holds an incomplete run (use --force to replace it)")
-    if not (out / RESULTS).is_file() or not (out / REPLAY).is_file():
+    marker = MATRIX if (out / MATRIX).is_file() else RESULTS
+    if marker == RESULTS and (not (out / RESULTS).is_file() or not (out / REPLAY).is_file()):
         raise OutputError(f"{out}: directory is not empty and is not a run directory; emu run never replaces it, even with --force (choose another --out)")
     try:
-        previous = orjson.loads((out / RESULTS).read_bytes()).get("experiment")
+        previous = orjson.loads((out / marker).read_bytes()).get("experiment")
     except (orjson.JSONDecodeError, AttributeError, OSError):
         previous = None
     if experiment is not None and previous == experiment:
@@ -226,7 +228,7 @@ def write_run_dir(
     warnings: list[str] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _sibling(out, "tmp")
+        tmp = sibling_dir(out, "tmp")
     except OSError as error:
         raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
     try:
@@ -235,7 +237,7 @@ def write_run_dir(
         if plots:
             warnings.extend(_write_plots(tmp, result))
         (tmp / INCOMPLETE).unlink()
-        _move_into_place(tmp, _absolute(out))
+        move_into_place(tmp, _absolute(out))
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         where = f" ({error.filename})" if error.filename else ""
@@ -306,7 +308,7 @@ def _absolute(out: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _sibling(out: pathlib.Path, kind: str) -> pathlib.Path:
+def sibling_dir(out: pathlib.Path, kind: str) -> pathlib.Path:
     """Create an empty sibling ``<out>.<kind>-<random>`` with the umask's permissions (unlike mkdtemp's 0700)."""
     out = _absolute(out)
     while True:
@@ -318,10 +320,10 @@ def _sibling(out: pathlib.Path, kind: str) -> pathlib.Path:
         return path
 
 
-def _move_into_place(tmp: pathlib.Path, out: pathlib.Path) -> None:
+def move_into_place(tmp: pathlib.Path, out: pathlib.Path) -> None:
     """Rename *tmp* to *out*; an existing *out* (empty, or allowed by ``check_out_dir``) is replaced."""
     if out.exists():
-        old = _sibling(out, "old")
+        old = sibling_dir(out, "old")
         old.rmdir()
         out.rename(old)
         try:

@@ -28,6 +28,8 @@ TRACE_PERFETTO_GZ = "trace.perfetto.json.gz"
 PERFETTO_FORMATS = ("gz", "json", "none")
 #: Present while ``emu run`` writes a directory (removed before it is renamed into place).
 INCOMPLETE = "INCOMPLETE"
+#: Marks a matrix directory (``actors.lab.matrix``): one run directory per case.
+MATRIX = "matrix.json"
 #: Raw latency samples per policy, written beside the plots (``actors.lab.plots``).
 SAMPLES = "latency-samples.json"
 
@@ -94,6 +96,8 @@ def load_run_dir(path: pathlib.Path | str) -> RunDirectory:
     if (path / INCOMPLETE).is_file():
         raise RunDirError(f"{path}: an incomplete run directory (emu run was interrupted while writing it); run the experiment again")
     if not results.is_file():
+        if (path / MATRIX).is_file():
+            raise RunDirError(f"{path}: a matrix directory; give one of its cases, {path}/<case>")
         raise RunDirError(f"{path}: not a run directory (no {RESULTS})")
     try:
         document = orjson.loads(results.read_bytes())

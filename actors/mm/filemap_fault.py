@@ -15,7 +15,10 @@ Mirrors mm/filemap.c:
 * ``filemap_fault_v51``: 6b4c9f446981 as merged in v5.1: an ``fpin``
   travels through the function, the sem is dropped at most once, and RETRY
   is returned only once the page is uptodate; ``pagecache_get_page`` with
-  ``FGP_FOR_MMAP`` replaces ``page_cache_read``.
+  ``FGP_FOR_MMAP`` replaces ``page_cache_read``. The same function serves
+  6.7+ under the per-VMA lock (``FAULT_FLAG_VMA_LOCK``): every drop goes
+  through ``release_fault_lock`` (5d74b2ab2c15), so the VMA lock, not
+  mmap_lock, is what it drops for IO and waits.
 
 The retry rule of the caller decides the rest: with ``fault_retry = "once"``
 (4.19/5.1 x86) the second attempt has no ALLOW_RETRY, so every drop helper
@@ -40,7 +43,7 @@ from actors.mm.filemap import (
     pagecache_get_page_for_mmap,
     ra_submit,
 )
-from actors.mm.mmap import VmFlag, up_read
+from actors.mm.mmap import VmFlag, release_fault_lock, up_read
 from actors.mm.page import (
     __lock_page,
     __lock_page_killable,
@@ -86,6 +89,8 @@ def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | Non
 
     V3 (patch 2/7) takes ``(vma, flags)`` and has no *fpin*; v5.1 returns an
     existing *fpin* unchanged (never drops twice). RETRY_NOWAIT keeps the sem.
+    Under the VMA lock (6.7+, 5d74b2ab2c15) ``release_fault_lock`` drops the
+    VMA lock instead: the fault then holds no lock at all for its IO.
     """
     if fpin is not None:
         return fpin
@@ -93,7 +98,7 @@ def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | Non
     if fault_flag_allow_retry_first(current, flags) and not flags & RETRY_NOWAIT:
         vma = vmf.vma
         fpin = get_file(vma.vm_file)
-        up_read(current, vma.vm_mm)
+        release_fault_lock(current, vmf)
         current.dropped_vma = vma
         current.actor.log.info("maybe_unlock_mmap_for_io", mm=vma.vm_mm.owner, ino=vma.vm_file.f_mapping.host.ino)
         return fpin
@@ -373,7 +378,12 @@ def _v3_out_retry(current: TaskStruct, vmf: VmFault, page: Page | None, fpin: Fi
 
 
 async def lock_page_maybe_drop_mmap(current: TaskStruct, vmf: VmFault, page: Page, fpin: File | None) -> tuple[bool, File | None]:
-    """``lock_page_maybe_drop_mmap()`` (v5.1): ``(True, fpin)`` once the page is locked."""
+    """``lock_page_maybe_drop_mmap()`` (v5.1; ``lock_folio_maybe_drop_mmap`` from 5.16): ``(True, fpin)`` once the page is locked.
+
+    6.7+ (5d74b2ab2c15) releases the VMA lock rather than mmap_lock when
+    that is what the fault holds (``release_fault_lock``), on the drop for
+    the wait and on a killed wait.
+    """
     if trylock_page(page, current.comm):
         return True, fpin
     if vmf.flags & RETRY_NOWAIT:
@@ -382,7 +392,7 @@ async def lock_page_maybe_drop_mmap(current: TaskStruct, vmf: VmFault, page: Pag
     if vmf.flags & KILLABLE:
         if await __lock_page_killable(current, page):
             if fpin is None:
-                up_read(current, vmf.vma.vm_mm)
+                release_fault_lock(current, vmf)
             return False, fpin
     else:
         await __lock_page(current, page)

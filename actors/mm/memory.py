@@ -11,7 +11,14 @@ changes behind the policy switches:
   its callers treat ``VM_FAULT_RETRY`` like an error (policy
   ``page_mkwrite = "v3-btrfs"``);
 * 89b15332af7c (policy ``bdp_drop_mmap_sem``): ``fault_dirty_shared_page``
-  drops the sem before ``balance_dirty_pages_ratelimited`` and returns RETRY.
+  drops the sem before ``balance_dirty_pages_ratelimited`` and returns RETRY;
+* per-VMA locks (policy ``per_vma_lock``, docs/KERNELS-6x.md):
+  ``lock_vma_under_rcu`` (6.4: anonymous VMAs with an ``anon_vma`` only;
+  6.12: any VMA) and ``vmf_anon_prepare`` (6.7+: a fault under the VMA lock
+  that needs an ``anon_vma`` the VMA lacks drops the lock and retries).
+  Under ``file`` every file fault path runs under the VMA lock, as 6.7+
+  allows for vm_ops with ``->map_pages`` (``vmf_can_call_fault``; every
+  filesystem here maps pages through ``filemap_map_pages``).
 
 Call graph (read fault on a file VMA)::
 
@@ -35,7 +42,7 @@ import attrs
 from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResult
 from actors.mm.filemap import fput
 from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
-from actors.mm.mmap import Pte, VmAreaStruct, VmFlag
+from actors.mm.mmap import MmStruct, Pte, VmAreaStruct, VmFlag, vma_end_read, vma_start_read
 from actors.mm.page import (
     Page,
     get_page,
@@ -84,6 +91,61 @@ def _vma_use(current: TaskStruct, vma: VmAreaStruct, where: str) -> None:
         check(current, vma, where)
 
 
+def lock_vma_under_rcu(current: TaskStruct, mm: MmStruct, address: int) -> VmAreaStruct | None:
+    """``lock_vma_under_rcu()`` (mm/memory.c, v6.4 and v6.12): the VMA at *address*, read-locked, or ``None``.
+
+    6.4 (50ee32537206) takes only anonymous VMAs (``vma_is_anonymous``) that
+    already have an ``anon_vma`` (the 6.4.x stable fix checks it after
+    locking); 6.6 (350f6bbca1de) dropped the first test and 6.10 moved the
+    second into the fault handlers (``vmf_anon_prepare``), as 6.12 has it.
+    ``None`` counts ``VMA_LOCK_ABORT``; a VMA found detached (unmapped after
+    the walk) counts ``VMA_LOCK_MISS`` and the walk is repeated.
+
+    Emulation notes:
+        The RCU walk (``mas_walk``) and the trylock run without a switch in
+        between, so a VMA is never detached between them and a miss needs a
+        caller that hands a detached VMA in (the tests do).
+    """
+    anon_only = current.kernel.policy.per_vma_lock == "anon"
+    while True:
+        vma = mm.find_vma(address)
+        if vma is None or vma.vm_start > address:
+            break
+        if anon_only and not vma.vma_is_anonymous():
+            break
+        if not vma_start_read(current, vma):
+            break
+        if anon_only and not vma.anon_vma:
+            vma_end_read(current, vma)
+            break
+        if vma.vm_lock.detached:
+            vma_end_read(current, vma)
+            current.kernel.count_vm_event("VMA_LOCK_MISS", current)
+            continue
+        return vma
+    current.kernel.count_vm_event("VMA_LOCK_ABORT", current)
+    return None
+
+
+def vmf_anon_prepare(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    """``vmf_anon_prepare()`` (mm/memory.c, 6.7+): make sure the VMA has an ``anon_vma``.
+
+    Under the VMA lock a missing ``anon_vma`` cannot be set up (it needs
+    mmap_lock): drop the VMA lock and return RETRY, and the mmap_lock
+    attempt does it (``__anon_vma_prepare``). Under mmap_lock, or before
+    6.7, it is just ``anon_vma_prepare``.
+    """
+    vma = vmf.vma
+    if vma.anon_vma:
+        return VmFaultResult(0)
+    if vmf.flags & FaultFlag.VMA_LOCK:
+        vma_end_read(current, vma)
+        current.dropped_vma = vma
+        return VmFaultResult.RETRY
+    vma.anon_vma = True
+    return VmFaultResult(0)
+
+
 def vm_fault_init(vmf: VmFault, vma: VmAreaStruct, address: int, flags: FaultFlag) -> None:
     """``vm_fault_init()`` (V3 patch 1/7): reset only vma, address and flags."""
     vmf.vma = vma
@@ -123,7 +185,10 @@ async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> VmFaul
 
 
 def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
-    """``do_anonymous_page()``: a zeroed private page, no IO."""
+    """``do_anonymous_page()``: a zeroed private page, no IO (``vmf_anon_prepare`` first)."""
+    ret = vmf_anon_prepare(current, vmf)
+    if ret:
+        return ret
     page = Page(None, vmf.address)
     page.flags = PageFlag.UPTODATE
     vmf.vma.vm_mm.set_pte(vmf.address, page, bool(vmf.flags & FaultFlag.WRITE))
@@ -211,7 +276,13 @@ async def do_read_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
 
 
 async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
-    """``do_cow_fault()``: read the file page, copy it into a private writable page."""
+    """``do_cow_fault()``: read the file page, copy it into a private writable page.
+
+    ``vmf_anon_prepare`` first (4de8c93a4751, 6.7: the COW fault under the VMA lock).
+    """
+    ret = vmf_anon_prepare(current, vmf)
+    if ret:
+        return ret
     ret = await __do_fault(current, vmf)
     if ret & _FAIL:
         return ret
@@ -300,7 +371,10 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
     consulted: the whole ``page_mkwrite`` runs again, under the sem.
     """
     vma = vmf.vma
-    if not vma.vm_flags & VmFlag.SHARED:
+    if not vma.vm_flags & VmFlag.SHARED:  # wp_page_copy(): vmf_anon_prepare first (164b06f238b9, 6.7)
+        ret = vmf_anon_prepare(current, vmf)
+        if ret:
+            return ret
         copy = Page(None, vmf.address)
         copy.flags = PageFlag.UPTODATE
         old = pte.page

@@ -10,6 +10,13 @@ mmap_lock tracepoints of v5.11 (``mmap_lock_start_locking``,
 ``mmap_lock_acquire_returned``, ``mmap_lock_released``; 2b5067a8143e) so a
 trace reads like a real one.
 
+Per-VMA locks (6.4+, ``MmStruct.per_vma_lock``; the rules are
+``actors.locking.vma_lock``): ``vma_start_write`` sleeps until the VMA's
+readers leave, ``vma_end_read`` wakes it, and ``up_write`` is
+``mmap_write_unlock``, which ends every VMA write lock
+(``vma_end_write_all``). With per-VMA locks off (before 6.4, or
+``CONFIG_PER_VMA_LOCK=n``) these are the kernel's empty stubs.
+
 Addresses are page numbers (``vm_start``/``vm_end`` in pages, end
 exclusive); a PTE is present iff ``address in mm.ptes``.
 
@@ -24,14 +31,16 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from actors.kernel_types import FATAL_WAKE, Errno
+from actors.kernel_types import FATAL_WAKE, Errno, FaultFlag
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
+from actors.locking.vma_lock import MmLockSeq, VmaLock
 from actors.mm.page import Page, put_page
 from actors.sched.core import wakeup
 from emu import WaitQueue
 
 if TYPE_CHECKING:
     from actors.mm.filemap import File
+    from actors.mm.memory import VmFault
     from actors.sched.task import TaskStruct
     from emu import Engine
 
@@ -50,7 +59,7 @@ class VmFlag(enum.IntFlag):
 class VmAreaStruct:
     """``struct vm_area_struct``: [vm_start, vm_end) pages of ``vm_file`` from ``vm_pgoff``."""
 
-    __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_file", "vm_flags", "vm_ops", "name", "freed")
+    __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_file", "vm_flags", "vm_ops", "name", "freed", "anon_vma", "vm_lock", "_lock_wait")
 
     def __init__(self, mm: MmStruct, start: int, end: int, flags: VmFlag, file: File | None, name: str) -> None:
         self.vm_mm = mm
@@ -62,6 +71,21 @@ class VmAreaStruct:
         self.vm_ops = None if file is None else file.f_mapping.host.fs.vm_ops
         self.name = name
         self.freed = False
+        #: ``vma->anon_vma``: set by ``anon_vma_prepare`` at the first private page (no object here).
+        self.anon_vma = False
+        #: ``vma->vm_lock`` (6.4+); ``None`` without per-VMA locks.
+        self.vm_lock = VmaLock(f"{mm.owner}.{name}.vm_lock", mm.mm_lock_seq) if mm.per_vma_lock else None
+        self._lock_wait: WaitQueue | None = None
+
+    def vma_is_anonymous(self) -> bool:
+        """``vma_is_anonymous()``: no ``vm_ops``."""
+        return self.vm_ops is None
+
+    def lock_wait(self) -> WaitQueue:
+        """The queue a ``vma_start_write`` sleeps on (made at first use)."""
+        if self._lock_wait is None:
+            self._lock_wait = WaitQueue(self.vm_mm.engine, self.vm_lock.name, self.vm_lock.lock.holders)
+        return self._lock_wait
 
     def __repr__(self) -> str:
         return f"<vma {self.name} [{self.vm_start},{self.vm_end})>"
@@ -86,9 +110,13 @@ class Pte:
 class MmStruct:
     """``struct mm_struct`` of one process."""
 
-    def __init__(self, engine: Engine, owner: str, pid: int, semantics: RwsemSemantics) -> None:
+    def __init__(self, engine: Engine, owner: str, pid: int, semantics: RwsemSemantics, *, per_vma_lock: bool = False) -> None:
+        self.engine = engine
         self.owner = owner
         self.pid = pid
+        #: ``CONFIG_PER_VMA_LOCK`` and a kernel that has it (6.4+); ``mm->mm_lock_seq``.
+        self.per_vma_lock = per_vma_lock
+        self.mm_lock_seq = MmLockSeq()
         self.mmap_sem = RwSemaphore(f"{owner}.mmap_sem", semantics)
         self.wait = WaitQueue(engine, f"{owner}.mmap_sem", self.mmap_sem.holders)
         self.vmas: list[VmAreaStruct] = []
@@ -122,6 +150,8 @@ class MmStruct:
                     pte.page.rmap.remove(pte)
                 put_page(pte.page)
                 zapped += 1
+        if self.per_vma_lock:
+            vma.vm_lock.mark_detached(True)  # do_vmi_align_munmap, after vma_start_write
         self.vmas.remove(vma)
         vma.freed = True
         return zapped
@@ -277,5 +307,85 @@ def up_write(current: TaskStruct, mm: MmStruct) -> None:
         current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="write")
         return
     _released(current, mm, "write")
+    if mm.per_vma_lock:
+        vma_end_write_all(current, mm)
     _wake(mm, mm.mmap_sem.up_write(current.comm, current.actor.now_ns))
     current.actor.log.info("mmap_lock_released", mm=mm.owner, write=True)
+
+
+# -- per-VMA locks, sleeping side (6.4+) ------------------------------------------------
+
+
+def vma_end_write_all(current: TaskStruct, mm: MmStruct) -> None:
+    """``vma_end_write_all()`` (include/linux/mmap_lock.h, v6.4), from ``mmap_write_unlock``: bump ``mm_lock_seq``."""
+    before = mm.mm_lock_seq.value
+    after = mm.mm_lock_seq.vma_end_write_all()
+    check = getattr(current.kernel, "lock_seq_advanced", None)
+    if check is not None:
+        check(current, mm.owner, "mm_lock_seq", before, after)
+
+
+async def vma_start_write(current: TaskStruct, vma: VmAreaStruct) -> None:
+    """``vma_start_write()`` (include/linux/mm.h, v6.4-v6.12): write-lock *vma* under mmap_lock held for write.
+
+    Sleeps (uninterruptibly, as ``down_write``) until the readers that hold
+    the VMA leave; a no-op without per-VMA locks or when already locked.
+    The wait is traced (``vma_start_write_wait``) and counted
+    (``vma_start_write_waits``, ``_ns``), not added to the task's sleep kinds.
+    """
+    mm = vma.vm_mm
+    if not mm.per_vma_lock:
+        return
+    if (mm, "write") not in current.mmap_sem_held:
+        current.kernel.violation("vma_write_without_mmap_write_lock", task=current.comm, vma=vma.name)
+    lock = vma.vm_lock
+    before = lock.vm_lock_seq
+    now = current.actor.now_ns
+    acquired = lock.start_write(current.comm, now)
+    while not acquired:
+        await lock_wait_sleep(current, vma)
+        acquired = lock.start_write_retry(current.comm, current.actor.now_ns)
+    if current.actor.now_ns != now:
+        waited = current.actor.now_ns - now
+        current.kernel.count("vma_start_write_waits")
+        current.kernel.count("vma_start_write_waits_ns", waited)
+        current.actor.log.info("vma_start_write_wait", vma=vma.name, waited_ns=waited)
+    if lock.vm_lock_seq != before:
+        check = getattr(current.kernel, "lock_seq_advanced", None)
+        if check is not None:
+            check(current, vma.name, "vm_lock_seq", before, lock.vm_lock_seq)
+
+
+async def lock_wait_sleep(current: TaskStruct, vma: VmAreaStruct) -> None:
+    """Park on the VMA lock until the last reader's ``vma_end_read`` wakes us."""
+    await vma.lock_wait().wait(current.actor, current.comm)
+    await wakeup(current)
+
+
+def vma_start_read(current: TaskStruct, vma: VmAreaStruct) -> bool:
+    """``vma_start_read()`` for *current* (never sleeps): True if it now holds *vma* for read."""
+    if not vma.vm_lock.start_read(current.comm, current.actor.now_ns):
+        return False
+    current.vma_locks_held.append(vma)
+    return True
+
+
+def vma_end_read(current: TaskStruct, vma: VmAreaStruct) -> None:
+    """``vma_end_read()`` (v6.4): release *vma*'s read lock; wake a writer waiting for the last reader.
+
+    A release by a task that does not hold it is the ``rwsem_release_by_non_holder`` violation, as for mmap_sem.
+    """
+    if vma not in current.vma_locks_held:
+        current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=vma.vm_mm.owner, mode="vma_read", vma=vma.name)
+        return
+    current.vma_locks_held.remove(vma)
+    for wake in vma.vm_lock.end_read(current.comm, current.actor.now_ns):
+        vma.lock_wait().wake(wake.owner, None)
+
+
+def release_fault_lock(current: TaskStruct, vmf: VmFault) -> None:
+    """``release_fault_lock()`` (include/linux/mm.h, 6.5+): drop the VMA lock or mmap_lock, whichever the fault holds."""
+    if vmf.flags & FaultFlag.VMA_LOCK:
+        vma_end_read(current, vmf.vma)
+    else:
+        up_read(current, vmf.vma.vm_mm)

@@ -16,7 +16,8 @@ no lock held.
 Accounting: every sleep is reported through ``account_sleep(kind, ns)``;
 a sleep on IO or on io.latency throttling while the task holds any
 ``mmap_sem`` counts as ``mmap_sem_held_across_io``, the inversion's
-signature. Each fault ends with one canonical ``fault_done`` record.
+signature; one while it holds a per-VMA lock (6.4+) as
+``vma_lock_held_across_io``. Each fault ends with one canonical ``fault_done`` record.
 
 CPU time (``actors.sched.core``, ``[costs]``): a user page access costs
 ``access`` and a fault's entry/exit ``fault_entry``; a system call pays
@@ -58,6 +59,7 @@ from actors.mm.mmap import (
     down_write,
     up_read,
     up_write,
+    vma_start_write,
 )
 from actors.mm.page import Page, wake_fatal
 from actors.sched.core import cpu_work, wakeup
@@ -96,6 +98,7 @@ class TaskStruct:
         mm: the process's ``mm_struct`` (shared by its threads).
         blkcg: the cgroup path its IO is charged to.
         mmap_sem_held: ``(mm, "read"|"write")`` for every mmap_sem it holds.
+        vma_locks_held: the VMAs whose per-VMA lock it holds for read.
     """
 
     def __init__(self, kernel: Kernel, comm: str, thread: str, pid: int, tgid: int, mm: MmStruct | None, blkcg: str) -> None:
@@ -108,6 +111,8 @@ class TaskStruct:
         self.blkcg = blkcg
         self.actor: Actor = None  # type: ignore[assignment]  # set by Kernel.spawn_task
         self.mmap_sem_held: list[tuple[MmStruct, str]] = []
+        #: VMAs it holds for read by their per-VMA lock (6.4+: a fault under ``lock_vma_under_rcu``).
+        self.vma_locks_held: list[VmAreaStruct] = []
         self.killable_queue: WaitQueue | None = None
         self._dropped_vma: VmAreaStruct | None = None
         #: Invariant bookkeeping (``actors.invariants``): the handler running
@@ -162,6 +167,9 @@ class TaskStruct:
     def account_sleep(self, kind: str, ns: int) -> None:
         """Record a sleep of *kind*; under an mmap_sem, IO and throttle sleeps count as the inversion."""
         self.sleep_ns[kind] += ns
+        if kind in IO_SLEEPS and self.vma_locks_held:
+            self.kernel.count("vma_lock_held_across_io")
+            self.kernel.count("vma_lock_held_across_io_ns", ns)
         if kind in IO_SLEEPS and self.mmap_sem_held:
             kernel = self.kernel
             if self.retry_suspect is not None and self.fault_flags & FaultFlag.TRIED and self.io_scope is not None:
@@ -304,27 +312,44 @@ class Workload:
         return True
 
     async def vma_op(self, op: Mmap | Munmap | Mprotect) -> None:
-        """``mmap``/``munmap``/``mprotect``: mmap_sem for write (killable) around the VMA change."""
+        """``mmap``/``munmap``/``mprotect``: mmap_sem for write (killable) around the VMA change.
+
+        With per-VMA locks (6.4+) each VMA changed is write-locked first, as
+        the kernel does: the new VMA in ``mmap_region`` ("lock the VMA since
+        it is modified after insertion", 6.4; ad9f006351c3, 6.6, before
+        inserting it), each VMA ``do_vmi_align_munmap`` detaches, and the VMA
+        ``mprotect_fixup`` changes. A writer thus waits for the faults that
+        hold that VMA's lock; ``up_write`` unlocks them all.
+        """
         current = self.current
         mm = current.mm
+        kernel = current.kernel
         await cpu_work(current, "syscall")
         if await down_write(current, mm, killable=True):
             return
         work: tuple[str, ...] = ()
         shootdown = False
         if isinstance(op, Mmap) and op.mapping is not None:
-            current.kernel.remap(current, op.mapping)
+            vma = kernel.remap(current, op.mapping)
+            if vma is not None:
+                await vma_start_write(current, vma)
             work = ("vma_alloc",)
         elif isinstance(op, Mmap):
-            self.regions.append(mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}"))
+            vma = mm.insert_vma(-(-op.length // 4096), VmFlag.READ | VmFlag.WRITE, None, f"anon.{current.comm}")
+            await vma_start_write(current, vma)
+            self.regions.append(vma)
             work = ("vma_alloc",)
         elif isinstance(op, Munmap):
-            vma = current.kernel.mapping_vma(current.mm, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
+            vma = kernel.mapping_vma(current.mm, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
+                await vma_start_write(current, vma)
+                kernel.vma_modified(current, vma, "munmap")
                 work, shootdown = ("vma_free", "pgtable_teardown"), mm.remove_vma(vma) > 0
         elif isinstance(op, Mprotect) and op.prot is not None:
-            vma = current.kernel.mapping_vma(current.mm, op.mapping)
+            vma = kernel.mapping_vma(current.mm, op.mapping)
             if vma is not None:
+                await vma_start_write(current, vma)
+                kernel.vma_modified(current, vma, "mprotect")
                 mm.mprotect_vma(vma, write=op.prot == "rw")
                 shootdown = op.prot == "r"
         await cpu_work(current, *work, extra_ns=op.hold)
@@ -351,8 +376,8 @@ async def truncate(current: TaskStruct, op: Truncate) -> None:
 
 async def return_to_user(current: TaskStruct) -> None:
     """``exit_to_usermode_loop``: pay io.latency's induced delay, holding no lock."""
-    if current.mmap_sem_held:
-        raise AssertionError(f"{current.comm} returns to user space holding {current.mmap_sem_held}")
+    if current.mmap_sem_held or current.vma_locks_held:
+        raise AssertionError(f"{current.comm} returns to user space holding {current.mmap_sem_held or current.vma_locks_held}")
     await blkcg_maybe_throttle_current(current)
 
 

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from actors.block.bio import Bio
-from actors.invariants import INVARIANTS, check_invariants, check_rwsem_acquire
+from actors.invariants import INVARIANTS, check_invariants, check_lock_seq_advanced, check_rwsem_acquire, check_vma_modify
 from actors.kernel import Kernel
 from actors.kernel_types import PageFlag, ReqOp
 from actors.lab.config import (
@@ -25,6 +25,7 @@ from actors.lab.config import (
 )
 from actors.lab.experiment import run_policy
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
+from actors.locking.vma_lock import MmLockSeq, VmaLock
 from actors.mm.mmap import up_read, up_write
 from actors.mm.page import (
     Page,
@@ -302,3 +303,45 @@ def test_io_under_mmap_sem_on_retry_finds_v3_mkwrite_redone(policy: str) -> None
     found = _retry_io("btrfs-mkwrite", policy, 3_000_000_000)
     assert bool(found) is (policy == "v3")
     assert all(v["cause"] == "mkwrite_redone_under_sem" and v["scope"] == "mkwrite" for v in found)
+
+
+# -- per-VMA locks -------------------------------------------------------------------------
+
+
+def test_vma_modified_under_reader_is_caught() -> None:
+    """A VMA changed while a fault holds its lock, or without vma_start_write, is a violation; after vma_start_write it is not."""
+    lock = VmaLock("app.m.vm_lock", MmLockSeq())
+    assert lock.start_read("app.t", 0)
+    ((name, seen),) = check_vma_modify(lock)
+    assert name == "vma_modified_under_reader" and seen["readers"] == ["app.t"]
+    lock.end_read("app.t", 1)
+    assert _names([{"invariant": n} for n, _ in check_vma_modify(lock)]) == ["vma_modified_under_reader"]  # not write-locked
+    assert lock.start_write("app.w", 2)
+    assert check_vma_modify(lock) == []
+
+
+def test_vma_lock_seq_must_grow() -> None:
+    """A sequence number that stays or goes back is vma_lock_seq_not_monotonic."""
+    assert check_lock_seq_advanced("mm_lock_seq", 3, 4) == []
+    assert [n for n, _ in check_lock_seq_advanced("vm_lock_seq", 4, 4)] == ["vma_lock_seq_not_monotonic"]
+    assert check_lock_seq_advanced("vm_lock_seq", 5, 2)[0][1] == {"seq": "vm_lock_seq", "before": 5, "after": 2}
+
+
+def test_per_vma_lock_hooks_check_every_writer_in_a_run() -> None:
+    """Under v6.12 every mmap_write_unlock and vma_start_write is checked; mprotect/munmap of a mapping under faults stays clean."""
+    config = _config(
+        processes=[
+            {"name": "app", "mappings": [{"name": "m", "file": "f", "writable": True}],
+             "threads": [
+                 {"name": "t", "iterations": 20, "program": [{"op": "touch", "mapping": "m", "pages": 4, "pattern": "random"}]},
+                 {"name": "w", "iterations": 5, "program": [
+                     {"op": "mprotect", "mapping": "m", "prot": "r"}, {"op": "mprotect", "mapping": "m", "prot": "rw"},
+                     {"op": "munmap", "mapping": "m"}, {"op": "mmap", "mapping": "m"}, {"op": "think", "time": "1ms"}]},
+             ]},
+        ]
+    )  # fmt: skip
+    off, on = run_policy(config, "v6.1").results, run_policy(config, "v6.12").results
+    assert on["invariants"]["violations"] == [] and off["invariants"]["violations"] == []
+    writes = on["mmap_sem"]["app"]["write_acquires"]
+    assert on["invariants"]["checked"] >= off["invariants"]["checked"] + writes  # a seq check per mmap_write_unlock
+    assert on["counters"]["vma_lock_success"] > 0

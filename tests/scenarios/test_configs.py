@@ -29,17 +29,28 @@ import pytest
 from rich.console import Console
 
 from actors.lab.experiment import run_policy
+from actors.lab.matrix import is_matrix_file, load_matrix
 from actors.lab.report import build_report, print_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 EXPECTED_DIR = pathlib.Path(__file__).resolve().parent / "expected"
-CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if path.is_file())
+#: The configs under test: ``configs/*.toml`` (matrix files aside: their cases are tested) and
+#: ``configs/realkernel/*.toml`` (as ``realkernel/<name>``, the cases of ``realkernel-iomax.toml``).
+MATRICES = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if is_matrix_file(path))
+CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.toml") if path.is_file() and path.stem not in MATRICES) + sorted(
+    f"realkernel/{path.stem}" for path in (CONFIG_DIR / "realkernel").glob("*.toml")
+)
 #: Configs whose policies all run in about a second; every other one is ``slow``.
 FAST = frozenset({"page-lock-contention"})
 UPDATE_HINT = "pytest tests/scenarios --update-expected"
 
 Runs = dict[str, dict[str, Any]]
+
+
+def expected_path(name: str) -> pathlib.Path:
+    """``expected/<name>.json``, a config in a subdirectory flattened: ``realkernel/plain`` -> ``realkernel-plain.json``."""
+    return EXPECTED_DIR / f"{name.replace('/', '-')}.json"
 
 
 def _params() -> list[Any]:
@@ -88,7 +99,7 @@ def _diff(expected: Any, actual: Any, path: str = "") -> list[str]:
 def test_summary_matches_expected(name: str, scenarios, update_expected: bool) -> None:
     """The run's compact summary equals the committed one (or rewrites it with --update-expected)."""
     actual = scenarios.summary(name)
-    path = EXPECTED_DIR / f"{name}.json"
+    path = expected_path(name)
     if update_expected:
         EXPECTED_DIR.mkdir(exist_ok=True)
         path.write_text(json.dumps(actual, indent=2) + "\n")
@@ -126,7 +137,7 @@ def test_qualitative_claims(name: str, scenarios) -> None:
 
 def test_every_expectation_has_its_config() -> None:
     """No stale ``expected/*.json`` for a config that was renamed or removed."""
-    stale = sorted(p.name for p in EXPECTED_DIR.glob("*.json") if p.stem not in CONFIGS)
+    stale = sorted(p.name for p in EXPECTED_DIR.glob("*.json") if p not in {expected_path(name) for name in CONFIGS})
     assert not stale, f"expectations without a config: {stale}"
 
 
@@ -184,6 +195,30 @@ def claims_seed_inversion(runs: Runs, scenarios) -> None:
     # io.latency never throttles; its monitor waits for plain disk reads instead (defect 2).
     assert counter(v3, "throttled_bios") == 0
     assert p99(v3, key) >= 5 * p99(new, key)
+
+
+def claims_seed_inversion_vma(runs: Runs, scenarios) -> None:
+    old, v51, v64, v612 = runs["v4.19"], runs["v5.1"], runs["v6.4"], runs["v6.12"]
+    key = "monitor/proc_read"
+    batch = [name for name in v51["mmap_sem"] if name.startswith("batch")]
+    reads = {policy: sum(run["mmap_sem"][name]["read_acquires"] for name in batch) for policy, run in runs.items()}
+    # v4.19 still inverts; from v5.1 the faulter's own IO is off mmap_lock
+    assert p99(old, key) >= 2 * p99(v51, key), (p99(old, key), p99(v51, key))
+    # the memreader's GUP faults wait for IO holding mmap_lock, under every version
+    for policy, run in runs.items():
+        assert counter(run, "proc_mem_faults") > 0 and counter(run, "mmap_sem_held_across_io") > 0, policy
+        assert run["invariants"]["violations"] == [], policy
+    # 6.4: file VMAs are not locked by VMA; every fault aborts the try and runs as in v5.1
+    assert counter(v64, "vma_lock_abort") == counter(v64, "faults") and counter(v64, "vma_lock_success") == 0
+    assert reads["v6.4"] == reads["v5.1"] and p99(v64, key) == p99(v51, key)
+    # 6.12: faults under the VMA lock; a major one retries under mmap_lock once, a minor one never takes it
+    assert counter(v612, "vma_lock_success") > 0
+    assert counter(v612, "vma_lock_retry") >= 0.9 * counter(v612, "major_faults")
+    assert counter(v612, "vma_lock_abort") <= 0.01 * counter(v612, "faults")
+    assert reads["v6.12"] <= 0.65 * reads["v5.1"], reads
+    # ... which leaves the monitor's tail, set by the memreader's IO under mmap_lock, where v5.1 has it
+    assert 0.8 * p99(v51, key) <= p99(v612, key) <= 1.25 * p99(v51, key), (p99(v51, key), p99(v612, key))
+    assert counter(v612, "mmap_sem_held_across_io") >= 0.5 * counter(v51, "mmap_sem_held_across_io")
 
 
 def claims_v3_second_attempt(runs: Runs, scenarios) -> None:
@@ -295,8 +330,53 @@ def claims_fault_injection(runs: Runs, scenarios) -> None:
     assert counter(v419, "sigbus_delivered") > counter(v419, "inject_enospc")  # a read that failed twice
 
 
+#: The monitor's op in the real-kernel matrix, and the factor that makes an inversion.
+REALKERNEL_OP, REALKERNEL_FACTOR = "monitor/proc_read", 10
+
+
+def _no_inversion(runs: Runs, scenarios) -> None:
+    """A realkernel case without the /proc/self/mem reader under io.max: the monitor's p99 under 10x the baseline's."""
+    base = scenarios.runs("realkernel/iomax-faults")
+    for policy, run in runs.items():
+        assert p99(run, REALKERNEL_OP) < REALKERNEL_FACTOR * p99(base[policy], REALKERNEL_OP), policy
+
+
+def claims_realkernel_plain_faults(runs: Runs, scenarios) -> None:
+    _no_inversion(runs, scenarios)
+    for policy, run in runs.items():
+        assert counter(run, "mmap_sem_held_across_io") == 0, policy  # 5.1+ faults drop the sem for IO
+
+
+def claims_realkernel_mem_nolimit(runs: Runs, scenarios) -> None:
+    _no_inversion(runs, scenarios)
+    for policy, run in runs.items():  # the reader does hold the sem across its IO: unthrottled, it is short
+        assert counter(run, "mmap_sem_held_across_io") > 0 and counter(run, "throtl_queued_bios") == 0, policy
+
+
+def claims_realkernel_iomax_mem(runs: Runs, scenarios) -> None:
+    base = scenarios.runs("realkernel/iomax-faults")
+    for policy, run in runs.items():
+        assert p99(run, REALKERNEL_OP) >= REALKERNEL_FACTOR * p99(base[policy], REALKERNEL_OP), policy
+        assert counter(run, "proc_mem_faults") > 0 and counter(run, "throtl_queued_bios") > 0, policy
+
+
+def test_matrix_cases_are_scenario_configs() -> None:
+    """Every case of a shipped matrix is a config under test here, and its verdict rule is the claims'."""
+    for name in MATRICES:
+        matrix = load_matrix(CONFIG_DIR / f"{name}.toml")
+        for case in matrix.cases:
+            stem = pathlib.Path(case.config.source).relative_to(CONFIG_DIR).with_suffix("").as_posix()
+            assert stem in CONFIGS and stem in CLAIMS, stem
+        assert (matrix.op, matrix.factor) == (REALKERNEL_OP, REALKERNEL_FACTOR)
+
+
 CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
+    "realkernel/plain": claims_realkernel_plain_faults,
+    "realkernel/iomax-faults": claims_realkernel_plain_faults,
+    "realkernel/iomax-mem": claims_realkernel_iomax_mem,
+    "realkernel/mem-nolimit": claims_realkernel_mem_nolimit,
     "seed-inversion": claims_seed_inversion,
+    "seed-inversion-vma": claims_seed_inversion_vma,
     "v3-second-attempt": claims_v3_second_attempt,
     "btrfs-mkwrite": claims_btrfs_mkwrite,
     "lespinasse-2010": claims_lespinasse_2010,

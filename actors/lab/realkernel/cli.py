@@ -27,7 +27,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from actors.lab.config import ConfigError, load_config
-from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_THRESHOLD_NS, compare, to_json, write_cdfs
+from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_THRESHOLD_NS, Pair, compare, to_json, write_cdfs
 from actors.lab.realkernel import host
 from actors.lab.realkernel.host import KERNELS, RealKernelError
 from actors.lab.realkernel.spec import translate
@@ -55,9 +55,13 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
     the apt-get line for what is missing). Kernel packages are downloaded once
     into ~/.cache/faultpath (never installed).
     """
+    from actors.lab.matrix import is_matrix_file
     from actors.lab.output import OutputError
     from actors.lab.realkernel.run import PHASES, kernel_run
 
+    if is_matrix_file(config_path):
+        _kernel_run_matrix(config_path, list(dict.fromkeys(kernels)), out, force=force, fmt=fmt, quiet=quiet)
+        return
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -96,6 +100,58 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
         click.echo(f"wrote {out}", err=True)
 
 
+def _kernel_run_matrix(matrix_path: pathlib.Path, versions: list[str], out: pathlib.Path | None, *, force: bool, fmt: str, quiet: bool) -> None:
+    """``emu kernel-run MATRIX``: every case on every kernel into DIR/<case>, written whole; each report, then the verdicts."""
+    from actors.lab.cli import recorded_answer
+    from actors.lab.matrix import MatrixStaging, load_matrix, load_matrix_dir, write_matrix
+    from actors.lab.matrix_view import print_matrix
+    from actors.lab.output import OutDirClaim, OutputError
+    from actors.lab.realkernel.run import PHASES, kernel_run
+
+    try:
+        matrix = load_matrix(matrix_path)
+        for case in matrix.cases:  # what can be refused at once is refused before anything boots
+            translate(case.config)
+        host.check_tools()
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    except RealKernelError as error:
+        _die(f"error: {error}")
+    out = out or pathlib.Path("runs") / f"{matrix.name}-real"
+    console = Console(stderr=True, highlight=False)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+    tasks: dict[tuple[str, str], int] = {}
+
+    def run_case(case, directory: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+        def on_phase(version: str, phase: str) -> None:
+            key = (case.name, version)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"{case.name} linux-{version}: {phase}", total=len(PHASES))
+            progress.update(tasks[key], description=f"{case.name} linux-{version}: {phase}", completed=PHASES.index(phase))
+
+        kernel_run(case.config, versions, directory, on_phase=on_phase)
+        for key, task in tasks.items():
+            if key[0] == case.name:
+                progress.update(task, completed=len(PHASES))
+
+    try:
+        with progress, OutDirClaim(out, force=force, experiment=matrix.name) as claim:
+            staging = MatrixStaging(out, claim)
+            try:
+                write_matrix(matrix, staging, run_case)
+            finally:
+                staging.__exit__()
+    except (RealKernelError, OutputError) as error:
+        _die(f"error: {error}")
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    except KeyboardInterrupt:
+        _die("interrupted: nothing written", 130)
+    print_matrix(load_matrix_dir(out), fmt, recorded_answer)
+    if not quiet:
+        click.echo(f"wrote {out}", err=True)
+
+
 @click.command("compare")
 @click.argument("emulated_dir", metavar="EMULATED_DIR", type=click.Path(path_type=pathlib.Path))
 @click.argument("real_dir", metavar="REAL_DIR", type=click.Path(path_type=pathlib.Path))
@@ -111,6 +167,13 @@ def compare_command(emulated_dir: pathlib.Path, real_dir: pathlib.Path, baseline
         threshold_ns = parse_duration(threshold)
     except ValueError as error:
         _die(f"error: --threshold: {error}")
+    from actors.lab.matrix import is_matrix_dir
+
+    if is_matrix_dir(emulated_dir) or is_matrix_dir(real_dir):
+        if baseline:
+            _die("error: --baseline: a matrix names its own baseline case")
+        _compare_matrices(emulated_dir, real_dir, op=op, factor=factor, threshold_ns=threshold_ns, plots_out=plots_out, as_json=as_json)
+        return
     try:
         emulated, real = load_run_dir(emulated_dir), load_run_dir(real_dir)
         baselines = (load_run_dir(baseline[0]), load_run_dir(baseline[1])) if baseline else None
@@ -122,18 +185,57 @@ def compare_command(emulated_dir: pathlib.Path, real_dir: pathlib.Path, baseline
     if as_json:
         click.echo(orjson.dumps(to_json(pairs), option=orjson.OPT_INDENT_2).decode())
     else:
-        console = Console(highlight=False)
-        for pair in pairs:
-            table = Table(title=f"{emulated.document.get('experiment')}: {pair.emulated} (emulated) vs {pair.real} (real)", title_justify="left", box=box.SIMPLE_HEAD)
-            table.add_column("op\n", overflow="fold")
-            for header in ("samples", "p50", "p99", "max"):
-                table.add_column(f"{header}\nemu/real", justify="right", no_wrap=True)
-            for key, e, r in pair.ops:
-                table.add_row(key, f"{e.count}/{r.count}", *(f"{format_ns(getattr(e, f))}/{format_ns(getattr(r, f))}" for f in ("p50_ns", "p99_ns", "max_ns")))
-            console.print(table)
-            for side, v in (("emulated", pair.emulated_verdict), ("real", pair.real_verdict)):
-                console.print(f"  verdict ({side} {v.column}, {op}): {v.verdict} ({v.reference})")
-            console.print(f"  verdicts {'agree' if pair.agrees else 'DIFFER'}")
+        _print_pairs(Console(highlight=False), str(emulated.document.get("experiment")), pairs, op)
     if plots_out is not None:
         written = write_cdfs(plots_out, emulated, real)
+        click.echo(f"wrote {len(written)} plots in {plots_out}", err=True)
+
+
+def _print_pairs(console: Console, title: str, pairs: list[Pair], op: str) -> None:
+    for pair in pairs:
+        table = Table(title=f"{title}: {pair.emulated} (emulated) vs {pair.real} (real)", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("op\n", overflow="fold")
+        for header in ("samples", "p50", "p99", "max"):
+            table.add_column(f"{header}\nemu/real", justify="right", no_wrap=True)
+        for key, e, r in pair.ops:
+            table.add_row(key, f"{e.count}/{r.count}", *(f"{format_ns(getattr(e, f))}/{format_ns(getattr(r, f))}" for f in ("p50_ns", "p99_ns", "max_ns")))
+        console.print(table)
+        for side, v in (("emulated", pair.emulated_verdict), ("real", pair.real_verdict)):
+            console.print(f"  verdict ({side} {v.column}, {op}): {v.verdict} ({v.reference})")
+        console.print(f"  verdicts {'agree' if pair.agrees else 'DIFFER'}")
+
+
+def _compare_matrices(emulated_dir: pathlib.Path, real_dir: pathlib.Path, *, op: str, factor: float, threshold_ns: int, plots_out: pathlib.Path | None, as_json: bool) -> None:
+    """``emu compare`` of two matrix directories: case by case, the verdicts by the emulated matrix's baseline case, then one summary table."""
+    from actors.lab.matrix import load_matrix_dir
+
+    try:
+        emulated, real = load_matrix_dir(emulated_dir), load_matrix_dir(real_dir)
+    except RunDirError as error:
+        _die(f"error: {error}")
+    if emulated.header["cases"] != real.header["cases"]:
+        _die(f"error: {emulated_dir} and {real_dir} hold different cases: {', '.join(emulated.header['cases'])} vs {', '.join(real.header['cases'])}")
+    baselines = (emulated.baseline, real.baseline) if emulated.baseline is not None and real.baseline is not None else None
+    by_case = {name: compare(emulated.cases[name], real.cases[name], op=op, baselines=baselines, factor=factor, threshold_ns=threshold_ns) for name in emulated.header["cases"]}
+    if as_json:
+        click.echo(orjson.dumps({name: to_json(pairs) for name, pairs in by_case.items()}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        console = Console(highlight=False)
+        for name, pairs in by_case.items():
+            console.rule(f"case {name}", align="left")
+            _print_pairs(console, name, pairs, op)
+        rule = f"{factor:g}x the p99 of case {emulated.header['baseline']!r}" if baselines else f"a p99 of at least {format_ns(threshold_ns)}"
+        summary = Table(title=f"{emulated.header['experiment']}: {op} p99 (samples); inversion = {rule}", title_justify="left", box=box.SIMPLE_HEAD)
+        for column, justify in (("case", "left"), ("emulated / real", "left"), ("p99 emu", "right"), ("p99 real", "right"), ("verdicts emu / real", "left")):
+            summary.add_column(column, justify=justify, no_wrap=column != "verdicts emu / real")
+        for name, pairs in by_case.items():
+            for pair in pairs:
+                e, r = pair.emulated_verdict, pair.real_verdict
+                counts = {p.column: p.count for _key, *sides in pair.ops if _key == op for p in sides}
+                cells = [f"{format_ns(v.p99_ns)} ({counts.get(v.column, 0)})" if v.p99_ns is not None else "-" for v in (e, r)]
+                agree = f"{e.verdict} / {r.verdict}" + ("" if pair.agrees else "  DIFFER")
+                summary.add_row(name, f"{pair.emulated} / {pair.real}", *cells, agree)
+        console.print(summary)
+    if plots_out is not None:
+        written = [p for name in by_case for p in write_cdfs(plots_out / name, emulated.cases[name], real.cases[name])]
         click.echo(f"wrote {len(written)} plots in {plots_out}", err=True)

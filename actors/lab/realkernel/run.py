@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from actors.lab.output import OutputError, _move_into_place, _sibling, check_out_dir, dumps_json
+from actors.lab.output import OutputError, check_out_dir, dumps_json, move_into_place, sibling_dir
 from actors.lab.realkernel.guest import RESULTS_DISK_BYTES, boot, build_initramfs, make_data_disk, qemu_args
 from actors.lab.realkernel.host import check_kernel_config, check_tools, fetch_kernel
 from actors.lab.realkernel.probe import build_probe
@@ -70,7 +70,7 @@ def kernel_run(
     probe = build_probe(tools["gcc"])
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(out, "tmp")
+    staging = sibling_dir(out, "tmp")
     runs = []
     try:
         (staging / INCOMPLETE).write_bytes(b"emu kernel-run is writing this directory\n")
@@ -107,7 +107,7 @@ def kernel_run(
         replay = {"config": str(pathlib.Path(config.source).resolve()), "config_copy": CONFIG_COPY, "policies": [r["policy"] for r in runs], "seed": config.seed, "tie_seed": None, "real_kernel": True}
         (staging / REPLAY).write_bytes(dumps_json(replay))
         (staging / INCOMPLETE).unlink()
-        _move_into_place(staging, out.absolute())
+        move_into_place(staging, out.absolute())
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{out}: writing failed: {error.strerror or error}; nothing was written") from None

@@ -1,6 +1,6 @@
 """Tests for actors/arch/fault.py: the x86 user fault entry and its VM_FAULT_RETRY loop.
 
-docs/DESIGN.md B5, B9, B10 and B17, through
+docs/DESIGN.md B5, B9, B10, B17 and B21 (per-VMA locks), through
 a real ``Kernel`` built from small configs (``run_policy`` or a hand-run
 engine when a test needs to reach into the machine).
 """
@@ -16,8 +16,8 @@ from actors.kernel_types import FaultFlag, VmFaultResult
 from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
 from actors.lab.experiment import run_policy
 from actors.mm.filemap_fault import filemap_fault
-from actors.mm.memory import VmOperations, handle_mm_fault
-from actors.mm.mmap import down_read, up_read
+from actors.mm.memory import VmFault, VmOperations, handle_mm_fault, lock_vma_under_rcu, vm_fault_init, vmf_anon_prepare
+from actors.mm.mmap import VmFlag, down_read, up_read, vma_end_read
 from actors.sched.task import TaskStruct
 from emu import Engine, Trace
 
@@ -224,3 +224,111 @@ def test_behaviour_17_pgmajfault_counted_once_per_fault_even_when_retried(policy
     if policy != "v2.6.36":
         assert any(r["attempts"] == 2 for r in major)
         assert counters["fault_retries"] >= len([r for r in major if r["attempts"] == 2])
+
+
+# -- per-VMA locks (behaviour 21, docs/KERNELS-6x.md) ------------------------------------
+
+
+def _batch(threads: list[dict[str, Any]]) -> ExperimentConfig:
+    return _config([{"name": "p", "threads": threads}])
+
+
+def _read_acquires(result, process: str = "p") -> int:
+    return result.results["mmap_sem"][process]["read_acquires"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "mmap_lock_reads", "vma_counters"),
+    [
+        ("v6.1", 2, {}),
+        ("v6.4", 2, {"vma_lock_abort": 1}),  # a file VMA: 6.4 takes anonymous ones only
+        ("v6.12", 1, {"vma_lock_retry": 1}),  # the IO under the VMA lock, mmap_lock only for the retry
+    ],
+)
+def test_behaviour_21_major_file_fault_and_the_vma_lock(policy: str, mmap_lock_reads: int, vma_counters: dict[str, int]) -> None:
+    """A cold-page read fault: 6.12 does its IO holding only the VMA lock, drops it, and retries under mmap_lock once."""
+    result = run_policy(_batch([_thread("faulter", [_touch()])]), policy)
+    counters = result.results["counters"]
+    assert _read_acquires(result) == mmap_lock_reads
+    assert {k: v for k, v in counters.items() if k.startswith("vma_lock_") and not k.endswith("_ns")} == vma_counters
+    assert counters["major_faults"] == 1 and counters.get("mmap_sem_held_across_io", 0) == 0
+    (done,) = _of(list(result.trace.records()), "p.faulter", "fault_done")
+    assert done["attempts"] == 2
+    if policy == "v6.12":
+        assert "TRIED" in done["flags"].split("|")  # 46e714c729c8: the mmap_lock retry of a major fault
+        assert done["vma_lock"] == "retry"
+        assert counters.get("vma_lock_held_across_io", 0) == 0  # release_fault_lock dropped it before the read
+
+
+def test_behaviour_21_cached_file_fault_takes_no_mmap_lock_under_v6_12() -> None:
+    """With the file cached, fault-around maps the page under the VMA lock: VMA_LOCK_SUCCESS and no mmap_lock at all."""
+    config = _config([{"name": "p", "threads": [_thread("faulter", [_touch()])]}], cached=1.0)
+    v612, v64 = run_policy(config, "v6.12"), run_policy(config, "v6.4")
+    assert _read_acquires(v612) == 0 and v612.results["counters"]["vma_lock_success"] == 1
+    assert _read_acquires(v64) == 1 and v64.results["counters"]["vma_lock_abort"] == 1
+
+
+def test_behaviour_21_a_write_locked_vma_sends_the_fault_to_mmap_lock() -> None:
+    """While mprotect holds mmap_lock for write it has write-locked the VMA: the fault aborts the VMA-lock try and queues for mmap_lock."""
+    config = _batch(
+        [
+            _thread("w", [{"op": "mprotect", "mapping": "m", "prot": "r", "hold": "3ms"}]),
+            _thread("faulter", [_touch()], "500us"),
+        ]
+    )
+    result = run_policy(config, "v6.12")
+    records = list(result.trace.records())
+    (done,) = _of(records, "p.faulter", "fault_done")
+    w_released = _of(records, "p.w", "mmap_lock_released")[0]["ts"]
+    assert done["vma_lock"] == "abort" and result.results["counters"]["vma_lock_abort"] == 1
+    assert _of(records, "p.faulter", "mmap_lock_acquire_returned")[0]["ts"] == w_released
+    assert result.results["invariants"]["violations"] == []
+
+
+def test_behaviour_21_proc_pid_mem_still_faults_under_mmap_lock() -> None:
+    """GUP from /proc/<pid>/mem never tries the VMA lock: its fault waits for the IO holding mmap_lock, under 6.12 too."""
+    mem = {"op": "proc_read", "target": "self", "file": "mem", "target_mapping": "m", "pages": 1, "pattern": "sequential"}
+    result = run_policy(_batch([_thread("memreader", [mem])]), "v6.12")
+    counters = result.results["counters"]
+    assert counters["proc_mem_faults"] == 1 and counters["mmap_sem_held_across_io"] >= 1
+    assert not [k for k in counters if k.startswith("vma_lock_")]
+
+
+def test_behaviour_21_anonymous_vmas_under_v6_4_and_v6_12() -> None:
+    """6.4 locks an anonymous VMA only once it has an anon_vma; 6.12 locks it and vmf_anon_prepare retries under mmap_lock."""
+    for policy, first in (("v6.4", None), ("v6.12", "retry")):
+        kernel = _machine(_batch([_thread("t", [_touch()])]), policy)
+        current = _task(kernel, "p.t")
+        mm = current.mm
+        anon = mm.insert_vma(4, VmFlag.READ | VmFlag.WRITE, None, "anon")
+        assert anon.vma_is_anonymous() and not kernel.mapping_vma(mm, "m").vma_is_anonymous()
+        locked = lock_vma_under_rcu(current, mm, anon.vm_start)
+        if first is None:
+            assert locked is None and kernel.counters["vma_lock_abort"] == 1  # no anon_vma yet
+        else:
+            assert locked is anon
+            vmf = VmFault()
+            vm_fault_init(vmf, anon, anon.vm_start, FaultFlag.VMA_LOCK | FaultFlag.ALLOW_RETRY)
+            assert vmf_anon_prepare(current, vmf) == VmFaultResult.RETRY  # and the VMA lock is dropped
+            assert current.vma_locks_held == []
+        vmf = VmFault()
+        vm_fault_init(vmf, anon, anon.vm_start, FaultFlag.ALLOW_RETRY)
+        assert vmf_anon_prepare(current, vmf) == 0 and anon.anon_vma  # under mmap_lock: __anon_vma_prepare
+        assert lock_vma_under_rcu(current, mm, anon.vm_start) is anon
+        vma_end_read(current, anon)
+        assert policy != "v6.4" or lock_vma_under_rcu(current, mm, kernel.mapping_vma(mm, "m").vm_start) is None
+
+
+def test_behaviour_21_detached_vma_counts_a_miss_and_walks_again() -> None:
+    """lock_vma_under_rcu finding a VMA detached after the walk counts VMA_LOCK_MISS and looks again."""
+    kernel = _machine(_batch([_thread("t", [_touch()])]), "v6.12")
+    current = _task(kernel, "p.t")
+    vma = kernel.mapping_vma(current.mm, "m")
+    vma.vm_lock.start_write("unmapper", 0)
+    vma.vm_lock.mark_detached(True)  # unmapped while the walk found it (the kernel's RCU window)
+    current.mm.mm_lock_seq.vma_end_write_all()
+    calls = iter([vma, None])
+    current.mm.find_vma = lambda address: next(calls)
+    assert lock_vma_under_rcu(current, current.mm, vma.vm_start) is None
+    assert kernel.counters["vma_lock_miss"] == 1 and kernel.counters["vma_lock_abort"] == 1
+    assert current.vma_locks_held == []

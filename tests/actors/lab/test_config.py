@@ -131,6 +131,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "unknown_policy_name": ("policies[1]", "v9.99"),
     "unknown_policy_base": ("policy[0].base", "v1.0"),
     "unknown_rwsem_semantics": ("policy[0].rwsem", "6.0"),
+    "per_vma_lock_unknown": ("policy[0].per_vma_lock", "all"),
+    "per_vma_lock_needs_v51_filemap": ("policy[0].per_vma_lock", 'needs filemap_fault = "v5.1", got \'4.19\''),
     "unknown_fs_kind": ("files[0].fs", "ext9"),
     "unknown_touch_pattern": ("processes[0].threads[0].program[0].pattern", "zigzag"),
     # cross-references

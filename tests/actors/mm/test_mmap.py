@@ -3,7 +3,8 @@
 docs/DESIGN.md B1-B3, driven by small
 configs of /proc readers (``proc_read`` holds the target's mmap_sem for read
 for ``cost``) and ``mprotect`` writers, run with ``run_policy``. The sans-IO
-queue rules themselves are unit-tested in tests/actors/locking/test_rwsem.py.
+queue rules themselves are unit-tested in tests/actors/locking/test_rwsem.py,
+the per-VMA lock's in tests/actors/locking/test_vma_lock.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from actors.lab.config import ExperimentConfig, config_from_dict
+from actors.kernel import Kernel
+from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
 from actors.lab.experiment import run_policy
 from actors.locking.rwsem import RwsemSemantics
-from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
+from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag, vma_end_read, vma_start_read
 from actors.mm.page import Page
-from emu import Engine
+from actors.sched.task import TaskStruct
+from emu import Engine, Trace
 
 MS = 1_000_000
 US = 1_000
@@ -160,3 +163,55 @@ def test_remove_vma_zaps_its_ptes_only_and_drops_their_references() -> None:
     assert [page.refcount for page in pages] == [1, 0, 0, 0, 1]
     # A VMA smaller than the mm's mapped set walks its own pages.
     assert mm.remove_vma(mm.vmas[0]) == 1 and len(mm.ptes) == 1
+
+
+# -- per-VMA locks (docs/KERNELS-6x.md) ---------------------------------------------------
+
+
+def _vma_config(program: list[dict[str, Any]]) -> ExperimentConfig:
+    return config_from_dict(
+        {
+            "name": "vma-lock",
+            "horizon": "100ms",
+            "costs": {"scale": 0},
+            "files": [{"name": "f", "size": "64KiB", "cached": 1.0}],
+            "processes": [{"name": "a", "mappings": [{"name": "m", "file": "f"}], "threads": [_thread("w", program)]}],
+        }
+    )
+
+
+def _machine(config: ExperimentConfig, policy: str) -> Kernel:
+    return Kernel(Engine(seed=1, horizon_ns=config.horizon, trace=Trace()), config, resolve_policy(config, policy))
+
+
+def test_munmap_waits_for_the_fault_holding_the_vma() -> None:
+    """vma_start_write sleeps until the reader's vma_end_read; then the VMA is detached and freed, with no violation."""
+    kernel = _machine(_vma_config([{"op": "munmap", "mapping": "m"}]), "v6.12")
+    mapper = next(task for task in kernel.tasks if task.comm == "a.w")
+    vma = kernel.mapping_vma(mapper.mm, "m")
+    reader = TaskStruct(kernel, "a.fault", "fault", 999, mapper.tgid, mapper.mm, "")  # a fault parked under the VMA lock
+    reader.actor = kernel.engine.spawn(reader.comm, lambda actor: actor.sleep(0))
+    assert vma_start_read(reader, vma)
+    kernel.engine.call_at(2 * MS, lambda: vma_end_read(reader, vma))
+    kernel.engine.run()
+    waits = [r for r in kernel.engine.trace.records() if r["event"] == "vma_start_write_wait"]
+    assert [(r["actor"], r["ts"], r["waited_ns"]) for r in waits] == [("a.w", 2 * MS, 2 * MS)]
+    assert kernel.counters["vma_start_write_waits"] == 1
+    assert vma.freed and vma.vm_lock.detached and mapper.actor.finished
+    assert kernel.violations == []
+
+
+@pytest.mark.parametrize(("policy", "seq"), [("v6.1", None), ("v6.12", 3)])
+def test_mmap_write_unlock_ends_every_vma_write_lock(policy: str, seq: int | None) -> None:
+    """Each up_write bumps mm_lock_seq (vma_end_write_all) under per-VMA locks; a writer's VMA is unlocked after it."""
+    program = [{"op": "mprotect", "mapping": "m", "prot": "r"}, {"op": "mmap", "length": "8KiB"}, {"op": "munmap"}]
+    kernel = _machine(_vma_config(program), policy)
+    kernel.engine.run()
+    mm = kernel.mms["a"]
+    vma = kernel.mapping_vma(mm, "m")
+    if seq is None:
+        assert vma.vm_lock is None and mm.mm_lock_seq.value == 0  # !CONFIG_PER_VMA_LOCK: empty stubs
+        return
+    assert mm.mm_lock_seq.value == seq
+    assert vma.vm_lock.vm_lock_seq == 0 and not vma.vm_lock.write_locked()  # locked by the mprotect, unlocked since
+    assert kernel.violations == []
