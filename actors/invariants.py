@@ -100,7 +100,7 @@ def check_rwsem_acquire(sem: RwSemaphore, owner: str, mode: str, queued_ns: int 
     """The rwsem invariants right after *owner* acquired *sem* in *mode*.
 
     *queued_ns* is when it queued, ``None`` if it took the lock without
-    waiting. Reads the semaphore's holder and waiter lists directly (cheap).
+    waiting. Reads the semaphore's holder and waiter lists directly: O(1).
     """
     problems: list[tuple[str, dict[str, Any]]] = []
     writer = sem._writer
@@ -108,13 +108,12 @@ def check_rwsem_acquire(sem: RwSemaphore, owner: str, mode: str, queued_ns: int 
     if writer is not None and readers:
         problems.append(("rwsem_reader_with_writer", {"writer": writer, "readers": sorted(readers)}))
     if mode == "read":
-        waiting_writers = [w for w in sem._wait_list if w.write]
-        if queued_ns is None and waiting_writers:
-            problems.append(("rwsem_reader_passed_queued_writer", {"writer": waiting_writers[0].owner, "fast_path": True}))
-        elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19:
-            ahead = [w.owner for w in waiting_writers if w.queued_ns < queued_ns]
-            if ahead:
-                problems.append(("rwsem_reader_passed_queued_writer", {"writer": ahead[0], "fast_path": False}))
+        # Writers queue in time order, so the first waiting writer is the earliest queued.
+        first = sem.first_waiting_writer()
+        if queued_ns is None and first is not None:
+            problems.append(("rwsem_reader_passed_queued_writer", {"writer": first.owner, "fast_path": True}))
+        elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19 and first is not None and first.queued_ns < queued_ns:
+            problems.append(("rwsem_reader_passed_queued_writer", {"writer": first.owner, "fast_path": False}))
     return problems
 
 

@@ -72,6 +72,16 @@ class Trace:
         if self.keep:
             self._text += line
 
+    def __reduce__(self) -> tuple[Any, tuple[bytearray, int]]:
+        """Pickle a kept trace as its lines; unpickling re-hashes them (the digest is the same).
+
+        A trace that keeps no lines cannot travel: its digest's running
+        state is not picklable and could not be rebuilt.
+        """
+        if not self.keep:
+            raise TypeError("a Trace(keep=False) cannot be pickled: only its running digest exists")
+        return (_restored_trace, (self._text, self.count))
+
     def digest(self) -> str:
         """Hex BLAKE2b-128 of every line so far, newline-terminated."""
         return self._hash.hexdigest()
@@ -97,6 +107,14 @@ class Trace:
         """Write the kept records as JSON lines."""
         with open(path, "wb") as out:
             out.write(self._text)
+
+
+def _restored_trace(text: bytearray, count: int) -> Trace:
+    trace = Trace(keep=True)
+    trace._text = text
+    trace._hash.update(text)
+    trace.count = count
+    return trace
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:

@@ -5,12 +5,12 @@
     emu run CONFIG [--out DIR] [--policy NAME]... [--seed N] [--tie-seed N]
                    [--strict] [--plots/--no-plots] [--force] [-q | -v]
                    [--format table|wide|markdown|json]
-                   [--perfetto gz|json|none] [--trace-window START:END] [--no-trace]
+                   [--perfetto gz|json|none] [--trace-window START:END] [--no-trace] [-j N]
     emu report DIR [--format table|wide|markdown|json] [--plots-out PLOTS]
                    [--window START:END]
     emu replay DIR [--policy NAME]...
     emu validate CONFIG
-    emu bench rwsem|pingpong [--json] [--t-end S] [--messages N] [--repeats N]
+    emu bench rwsem|pingpong|saturated [--json] [--repeats N] ...   (actors.lab.bench_cli)
     emu kernel-run CONFIG --kernel 6.1 [--kernel 5.10 ...] [--out DIR]   (actors.lab.realkernel.cli)
     emu compare EMULATED_DIR REAL_DIR [--baseline E R] [--plots-out PLOTS]
 
@@ -37,12 +37,13 @@ while parts of the model do not import.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 import pathlib
 import shlex
 import signal
-import statistics
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -59,6 +60,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from actors.lab.bench_cli import bench_command
 from actors.lab.config import (
     OP_NAMES,
     ConfigError,
@@ -70,10 +72,9 @@ from actors.lab.explore import explore_command
 from actors.lab.realkernel.cli import compare_command, kernel_run_command
 from actors.lab.report import FORMATS, build_report, print_report
 from actors.lab.rundir import CONFIG_COPY, PERFETTO_FORMATS, RunDirectory, RunDirError, load_run_dir, policy_dir_name
-from actors.lab.sweep import sweep_command
+from actors.lab.sweep import cores, sweep_command
 from actors.policy import PRESETS
 from emu import EmulatorError, format_ns, parse_duration
-from emu.engine import DRIVERS
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult
@@ -169,6 +170,7 @@ def default_out_name(name: str) -> pathlib.Path:
 @click.option("--perfetto", type=click.Choice(PERFETTO_FORMATS), default="gz", show_default=True, help="The Perfetto timeline: gzipped (ui.perfetto.dev opens .json.gz), plain JSON, or none.")
 @click.option("--trace-window", metavar="START:END", callback=parse_window, help='Keep only this stretch of virtual time in the Perfetto file, e.g. "2.4s:2.6s" (trace.jsonl stays whole).')
 @click.option("--no-trace", is_flag=True, help="Write no trace files (neither trace.jsonl nor Perfetto); replay needs them.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes for the policies (same results as one). [default: one per core, at most one per policy]")
 @click.option("-q", "--quiet", is_flag=True, help="Print the report and errors only (no progress, no warnings).")
 @click.option("-v", "--verbose", is_flag=True, help="Say what each step does; with --strict, list every violation.")
 def run(
@@ -184,6 +186,7 @@ def run(
     perfetto: str,
     trace_window: tuple[int, int] | None,
     no_trace: bool,
+    jobs: int | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -224,7 +227,7 @@ def run(
             if claim.replaces and verbose:
                 say(f"will replace {claim.replaces}")
             with _interruptible(claim):
-                result = _run_all(config, config_path, names, seed, tie_seed, out, quiet=quiet, verbose=verbose)
+                result = _run_all(config, config_path, names, seed, tie_seed, out, jobs=jobs or cores(), quiet=quiet, verbose=verbose)
             try:
                 warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces)
             except OutputError as error:
@@ -338,7 +341,11 @@ def _interruptible(claim: OutDirClaim) -> Iterator[None]:
     had finished are not kept: a run directory is whole or absent.
     """
 
+    owner = os.getpid()
+
     def stop(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:  # a forked worker (``_workers``): leave quietly, the parent speaks
+            os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
         claim.__exit__(None, None, None)
         os.write(2, b"\ninterrupted: nothing written\n")
         os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
@@ -359,10 +366,17 @@ def _run_all(
     tie_seed: int | None,
     out: pathlib.Path,
     *,
+    jobs: int = 1,
     quiet: bool = False,
     verbose: bool = False,
 ) -> ExperimentResult:
-    from actors.lab.experiment import ExperimentResult, config_digest, run_policy
+    """Run every policy of *names*: in this process, or on *jobs* worker processes (``_workers``).
+
+    Runs are independent and a pure function of their inputs, so the workers'
+    results are the serial ones; they are taken in *names* order, and the
+    first failure in that order is the one reported, as serially.
+    """
+    from actors.lab.experiment import ExperimentResult, PolicyFailure, config_digest, run_policy, run_policy_job
 
     runs = []
     progress = Progress(
@@ -375,8 +389,28 @@ def _run_all(
         transient=True,
         disable=quiet,
     )
+    jobs = min(jobs, len(names))
+    # The workers fork on the first submit, before the progress bar starts its refresh thread.
+    pool = _workers(jobs) if jobs > 1 else None
+    futures = [pool.submit(run_policy_job, config, name, seed, tie_seed) for name in names] if pool is not None else []
     with progress:
         task = progress.add_task(config.name, total=len(names))
+        if pool is not None:
+            if verbose:
+                progress.console.print(f"running {config.name} under {', '.join(names)}, seed {seed}, on {jobs} worker processes")
+            progress.update(task, description=f"{config.name}: {jobs} jobs")
+            for future in futures:
+                outcome = future.result()
+                if isinstance(outcome, PolicyFailure):
+                    progress.stop()
+                    _stop_workers(pool)
+                    if not outcome.emulator_error:
+                        click.echo(outcome.traceback.rstrip("\n"), err=True)
+                    _run_failed(outcome.error, config_path, outcome.policy, seed, tie_seed, out)
+                runs.append(outcome)
+                progress.advance(task)
+            pool.shutdown()
+            return ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
         for name in names:
             progress.update(task, description=f"{config.name}: {name}")
             if verbose:
@@ -385,17 +419,35 @@ def _run_all(
                 runs.append(run_policy(config, name, seed=seed, tie_seed=tie_seed))
             except EmulatorError as error:
                 progress.stop()
-                _run_failed(error, config_path, name, seed, tie_seed, out)
+                _run_failed(f"{type(error).__name__}: {error}", config_path, name, seed, tie_seed, out)
             except Exception as error:  # an emulator bug outside the engine's wrapping
                 progress.stop()
                 _stderr().print_exception()
-                _run_failed(error, config_path, name, seed, tie_seed, out)
+                _run_failed(f"{type(error).__name__}: {error}", config_path, name, seed, tie_seed, out)
             progress.advance(task)
     return ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
 
 
-def _run_failed(error: BaseException, config_path: pathlib.Path, policy: str, seed: int, tie_seed: int | None, out: pathlib.Path) -> NoReturn:
-    click.echo(f"error: policy {policy}: {type(error).__name__}: {error}", err=True)
+def _workers(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+    """*jobs* forked worker processes, all forked at once on the first submit (before any thread of ours exists).
+
+    Fork, not spawn or forkserver: workers start without re-importing the
+    model, and their locks are unlinked at once, so a Ctrl-C that ends the
+    parent with ``os._exit`` leaves nothing behind for a resource tracker to
+    complain about (the one-line contract of ``_interruptible``).
+    """
+    return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+
+
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """After a failure: end the other runs now instead of waiting for them (serially they would not have started)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_failed(error: str, config_path: pathlib.Path, policy: str, seed: int, tie_seed: int | None, out: pathlib.Path) -> NoReturn:
+    click.echo(f"error: policy {policy}: {error}", err=True)
     click.echo(f"replay: {replay_command(config_path, policy, seed, tie_seed, f'{out}-replay')}", err=True)
     sys.exit(EXIT_FAILED)
 
@@ -514,10 +566,10 @@ def replay(run_dir: pathlib.Path, policies: tuple[str, ...]) -> None:
         try:
             outcome = replay_run(loaded, name, config)
         except EmulatorError as error:
-            _run_failed(error, path, name, seed, tie_seed, run_dir)
+            _run_failed(f"{type(error).__name__}: {error}", path, name, seed, tie_seed, run_dir)
         except Exception as error:  # an emulator bug outside the engine's wrapping
             _stderr().print_exception()
-            _run_failed(error, path, name, seed, tie_seed, run_dir)
+            _run_failed(f"{type(error).__name__}: {error}", path, name, seed, tie_seed, run_dir)
         if outcome.ok:
             click.echo(f"{name}: {outcome.events} events match, digest {outcome.digest}")
             continue
@@ -578,33 +630,7 @@ def effective_config(config: ExperimentConfig) -> dict[str, Any]:
     return document
 
 
-# -- emu bench ---------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("name", type=click.Choice(["rwsem", "pingpong"]))
-@click.option("--t-end", type=float, default=1000.0, show_default=True, help="rwsem: virtual seconds to run.")
-@click.option("--messages", type=int, default=200_000, show_default=True, help="pingpong: deliveries.")
-@click.option("--driver", type=click.Choice(DRIVERS), default="trio", show_default=True, help="Engine driver.")
-@click.option("--repeats", type=click.IntRange(1, 1000), default=1, show_default=True, help="Time the workload N times; report the median and the spread.")
-@click.option("--json", "as_json", is_flag=True, help='One JSON line {"name", "ops", "wall_s" (median), "ops_per_s", "repeats", "wall_s_all"}.')
-def bench(name: str, t_end: float, messages: int, driver: str, repeats: int, as_json: bool) -> None:
-    """Time the engine on the SimPy peer's workloads (only the simulation is timed)."""
-    from actors.lab.bench import bench_pingpong, bench_rwsem
-
-    walls = []
-    for _ in range(repeats):
-        ops, wall = bench_rwsem(t_end, driver) if name == "rwsem" else bench_pingpong(messages, driver)
-        walls.append(wall)
-    median = statistics.median(walls)
-    rate = ops / median if median > 0 else float("inf")
-    if as_json:
-        click.echo(orjson.dumps({"name": name, "ops": ops, "wall_s": median, "ops_per_s": rate, "repeats": repeats, "wall_s_all": walls}).decode())
-        return
-    spread = "" if repeats == 1 else f" (median of {repeats}; min {min(walls):.3f} s, max {max(walls):.3f} s, ±{(max(walls) - min(walls)) / 2 / median:.1%})"
-    click.echo(f"{name}: {ops} ops in {median:.3f} s = {rate:,.0f}/s ({driver} driver){spread}")
-
-
+main.add_command(bench_command, "bench")
 main.add_command(sweep_command, "sweep")
 main.add_command(explore_command, "explore")
 main.add_command(kernel_run_command, "kernel-run")

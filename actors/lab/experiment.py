@@ -1,7 +1,8 @@
 """Running experiments: one config, several policies, results in schema 1.
 
-``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``, runs to
-the horizon (or until every non-daemon task ends) and returns a ``RunResult``
+``run_policy(config, "v4.19")`` builds an engine and a ``Kernel``
+(``build_policy``), runs to the horizon or until every non-daemon task ends
+(``simulate``) and returns a ``RunResult`` (``finish_policy``)
 whose ``results`` is one entry of ``results.json``'s ``runs`` (docs/DESIGN.md,
 "Run directory") and whose ``trace`` holds the records. ``run_experiment`` does the
 same for every policy the config (or the caller) names, on the same seed.
@@ -12,7 +13,13 @@ same ``trace_digest``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import signal
+import threading
+import time
+import traceback
 from typing import Any
 
 import attrs
@@ -21,7 +28,8 @@ import numpy as np
 from actors.invariants import check_invariants
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig, resolve_policy
-from emu import Engine, RunStats, Trace
+from emu import EmulatorError, Engine, RunStats, Trace
+from emu.gcheap import frozen_heap
 
 SCHEMA = 1
 #: Livelock guard: heap entries per virtual second of horizon, at least.
@@ -89,20 +97,42 @@ def run_policy(
     keep_trace: bool = True,
 ) -> RunResult:
     """Run *config* under *policy*; see the module docstring."""
-    seed = config.seed if seed is None else seed
+    engine, kernel = build_policy(config, policy, seed=seed, tie_seed=tie_seed, keep_trace=keep_trace)
+    return finish_policy(kernel, policy, simulate(engine))
+
+
+def build_policy(
+    config: ExperimentConfig,
+    policy: str,
+    *,
+    seed: int | None = None,
+    tie_seed: int | None = None,
+    keep_trace: bool = True,
+) -> tuple[Engine, Kernel]:
+    """The set-up phase of ``run_policy``: the engine and the kernel, ready to run."""
     engine = Engine(
-        seed=seed,
+        seed=config.seed if seed is None else seed,
         tie_seed=tie_seed,
         horizon_ns=config.horizon,
         max_steps=max(1_000_000, STEPS_PER_SECOND * config.horizon // 1_000_000_000),
         trace=Trace(keep=keep_trace),
     )
-    kernel = Kernel(engine, config, resolve_policy(config, policy))
-    stats = engine.run()
+    return engine, Kernel(engine, config, resolve_policy(config, policy))
+
+
+def simulate(engine: Engine) -> RunStats:
+    """The simulation phase of ``run_policy``: run to the end with the set-up heap frozen (``emu.gcheap``)."""
+    with frozen_heap():
+        return engine.run()
+
+
+def finish_policy(kernel: Kernel, policy: str, stats: RunStats) -> RunResult:
+    """The summary phase of ``run_policy``: the results entry, the samples and the task ids."""
+    engine, config = kernel.engine, kernel.config
     results = {
         "policy": policy,
-        "seed": seed,
-        "tie_seed": tie_seed,
+        "seed": engine.seed,
+        "tie_seed": engine.tie_seed,
         "trace_digest": stats.trace_digest,
         "virtual_ns": config.horizon if stats.reason == "horizon" else stats.now_ns,  # the horizon itself, not the last event before it
         "events": stats.events,
@@ -116,6 +146,52 @@ def run_policy(
     samples = {f"{task}/{op}": list(values) for (task, op), values in sorted(kernel.latency.items())}
     tasks = {task.comm: (task.tgid or task.pid, task.pid) for task in kernel.tasks}
     return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples, tasks=tasks)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyFailure:
+    """A run that raised, as a worker process reports it (exceptions need not pickle).
+
+    Attributes:
+        policy: the policy that failed.
+        error: ``"<ExceptionType>: <message>"``.
+        emulator_error: an ``EmulatorError`` (a hung task, a livelock), not an emulator bug.
+        traceback: the formatted traceback (shown for emulator bugs).
+    """
+
+    policy: str
+    error: str
+    emulator_error: bool
+    traceback: str
+
+
+def run_policy_job(config: ExperimentConfig, policy: str, seed: int | None, tie_seed: int | None) -> RunResult | PolicyFailure:
+    """``run_policy`` in a worker process: any failure comes back as a ``PolicyFailure``.
+
+    Ctrl-C that reaches a worker ends it at once and silently (the parent
+    says "interrupted" and writes nothing); a worker whose parent is gone
+    (interrupted, killed) stops within half a second of wall time. Nothing
+    here reads the wall clock for the run itself.
+    """
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+    _watch_parent(os.getppid())
+    try:
+        return run_policy(config, policy, seed=seed, tie_seed=tie_seed)
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which exits
+        text = "".join(traceback.format_exception(error))
+        return PolicyFailure(policy=policy, error=f"{type(error).__name__}: {error}", emulator_error=isinstance(error, EmulatorError), traceback=text)
+
+
+@functools.cache
+def _watch_parent(parent: int) -> None:
+    """Once per worker process: a thread that ends the process when *parent* is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="emu-parent-watch", daemon=True).start()
 
 
 def run_experiment(

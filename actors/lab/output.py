@@ -63,7 +63,7 @@ from actors.lab.rundir import (
 from emu import PerfettoTrace
 
 if TYPE_CHECKING:
-    from actors.lab.experiment import ExperimentResult
+    from actors.lab.experiment import ExperimentResult, RunResult
 
 
 
@@ -253,29 +253,32 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceF
     with contextlib.suppress(OSError):
         shutil.copyfile(result.config.source, root / CONFIG_COPY)
     (root / REPLAY).write_bytes(dumps_json(replay_info(result)))
-    depth_cap = result.config.device.nr_requests
     for run in result.runs:
         run_dir = root / policy_dir_name(run.policy)
         run_dir.mkdir(exist_ok=True)
         if traces.jsonl:
             run.trace.write_jsonl(run_dir / TRACE_JSONL)
-        if traces.perfetto == "none":
-            continue
-        metadata = {
-            "emulator": "faultpath",
-            "experiment": result.config.name,
-            "policy": run.policy,
-            "seed": run.results.get("seed"),
-            "tie_seed": run.results.get("tie_seed"),
-            "config_sha256": result.config_sha256,
-            "trace_digest": run.results.get("trace_digest"),
-            "virtual_ns": run.results.get("virtual_ns"),
-            "window_ns": list(traces.window) if traces.window else None,
-        }
-        name = TRACE_PERFETTO_GZ if traces.perfetto == "gz" else TRACE_PERFETTO
-        with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, traces.perfetto == "gz") as stream:
-            trace = PerfettoTrace(stream, metadata=metadata, window=traces.window)
-            to_perfetto(run.trace.records(), depth_cap=depth_cap, out=trace, tasks=run.tasks).close()
+        if traces.perfetto != "none":
+            write_perfetto(run_dir, result, run, traces)
+
+
+def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResult, traces: TraceFiles) -> None:
+    """Write *run*'s Perfetto timeline into *run_dir* (gzipped or plain, as *traces* says)."""
+    metadata = {
+        "emulator": "faultpath",
+        "experiment": result.config.name,
+        "policy": run.policy,
+        "seed": run.results.get("seed"),
+        "tie_seed": run.results.get("tie_seed"),
+        "config_sha256": result.config_sha256,
+        "trace_digest": run.results.get("trace_digest"),
+        "virtual_ns": run.results.get("virtual_ns"),
+        "window_ns": list(traces.window) if traces.window else None,
+    }
+    name = TRACE_PERFETTO_GZ if traces.perfetto == "gz" else TRACE_PERFETTO
+    with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, traces.perfetto == "gz") as stream:
+        trace = PerfettoTrace(stream, metadata=metadata, window=traces.window)
+        to_perfetto(run.trace.records(), depth_cap=result.config.device.nr_requests, out=trace, tasks=run.tasks).close()
 
 
 @contextlib.contextmanager

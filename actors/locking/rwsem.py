@@ -53,7 +53,9 @@ Emulation notes:
 
 from __future__ import annotations
 
+import collections
 import enum
+import heapq
 import typing
 
 import attrs
@@ -125,12 +127,14 @@ class RwsemWaiter:
         write: ``RWSEM_WAITING_FOR_WRITE`` (True) or ``_FOR_READ``.
         queued_ns: when it first queued (v5.3 ``timeout`` minus 4 ms).
         woken: a writer that was woken and has not retried yet.
+        seq: its place in the queue (arrival order across readers and writers).
     """
 
     owner: str
     write: bool
     queued_ns: int
     woken: bool = False
+    seq: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -178,7 +182,11 @@ class RwSemaphore:
     _readers: dict[str, list[int]] = attrs.field(init=False, factory=dict)
     _writer: str | None = attrs.field(init=False, default=None)
     _writer_since_ns: int = attrs.field(init=False, default=0)
-    _wait_list: list[RwsemWaiter] = attrs.field(init=False, factory=list)
+    # The wait list, split by kind, each FIFO; ``seq`` orders the two into one queue.
+    _wait_readers: collections.deque[RwsemWaiter] = attrs.field(init=False, factory=collections.deque)
+    _wait_writers: collections.deque[RwsemWaiter] = attrs.field(init=False, factory=collections.deque)
+    _waiting: set[str] = attrs.field(init=False, factory=set)
+    _seq: int = attrs.field(init=False, default=0)
     _handoff: bool = attrs.field(init=False, default=False)
     _read_acquires: int = attrs.field(init=False, default=0)
     _write_acquires: int = attrs.field(init=False, default=0)
@@ -195,7 +203,7 @@ class RwSemaphore:
         Succeeds only if no writer holds the sem and nobody waits.
         """
         self._check_not_waiting(owner, "down_read_trylock")
-        if self._writer is None and not self._wait_list:
+        if self._writer is None and not self._waiting:
             self._grant_read(owner, now_ns, queued_ns=None)
             return True
         return False
@@ -210,7 +218,7 @@ class RwSemaphore:
         """
         if self.down_read_trylock(owner, now_ns):
             return True
-        self._wait_list.append(RwsemWaiter(owner=owner, write=False, queued_ns=now_ns))
+        self._enqueue(owner, False, now_ns)
         return False
 
     def down_write_trylock(self, owner: str, now_ns: int) -> bool:
@@ -223,7 +231,7 @@ class RwSemaphore:
         """
         self._check_not_waiting(owner, "down_write_trylock")
         free = self._writer is None and not self._readers
-        if free and (self.semantics is RwsemSemantics.V4_19 or not self._wait_list):
+        if free and (self.semantics is RwsemSemantics.V4_19 or not self._waiting):
             self._grant_write(owner, now_ns, queued_ns=None)
             return True
         return False
@@ -242,7 +250,7 @@ class RwSemaphore:
         if self._writer is None and not self._readers and not self._handoff:
             self._grant_write(owner, now_ns, queued_ns=None)
             return True
-        self._wait_list.append(RwsemWaiter(owner=owner, write=True, queued_ns=now_ns))
+        self._enqueue(owner, True, now_ns)
         return False
 
     def down_write_retry(self, owner: str, now_ns: int) -> bool:
@@ -256,11 +264,12 @@ class RwSemaphore:
         Raises:
             RwsemMisuse: *owner* is not the woken writer at the head.
         """
-        head = self._wait_list[0] if self._wait_list else None
+        head = self._head()
         if head is None or head.owner != owner or not head.woken:
             raise RwsemMisuse(self.name, owner, "retried down_write without being the woken head writer")
         if self._writer is None and not self._readers:
-            del self._wait_list[0]
+            self._wait_writers.popleft()
+            self._waiting.discard(owner)
             self._handoff = False
             self._grant_write(owner, now_ns, queued_ns=head.queued_ns)
             return True
@@ -324,18 +333,19 @@ class RwSemaphore:
         Raises:
             RwsemMisuse: *owner* is not waiting.
         """
-        for index, waiter in enumerate(self._wait_list):
-            if waiter.owner == owner:
-                break
-        else:
+        if owner not in self._waiting:
             raise RwsemMisuse(self.name, owner, "cancelled a wait it is not in")
-        del self._wait_list[index]
-        if not self._wait_list:
+        was_head = self._head()
+        queue = self._wait_writers if any(w.owner == owner for w in self._wait_writers) else self._wait_readers
+        waiter = next(w for w in queue if w.owner == owner)
+        queue.remove(waiter)  # a rare exit (a fatal signal): the one O(queue) path
+        self._waiting.discard(owner)
+        if not self._waiting:
             self._handoff = False
             return []
         if not waiter.write:
             return []
-        if index == 0:
+        if waiter is was_head:
             self._handoff = False
         return self._mark_wake(_RwsemWakeType.ANY, now_ns)
 
@@ -356,11 +366,11 @@ class RwSemaphore:
 
     def statistics(self) -> RwsemStatistics:
         """Snapshot of holders, waiters and counters."""
-        head = self._wait_list[0] if self._wait_list else None
+        head = self._head()
         return RwsemStatistics(
             readers=tuple(o for o, t in self._readers.items() for _ in t),
             writer=self._writer,
-            waiters=tuple((w.owner, "W" if w.write else "R") for w in self._wait_list),
+            waiters=tuple((w.owner, "W" if w.write else "R") for w in self.wait_list()),
             woken=head.owner if head is not None and head.woken else None,
             handoff=self._handoff,
             read_acquires=self._read_acquires,
@@ -371,18 +381,33 @@ class RwSemaphore:
             hold_max_ns=self._hold_max_ns,
         )
 
+    def wait_list(self) -> list[RwsemWaiter]:
+        """The waiters in queue order (readers and writers merged by arrival)."""
+        return list(heapq.merge(self._wait_readers, self._wait_writers, key=lambda w: w.seq))
+
+    def first_waiting_writer(self) -> RwsemWaiter | None:
+        """The writer nearest the head of the queue (the earliest queued), if any."""
+        return self._wait_writers[0] if self._wait_writers else None
+
     def __repr__(self) -> str:
-        waiters = [f"{w.owner}:{'W' if w.write else 'R'}{'*' if w.woken else ''}" for w in self._wait_list]
+        waiters = [f"{w.owner}:{'W' if w.write else 'R'}{'*' if w.woken else ''}" for w in self.wait_list()]
         flag = " HANDOFF" if self._handoff else ""
         return f"<RwSemaphore {self.name} v{self.semantics.value}{flag} holders={self.holders()} waiters={waiters}>"
 
     # ---------------------------------------------------------------- helpers
 
     def _mark_wake(self, wake_type: _RwsemWakeType, now_ns: int) -> list[RwsemWake]:
-        """Mirror of ``__rwsem_mark_wake()`` (v4.19) / ``rwsem_mark_wake()`` (v5.3)."""
-        if not self._wait_list:
+        """Mirror of ``__rwsem_mark_wake()`` (v4.19) / ``rwsem_mark_wake()`` (v5.3).
+
+        Emulation notes:
+            The kernel walks its one list; with readers and writers queued
+            apart, granting pops readers off the front of theirs (v4.19: those
+            queued before the first writer; v5.3: the first 256), so a wake
+            costs what it grants, not the length of the queue.
+        """
+        head = self._head()
+        if head is None:
             return []
-        head = self._wait_list[0]
         if wake_type is _RwsemWakeType.ANY and self._timed_out(head, now_ns):
             self._handoff = True
         if head.write:
@@ -392,25 +417,42 @@ class RwSemaphore:
             return [RwsemWake(owner=head.owner, write=True, granted=False)]
         if self._writer is not None:  # a writer stole the lock
             return []
-        granted: list[RwsemWaiter] = []
-        kept: list[RwsemWaiter] = []
-        for waiter in self._wait_list:
-            if self.semantics is RwsemSemantics.V4_19:
-                take = not waiter.write and len(kept) == 0
-            else:
-                take = not waiter.write and len(granted) < MAX_READERS_WAKEUP
-            (granted if take else kept).append(waiter)
-        self._wait_list = kept
+        readers = self._wait_readers
+        if self.semantics is RwsemSemantics.V4_19:
+            before = self._wait_writers[0].seq if self._wait_writers else None
+            count = 0
+            for waiter in readers:
+                if before is not None and waiter.seq > before:
+                    break
+                count += 1
+        else:
+            count = min(len(readers), MAX_READERS_WAKEUP)
+        granted = [readers.popleft() for _ in range(count)]
         self._handoff = False
         for waiter in granted:
+            self._waiting.discard(waiter.owner)
             self._grant_read(waiter.owner, now_ns, queued_ns=waiter.queued_ns)
         return [RwsemWake(owner=w.owner, write=False, granted=True) for w in granted]
+
+    def _head(self) -> RwsemWaiter | None:
+        readers, writers = self._wait_readers, self._wait_writers
+        if not readers:
+            return writers[0] if writers else None
+        if not writers or readers[0].seq < writers[0].seq:
+            return readers[0]
+        return writers[0]
+
+    def _enqueue(self, owner: str, write: bool, now_ns: int) -> None:
+        self._seq += 1
+        waiter = RwsemWaiter(owner=owner, write=write, queued_ns=now_ns, seq=self._seq)
+        (self._wait_writers if write else self._wait_readers).append(waiter)
+        self._waiting.add(owner)
 
     def _timed_out(self, waiter: RwsemWaiter, now_ns: int) -> bool:
         return self.semantics is RwsemSemantics.V5_3 and now_ns - waiter.queued_ns >= RWSEM_WAIT_TIMEOUT_NS
 
     def _check_not_waiting(self, owner: str, what: str) -> None:
-        if any(w.owner == owner for w in self._wait_list):
+        if owner in self._waiting:
             raise RwsemMisuse(self.name, owner, f"called {what} while already on the wait list")
 
     def _grant_read(self, owner: str, now_ns: int, *, queued_ns: int | None) -> None:

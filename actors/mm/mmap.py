@@ -143,7 +143,7 @@ class MmStruct:
     def remove_vma(self, vma: VmAreaStruct) -> int:
         """Unmap *vma*: zap its PTEs (dropping their page references) and free it."""
         zapped = 0
-        for address in range(vma.vm_start, vma.vm_end):
+        for address in self._mapped(vma):
             pte = self.ptes.pop(address, None)
             if pte is not None:
                 if pte.page.mapping is not None:
@@ -163,10 +163,19 @@ class MmStruct:
             vma.vm_flags |= VmFlag.WRITE
         elif not write:
             vma.vm_flags &= ~VmFlag.WRITE
-            for address in range(vma.vm_start, vma.vm_end):  # change_protection()
-                pte = self.ptes.get(address)
-                if pte is not None:
-                    pte.write = False
+            for address in self._mapped(vma):  # change_protection()
+                self.ptes[address].write = False
+
+    def _mapped(self, vma: VmAreaStruct) -> list[int]:
+        """The addresses in *vma* with a present PTE, ascending (as the page-table walk meets them).
+
+        Costs what is mapped, not the VMA's size: the smaller of the VMA's
+        pages and the mm's present PTEs is walked.
+        """
+        start, end = vma.vm_start, vma.vm_end
+        if end - start <= len(self.ptes):
+            return [address for address in range(start, end) if address in self.ptes]
+        return sorted(address for address in self.ptes if start <= address < end)
 
     def set_pte(self, address: int, page: Page, write: bool) -> None:
         """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* (its reference moves to the PTE)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import pickle
 
 import orjson
+import pytest
 import structlog
 
 from emu import Engine, Trace, bind_logger, read_jsonl
@@ -160,3 +162,17 @@ def test_other_methods_keep_the_processor_chain(engine: Engine) -> None:
         {"seq": 0, "ts": 0, "actor": "x", "event": "w", "level": "warning", "n": 1},
         {"seq": 1, "ts": 0, "actor": "x", "event": "m"},
     ]
+
+
+def test_a_kept_trace_pickles_with_its_lines_count_and_digest() -> None:
+    """A process pool hands a run's trace back: same lines, count and digest; a trace without lines refuses."""
+    trace = Trace()
+    for i in range(50):
+        trace.append({"seq": i, "event": "e", "n": i * i})
+    copy = pickle.loads(pickle.dumps(trace))
+    assert copy.lines == trace.lines and copy.count == 50 and copy.digest() == trace.digest()
+    copy.append({"seq": 50, "event": "after"})
+    trace.append({"seq": 50, "event": "after"})
+    assert copy.digest() == trace.digest()
+    with pytest.raises(TypeError, match="keep=False"):
+        pickle.dumps(Trace(keep=False))

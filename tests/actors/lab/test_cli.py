@@ -9,12 +9,15 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
 from actors.lab.cli import main, replay_command
+from actors.lab.config import load_config
+from actors.lab.experiment import run_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -271,7 +274,7 @@ def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_pat
 
     monkeypatch.setattr(actors.lab.experiment, "run_policy", hangs_on_v51)
     out = tmp_path / "out"
-    result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9")
+    result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9", "-j", "1")  # the patch lives in this process
     assert result.exit_code == 1
     assert "HungTaskError" in result.stderr and "app.mmap_sem" in result.stderr
     replay = [line for line in result.stderr.splitlines() if line.startswith("replay: ")]
@@ -292,10 +295,10 @@ def test_strict_fails_on_invariant_violations(tiny: pathlib.Path, tmp_path: path
         return run
 
     monkeypatch.setattr(actors.lab.experiment, "run_policy", leaky)
-    result = _run("run", str(tiny), "--out", str(tmp_path / "lax"), "--no-plots")
+    result = _run("run", str(tiny), "--out", str(tmp_path / "lax"), "--no-plots", "-j", "1")
     assert result.exit_code == 0, result.output
     out = tmp_path / "strict"
-    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "--strict")
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "--strict", "-j", "1")
     assert result.exit_code == 1
     assert "page_ref_leak" in result.stderr and "ino1:7" in result.stderr
     assert f"replay: emu run {tiny} --policy v4.19 --seed 3 --out {out}-replay" in result.stderr
@@ -314,13 +317,13 @@ def test_strict_summarises_many_violations(tiny: pathlib.Path, tmp_path: pathlib
         return run
 
     monkeypatch.setattr(actors.lab.experiment, "run_policy", leaky)
-    result = _run("run", str(tiny), "--out", str(tmp_path / "a"), "--no-plots", "--strict")
+    result = _run("run", str(tiny), "--out", str(tmp_path / "a"), "--no-plots", "--strict", "-j", "1")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("invariant violated")]
     assert len(lines) == 10
     assert "... 9990 more (-v lists them all" in result.stderr
     assert "strict: 10000 invariant violation(s): v4.19 page_ref_leak x5000, v5.1 page_ref_leak x5000" in result.stderr
-    result = _run("run", str(tiny), "--out", str(tmp_path / "b"), "--no-plots", "--strict", "-v")
+    result = _run("run", str(tiny), "--out", str(tmp_path / "b"), "--no-plots", "--strict", "-v", "-j", "1")
     assert sum(line.startswith("invariant violated") for line in result.stderr.splitlines()) == 10000
 
 
@@ -366,6 +369,46 @@ def test_bench_repeats_reports_median_and_spread() -> None:
     assert _run("bench", "pingpong", "--repeats", "0").exit_code == 2
 
 
+def test_bench_saturated_times_both_sides_alternately() -> None:
+    """``emu bench saturated`` counts every task's acquisitions and gives one ratio per repeat against SimPy."""
+    result = _run("bench", "saturated", "--waiters", "50", "--rounds", "3", "--repeats", "2", "--driver", "direct", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert record["ops"] == 150 and record["waiters"] == 50 and len(record["ratio_all"]) == 2
+    assert record["us_per_op"] > 0 and record["simpy_us_per_op"] > 0
+    assert _run("bench", "saturated", "--waiters", "0").exit_code == 2
+
+
+def test_bench_munmap_times_one_vma_and_checks_mapped() -> None:
+    """``emu bench munmap`` reports the VMA and its mapped pages; more mapped than pages is a usage error."""
+    record = orjson.loads(_run("bench", "munmap", "--pages", "64", "--mapped", "8", "--json").stdout)
+    assert record["name"] == "munmap" and record["pages"] == 64 and record["mapped"] == 8 and record["wall_s"] >= 0
+    result = _run("bench", "munmap", "--pages", "4", "--mapped", "8")
+    assert result.exit_code == 2 and "--mapped" in result.stderr
+
+
+def test_bench_scale_runs_each_point_and_reports_the_spread() -> None:
+    """``emu bench scale`` runs the task series at the first horizon, then the horizon series; bad lists exit 2."""
+    result = _run("bench", "scale", "--tasks", "2,4", "--horizons", "0.01,0.02", "--base-tasks", "3", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert [(p["tasks"], p["horizon_s"]) for p in record["points"]] == [(2, 0.01), (4, 0.01), (3, 0.02)]
+    assert all(p["records"] > 0 for p in record["points"]) and record["max_over_min"] >= 1
+    assert _run("bench", "scale", "--tasks", "ten").exit_code == 2
+
+
+def test_bench_scenario_times_every_phase_and_prints_the_digests(tiny: pathlib.Path) -> None:
+    """``emu bench scenario CONFIG`` times set-up, simulation, results, plots and perfetto; the digest is the run's own."""
+    result = _run("bench", "scenario", str(tiny), "--policy", "v4.19", "--repeats", "2", "--json")
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert list(record["phases"]) == ["setup", "simulation", "results", "plots", "perfetto", "total"]
+    assert all(row["min"] <= row["median"] <= row["max"] for row in record["phases"].values())
+    config = load_config(tiny)
+    assert record["digests"] == {"v4.19": run_policy(config, "v4.19").results["trace_digest"]}
+    assert _run("bench", "scenario", str(tiny), "--policy", "nope").exit_code == 2
+
+
 def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     """``main()`` works as a program: validate exits 0, a bad config exits 2 without a traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -378,21 +421,57 @@ def test_main_runs_in_a_subprocess(tiny: pathlib.Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "ten" in bad.stderr
 
 
-def test_ctrl_c_exits_130_with_one_line_and_writes_nothing(tmp_path: pathlib.Path) -> None:
-    """SIGINT during the simulation: exit 130, one line (no actor crash, no Trio error), no directory, no lock."""
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_exits_130_with_one_line_and_writes_nothing(tmp_path: pathlib.Path, jobs: str) -> None:
+    """SIGINT during the simulation: exit 130, one line (no actor crash, no Trio error), no directory, no lock; with
+    worker processes too (a terminal sends SIGINT to the whole process group)."""
     config = tmp_path / "long.toml"
     config.write_text(TINY.replace('horizon = "1s"', 'horizon = "1h"').replace("iterations = 4", "iterations = 0"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    words = [sys.executable, "-c", "from actors.lab.cli import main; main()", "run", str(config), "--out", str(tmp_path / "runs" / "out"), "-v"]
-    process = subprocess.Popen(words, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    words = [sys.executable, "-c", "from actors.lab.cli import main; main()", "run", str(config), "--out", str(tmp_path / "runs" / "out"), "-v", "-j", jobs]
+    process = subprocess.Popen(words, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True)
     line = process.stderr.readline()  # -v says when the first policy starts
     assert line.startswith("running tiny under v4.19"), line
-    process.send_signal(signal.SIGINT)
+    if jobs != "1":
+        time.sleep(3)  # let the workers start their runs
+    os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["interrupted: nothing written"]
     assert stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.toml"]  # not even runs/, which the run had created
+
+
+def test_run_on_two_jobs_writes_the_serial_run_byte_for_byte(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """``-j 2`` runs the policies in worker processes: same stdout, same files, same bytes as ``-j 1``."""
+    serial = _run("run", str(tiny), "--out", str(tmp_path / "serial"), "-j", "1", "-q")
+    parallel = _run("run", str(tiny), "--out", str(tmp_path / "parallel"), "-j", "2", "-q")
+    assert serial.exit_code == parallel.exit_code == 0, parallel.output
+    assert serial.stdout == parallel.stdout
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "parallel") for p in (tmp_path / "parallel").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes(), name
+    assert _run("run", str(tiny), "--out", str(tmp_path / "x"), "-j", "0").exit_code == 2
+
+
+def test_a_worker_reports_a_failed_run_with_its_policy_and_error(tiny: pathlib.Path, monkeypatch) -> None:
+    """``run_policy_job`` (what a worker runs) returns the failure, so the parent names the policy and prints the replay line."""
+    import actors.lab.experiment
+    from actors.lab.experiment import PolicyFailure, run_policy_job
+    from emu import HungTaskError
+
+    def hangs(config, policy, **kwargs):
+        raise HungTaskError(5, ["app.toucher: waits on app.mmap_sem"])
+
+    monkeypatch.setattr(actors.lab.experiment, "run_policy", hangs)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        failure = run_policy_job(load_config(tiny), "v5.1", 3, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert isinstance(failure, PolicyFailure) and failure.policy == "v5.1" and failure.emulator_error
+    assert failure.error.startswith("HungTaskError: ") and "app.mmap_sem" in failure.error and "Traceback" in failure.traceback
 
 
 # -- emu run --format, emu report, emu replay ---------------------------------------

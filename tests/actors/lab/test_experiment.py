@@ -8,6 +8,7 @@ the full model wires them to faulting tasks).
 from __future__ import annotations
 
 import functools
+import gc
 from typing import Any
 
 import pytest
@@ -109,6 +110,20 @@ def test_same_config_and_policy_twice_gives_the_same_trace_digest() -> None:
     config = config_from_dict(_iolatency_dict("300ms"))
     first, second = run_policy(config, "v3", keep_trace=False), run_policy(config, "v3", keep_trace=False)
     assert first.results == second.results
+
+
+def test_run_policy_leaves_gc_settings_as_it_found_them_and_gc_does_not_move_the_digest() -> None:
+    """The run freezes the set-up heap (emu.gcheap) and restores the thresholds; with the collector off the digest is the same."""
+    config = config_from_dict(_iolatency_dict("100ms"))
+    before = gc.get_threshold()
+    tuned = run_policy(config, "v4.19", keep_trace=False)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        untouched = run_policy(config, "v4.19", keep_trace=False)
+    finally:
+        gc.enable()
+    assert tuned.results["trace_digest"] == untouched.results["trace_digest"]
 
 
 def test_run_experiment_runs_every_policy_on_the_same_seed() -> None:

@@ -16,7 +16,9 @@ import pytest
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
 from actors.lab.experiment import run_policy
-from actors.mm.mmap import vma_end_read, vma_start_read
+from actors.locking.rwsem import RwsemSemantics
+from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag, vma_end_read, vma_start_read
+from actors.mm.page import Page
 from actors.sched.task import TaskStruct
 from emu import Engine, Trace
 
@@ -129,6 +131,38 @@ def test_behaviour_03_handoff_after_4ms_stops_lock_stealing(policy: str, w1_star
     acquired = _lock_events(result, "mmap_lock_acquire_returned", write=True)
     assert min(acquired, key=acquired.__getitem__) == first
     assert acquired[first] == 10 * MS
+
+
+# -- munmap / mprotect walk only what is mapped ---------------------------------------
+
+
+def _mm_with_big_vma() -> tuple[MmStruct, VmAreaStruct, list[Page]]:
+    """An mm with a 1M-page anonymous VMA (3 pages mapped) between two small ones (one page mapped each)."""
+    mm = MmStruct(Engine(seed=0), "a", 1, RwsemSemantics.V4_19)
+    flags = VmFlag.READ | VmFlag.WRITE | VmFlag.MAYWRITE
+    before, big, after = (mm.insert_vma(n, flags, None, name) for n, name in ((4, "before"), (1 << 20, "big"), (4, "after")))
+    pages = []
+    for address in (before.vm_start, big.vm_end - 1, big.vm_start, big.vm_start + 7, after.vm_start):
+        page = Page(None, address)
+        page.refcount = 1
+        mm.set_pte(address, page, True)
+        pages.append(page)
+    return mm, big, pages
+
+
+def test_mprotect_read_only_write_protects_every_pte_of_the_vma_and_no_other() -> None:
+    mm, big, _ = _mm_with_big_vma()
+    mm.mprotect_vma(big, write=False)
+    assert sorted(a for a, pte in mm.ptes.items() if not pte.write) == [big.vm_start, big.vm_start + 7, big.vm_end - 1]
+
+
+def test_remove_vma_zaps_its_ptes_only_and_drops_their_references() -> None:
+    mm, big, pages = _mm_with_big_vma()
+    assert mm.remove_vma(big) == 3
+    assert sorted(mm.ptes) == [mm.vmas[0].vm_start, mm.vmas[1].vm_start] and big.freed
+    assert [page.refcount for page in pages] == [1, 0, 0, 0, 1]
+    # A VMA smaller than the mm's mapped set walks its own pages.
+    assert mm.remove_vma(mm.vmas[0]) == 1 and len(mm.ptes) == 1
 
 
 # -- per-VMA locks (docs/KERNELS-6x.md) ---------------------------------------------------

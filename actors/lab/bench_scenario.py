@@ -1,0 +1,71 @@
+"""``emu bench scenario CONFIG``: one shipped config, timed phase by phase.
+
+The phases are those of ``emu run``: set-up (engine and kernel,
+``build_policy``), simulation (``simulate``), then each output: results
+(``finish_policy``, results.json, trace.jsonl), plots and the Perfetto
+file, written into a scratch directory that is removed afterwards. Each
+phase is summed over the config's policies; ``repeats`` runs of the whole
+give the median and the spread of each. Nothing here changes what a run
+does: the digests are printed so a before/after comparison can check them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from actors.lab.config import ExperimentConfig
+from actors.lab.experiment import ExperimentResult, build_policy, config_digest, finish_policy, simulate
+from actors.lab.output import TraceFiles, _write_contents, _write_plots, write_perfetto
+from actors.lab.rundir import policy_dir_name
+
+PHASES = ("setup", "simulation", "results", "plots", "perfetto")
+
+
+def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """One timed pass over *policies*: (seconds per phase, trace digest per policy)."""
+    seconds = dict.fromkeys(PHASES, 0.0)
+    runs = []
+    clock = time.perf_counter
+    for policy in policies:
+        start = clock()
+        engine, kernel = build_policy(config, policy)
+        built = clock()
+        stats = simulate(engine)
+        simulated = clock()
+        runs.append(finish_policy(kernel, policy, stats))
+        seconds["setup"] += built - start
+        seconds["simulation"] += simulated - built
+        seconds["results"] += clock() - simulated
+    result = ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch:
+        root = pathlib.Path(scratch)
+        start = clock()
+        _write_contents(root, result, TraceFiles(perfetto="none"))
+        written = clock()
+        warnings = _write_plots(root, result)
+        drawn = clock()
+        if warnings:
+            raise RuntimeError("; ".join(warnings))
+        for run in runs:
+            write_perfetto(root / policy_dir_name(run.policy), result, run, TraceFiles())
+        seconds["results"] += written - start
+        seconds["plots"] += drawn - written
+        seconds["perfetto"] += clock() - drawn
+    return seconds, {run.policy: run.results["trace_digest"] for run in runs}
+
+
+def summarise(passes: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each phase (and of the total) over the passes."""
+    table: dict[str, list[float]] = {phase: [p[phase] for p in passes] for phase in PHASES}
+    table["total"] = [sum(p.values()) for p in passes]
+    return {phase: {"median": statistics.median(v), "min": min(v), "max": max(v)} for phase, v in table.items()}
+
+
+def share(summary: dict[str, Any]) -> dict[str, float]:
+    """Each phase's median as a fraction of the median total."""
+    total = summary["total"]["median"]
+    return {phase: summary[phase]["median"] / total for phase in PHASES}
