@@ -190,9 +190,19 @@ def varying_keys(sweep: Sweep, table: list[dict[str, Any]]) -> list[str]:
 
 
 def _points(sweep: Sweep, table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Point id -> its values of the varying keys, in sweep order."""
-    keys = varying_keys(sweep, table)
-    return {row["point"]: {key: row.get(key) for key in keys} for row in table}
+    """Point id -> its values of the varying keys, in sweep order.
+
+    Keys that hold the same value at every point are one: their labels are
+    joined (``parallelism=queue_depth``), so a range names them once.
+    """
+    groups: list[list[str]] = []
+    for key in varying_keys(sweep, table):
+        twin = next((group for group in groups if all(row.get(group[0]) == row.get(key) for row in table)), None)
+        if twin is None:
+            groups.append([key])
+        else:
+            twin.append(key)
+    return {row["point"]: {"=".join(_label(k) for k in group): row.get(group[0]) for group in groups} for row in table}
 
 
 def evaluate(sweep: Sweep, table: list[dict[str, Any]]) -> list[Verdict]:
@@ -215,11 +225,11 @@ def _label(key: str) -> str:
 
 
 def _point_text(values: dict[str, Any]) -> str:
-    return ", ".join(f"{_label(key)}={value}" for key, value in values.items())
+    return ", ".join(f"{label}={value}" for label, value in values.items())
 
 
 def describe_range(points: dict[str, dict[str, Any]], holding: set[str]) -> str:
-    """Where the points in *holding* lie among *points*, in words."""
+    """Where the points in *holding* lie among *points* (point id -> label -> value), in words."""
     n = len(points)
     if len(holding) == n:
         return f"everywhere ({n}/{n} points)"
@@ -236,7 +246,7 @@ def describe_range(points: dict[str, dict[str, Any]], holding: set[str]) -> str:
     count = f"{len(holding)}/{n} points"
     if box == holding:
         every = {key: {repr(values[key]) for values in points.values()} for key in keys}
-        limits = [f"{_label(key)} in {{{', '.join(map(str, allowed[key]))}}}" for key in keys if len(allowed[key]) < len(every[key])]
+        limits = [f"{key} in {{{', '.join(map(str, allowed[key]))}}}" for key in keys if len(allowed[key]) < len(every[key])]
         return f"where {' and '.join(limits)} ({count})"
     failing = [point for point in points if point not in holding]
     listed, verb = (sorted(holding, key=list(points).index), "at") if len(holding) <= len(failing) else (failing, "everywhere but at")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import attrs
 import pytest
 
 from actors.lab.sweep_spec import Sweep, load_sweep
@@ -131,6 +132,13 @@ def test_evaluate_on_a_table() -> None:
         "where units in {1} (2/4 points)",
         "everywhere but at units=16, target=b (3/4 points)",
     ]
+
+
+def test_keys_that_move_together_are_named_once() -> None:
+    """Two keys equal at every point (units and its twin) are one range: ``units=twin in {1}``."""
+    sweep = attrs.evolve(_sweep((Conclusion(claim="ratio", policy="v4.19", over="v5.1", factor=10, metric=P99),)), keys=("units", "twin", "target"))
+    table = [{**row, "twin": row["units"]} for row in TABLE]
+    assert [v.where for v in evaluate(sweep, table)] == ["where units=twin in {1} (2/4 points)"]
 
 
 def test_summary_rows_medians_counts_and_stars() -> None:
