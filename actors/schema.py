@@ -89,7 +89,7 @@ class MachineConfig:
 
 @attrs.frozen(kw_only=True)
 class CostsConfig:
-    """CPU and scheduling costs (``actors.sched.core``); each default's source is in docs/CONFIG.md.
+    """CPU and scheduling costs (``actors.sched.core``); each default's source is ``COST_SOURCES``.
 
     Fault path: ``access`` (a user access that needs no fault),
     ``fault_entry`` (exception entry and exit, per fault), ``minor_fault``
@@ -120,6 +120,26 @@ class CostsConfig:
     proc_read: Duration = 5_000
     wakeup: Duration = 5_000
     scale: Factor = 1.0
+
+
+#: Where each ``CostsConfig`` default comes from, or ``"estimate: ..."``: the one
+#: place the sources live (``emu validate`` prints them, docs/MODEL.md explains them).
+COST_SOURCES: dict[str, str] = {
+    "access": "estimate: a TLB miss and a cache miss",
+    "fault_entry": "estimate: exception entry and exit to do_page_fault's sem",
+    "minor_fault": "estimate: 1-2 us a minor fault on 2018 x86",
+    "major_fault": "estimate: 10-30 us CPU a major fault on 2018 x86, less page_alloc and bio_build",
+    "page_alloc": "estimate: __page_cache_alloc and add_to_page_cache_lru",
+    "bio_build": "estimate: bio_alloc and submit_bio down to the driver",
+    "fault_around_pte": "estimate: one PTE filemap_map_pages maps",
+    "syscall": "estimate: entry and exit with KPTI (post-2018)",
+    "vma_alloc": "estimate: vm_area_alloc, get_unmapped_area, vma_link",
+    "vma_free": "estimate: detach and free one VMA",
+    "pgtable_teardown": "estimate: unmap_region of a small region",
+    "tlb_shootdown": "estimate: a few us a remote flush IPI on 2018 x86",
+    "proc_read": "estimate: the model's earlier fixed /proc read cost",
+    "wakeup": "estimate: between Skylake-SP C1 (2 us) and C1E (10 us) exit latency (intel_idle skx_cstates)",
+}
 
 
 @attrs.frozen(kw_only=True)

@@ -9,8 +9,8 @@
     emu report DIR [--format table|wide|markdown|json] [--plots-out PLOTS]
                    [--window START:END]
     emu replay DIR [--policy NAME]...
-    emu validate CONFIG
-    emu bench rwsem|pingpong|saturated [--json] [--repeats N] ...   (actors.lab.bench_cli)
+    emu validate CONFIG [--format table|json]
+    emu bench rwsem|pingpong|saturated|scenario|scale [--json] [--repeats N] ...   (actors.lab.bench_cli)
     emu kernel-run CONFIG --kernel 6.1 [--kernel 5.10 ...] [--out DIR]   (actors.lab.realkernel.cli)
     emu compare EMULATED_DIR REAL_DIR [--baseline E R] [--plots-out PLOTS]
 
@@ -606,19 +606,17 @@ def _show(record: dict[str, Any] | str | None) -> str:
 
 @main.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
-def validate(config_path: pathlib.Path) -> None:
-    """Check CONFIG; print the effective configuration, the device and costs it resolves to, and its policies as JSON."""
-    from actors.block.blk_dev_model import device_params
-    from actors.sched.core import resolve_costs
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: the device, costs (with sources), machine, cgroups and policies; json: also the effective config.")
+def validate(config_path: pathlib.Path, fmt: str) -> None:
+    """Check CONFIG; print the device, costs, machine, cgroups and policies it resolves to."""
+    from actors.lab.validate_view import print_validate, validate_document
 
     config = _load(config_path)
-    document = {
-        "config": effective_config(config),
-        "device": attrs.asdict(device_params(config.device)),
-        "costs": resolve_costs(config.costs),
-        "policies": {name: attrs.asdict(resolve_policy(config, name)) for name in config.policies},
-    }
-    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    if fmt == "json":
+        click.echo(orjson.dumps(validate_document(config, effective_config(config)), option=orjson.OPT_INDENT_2).decode())
+        return
+    print_validate(config)
 
 
 def effective_config(config: ExperimentConfig) -> dict[str, Any]:

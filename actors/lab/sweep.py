@@ -15,6 +15,12 @@ the number of seeds::
     parameter = "cgroups[1].io.latency" # the plot's x axis; default: the first key
     metrics = ["counters.throttled_bios"]  # more table columns (optional)
 
+    [[conclusions]]                     # checked at every point (optional; actors.lab.sweep_summary)
+    claim = "below"
+    policy = "v5.1"
+    metric = "monitor/proc_read.p99_ns"
+    value = "200us"
+
     [[params]]                          # a grid: every combination of values
     key = "cgroups[1].io.latency"
     values = ["target=250", "target=1000", "max"]
@@ -42,7 +48,8 @@ this process, in a joblib (loky) worker or on a Dask worker. Output::
     DIR/
       sweep.toml, base.toml       byte copies of the sweep file and its base config
       runs/<point>-<policy>-<seed>.json   one per run, written as it finishes
-      sweep.csv, sweep.jsonl      one row per run, in sweep order
+      sweep.csv, sweep.jsonl      one row per run, in sweep order (with each latency op's sample count)
+      summary.md                  the table and the conclusions the command prints (actors.lab.sweep_summary)
       <metric>-vs-<parameter>.png median over seeds per policy, min-max band
 
 ``<point>`` is ``p<index>_<hash>``, the hash being of the point's effective
@@ -83,10 +90,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from actors.lab.config import config_from_dict
 from actors.lab.figures import figure_value
 from actors.lab.sweep_spec import RunTask, Sweep, SweepError, load_sweep
+from actors.lab.sweep_summary import count_metrics, evaluate, render_conclusions, render_markdown, render_table
 
 SCHEMA = 1
 EXIT_FAILED = 1
@@ -94,6 +103,7 @@ EXIT_USAGE = 2
 RUNS = "runs"
 CSV = "sweep.csv"
 JSONL = "sweep.jsonl"
+SUMMARY = "summary.md"
 SWEEP_COPY = "sweep.toml"
 BASE_COPY = "base.toml"
 
@@ -293,15 +303,16 @@ def rows(sweep: Sweep, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["virtual_ns"] = results["virtual_ns"]
         row["events"] = results["events"]
         row["invariant_violations"] = len(results.get("invariants", {}).get("violations", []))
-        for metric in sweep.metrics:
+        for metric in (*sweep.metrics, *count_metrics(sweep.metrics)):
             row[metric] = figure_value(results, metric)
         out.append(row)
     return out
 
 
 def write_merged(sweep: Sweep, out: pathlib.Path, documents: list[dict[str, Any]]) -> list[pathlib.Path]:
-    """Write ``sweep.csv``, ``sweep.jsonl`` and the plot; return the plot paths written."""
+    """Write ``sweep.csv``, ``sweep.jsonl``, ``summary.md`` and the plot; return the plot paths written."""
     table = rows(sweep, documents)
+    _write_atomic(out / SUMMARY, (render_markdown(sweep, table, evaluate(sweep, table)) if table else "").encode())
     _write_atomic(out / JSONL, b"".join(orjson.dumps(row) + b"\n" for row in table))
     buffer = io.StringIO()
     columns = list(table[0]) if table else ["point", *sweep.keys, "policy", "seed", "trace_digest", *sweep.metrics]
@@ -386,6 +397,16 @@ def plot(sweep: Sweep, table: list[dict[str, Any]], path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+def print_summary(sweep: Sweep, table: list[dict[str, Any]]) -> None:
+    """The merged table and the conclusions to stdout, as wide as the table needs (at least 80 columns)."""
+    rendered = render_table(sweep, table)
+    width = max(80, Console(highlight=False, width=100_000).measure(rendered).maximum)
+    stdout = Console(highlight=False, width=width)
+    stdout.print(rendered)
+    for line in render_conclusions(evaluate(sweep, table)):
+        stdout.print(Text(line), soft_wrap=True)
+
+
 # -- the command ---------------------------------------------------------------------
 
 
@@ -439,6 +460,8 @@ def sweep_command(sweep_path: pathlib.Path, out: pathlib.Path, jobs: int | None,
         f"{outcome.ran - len(outcome.failed)} run(s) done, {outcome.reused} reused, {len(outcome.failed)} failed in {outcome.wall_s:.1f} s; "
         f"wrote {out / CSV}, {out / JSONL}" + ("" if not outcome.documents else f", {out / plot_name(sweep.metric, sweep.parameter)}")
     )
+    if outcome.documents:
+        print_summary(sweep, rows(sweep, outcome.documents))
     if outcome.failed:
         for document in outcome.failed:
             click.echo(f"failed: {document['point']} {document['params']} policy {document['policy']} seed {document['seed']}: {document['error']}", err=True)

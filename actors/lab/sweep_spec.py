@@ -24,10 +24,11 @@ import orjson
 
 from actors.lab.config import ConfigError, ExperimentConfig, config_from_dict, read_toml
 from actors.lab.figures import check_figure
+from actors.lab.sweep_summary import Conclusion, parse_conclusions
 from actors.policy import PRESETS
 
 #: Top-level keys of a sweep file.
-SWEEP_KEYS = ("name", "base", "policies", "seeds", "root_seed", "metric", "parameter", "metrics", "params", "points")
+SWEEP_KEYS = ("name", "base", "policies", "seeds", "root_seed", "metric", "parameter", "metrics", "params", "points", "conclusions")
 #: Config keys whose own name holds a dot (TOML quoted keys).
 DOTTED_KEYS = ("io.latency",)
 
@@ -214,6 +215,7 @@ class Sweep:
     parameter: str
     keys: tuple[str, ...]
     points: tuple[Point, ...]
+    conclusions: tuple[Conclusion, ...] = ()
 
     def tasks(self) -> list[RunTask]:
         """Every run, in sweep order: point, then policy, then seed."""
@@ -316,6 +318,10 @@ def load_sweep(path: str | pathlib.Path) -> Sweep:
         elif value not in metrics:
             metrics.append(str(value))
 
+    conclusions, conclusion_problems = parse_conclusions(data.get("conclusions", []), [str(p) for p in policies], metrics)
+    for where, message in conclusion_problems:
+        bad(where, message)
+
     if base_config is None:  # key paths cannot be checked without the base
         raise SweepError(problems)
 
@@ -397,6 +403,7 @@ def load_sweep(path: str | pathlib.Path) -> Sweep:
         parameter=parameter,
         keys=tuple(keys),
         points=points,
+        conclusions=tuple(conclusions),
     )
 
 

@@ -5,7 +5,7 @@ model needs: a task that has CPU work to do must be on a CPU
 (``schedule()`` picks the next runnable task when one frees), and a task
 that was asleep takes ``[costs] wakeup`` from ``try_to_wake_up()`` to
 running. The costs are ``[costs]`` (``actors.schema.CostsConfig``, each
-default's source in docs/CONFIG.md), scaled by ``costs.scale``; the CPUs are
+default's source in ``actors.schema.COST_SOURCES``), scaled by ``costs.scale``; the CPUs are
 ``[machine] cpus``.
 
 How paths spend CPU:

@@ -242,13 +242,18 @@ def claims_btrfs_mkwrite(runs: Runs, scenarios) -> None:
 
 def claims_lespinasse_2010(runs: Runs, scenarios) -> None:
     key = "looper/munmap"  # one per completed mmap+munmap iteration
+    for policy, run in runs.items():  # the published ~55 reads/s, within 1.5x (37-83/s)
+        assert 37 <= per_second(run, "reader/touch") <= 83, policy
     before = per_second(runs["v2.6.36"], key)
     assert before > 0
     for policy in ("v4.19", "v5.1"):
         after = per_second(runs[policy], key)
         assert after >= 50 * before, f"{policy}: loop rate {after:.0f}/s vs {before:.0f}/s under v2.6.36"
-        assert counter(runs[policy], "mmap_sem_held_across_io") == 0, policy
         assert counter(runs[policy], "fault_retries") > 0, policy
+    # v4.19 still reads the indirect blocks under the sem (inside read-around's ->readpages), not the pages; v5.1 drops it first
+    assert counter(runs["v4.19"], "mmap_sem_held_across_io") == counter(runs["v4.19"], "indirect_block_reads") > 0
+    assert counter(runs["v5.1"], "mmap_sem_held_across_io") == 0
+    assert per_second(runs["v5.1"], key) > per_second(runs["v4.19"], key)
     assert counter(runs["v2.6.36"], "mmap_sem_held_across_io") > 0
     assert counter(runs["v2.6.36"], "fault_retries") == 0
 

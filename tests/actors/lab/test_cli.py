@@ -58,8 +58,8 @@ def _run(*args: str):
 
 
 def test_validate_good_config_exits_0(tiny: pathlib.Path) -> None:
-    """``emu validate`` prints the effective config, defaults filled in, and the resolved policies."""
-    result = _run("validate", str(tiny))
+    """``emu validate --format json`` prints the effective config, defaults filled in, and the resolved policies."""
+    result = _run("validate", str(tiny), "--format", "json")
     assert result.exit_code == 0, result.output
     document = orjson.loads(result.stdout)
     config = document["config"]

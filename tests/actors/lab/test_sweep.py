@@ -82,6 +82,12 @@ metrics = ["counters.throttled_bios"]
 [[params]]
 key = "cgroups[1].io.latency"
 values = ["target=250", "target=2000"]
+
+[[conclusions]]
+claim = "below"
+policy = "v5.1"
+metric = "monitor/proc_read.p99_ns"
+value = "1s"
 """
 
 METRIC = "monitor/proc_read.p99_ns"
@@ -121,6 +127,7 @@ def serial(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = root / "out"
     result = invoke(str(write_sweep(root)), "--out", str(out), "--serial")
     assert result.exit_code == 0, result.output
+    (root / "stdout.txt").write_text(result.stdout)
     return out
 
 
@@ -191,8 +198,9 @@ def test_shipped_sweep_loads() -> None:
         (SWEEP + "\n[[params]]\nkey = 'horizon'\nvalues = ['10ms']\nstep = 2\n", "sweep.toml: params[1]: unknown key(s): step"),
         (SWEEP + "\n[[points]]\n'cgroups[1].io.latency' = 'max'\n", "sweep.toml: points[0]: 'cgroups[1].io.latency' is also a [[params]] key"),
         ("base = 'base.toml'\nmetric = 'events'\nseeds = [\n", "sweep.toml: not valid TOML"),
+        (SWEEP.replace('policy = "v5.1"', 'policy = "v3"'), "sweep.toml: conclusions[0].policy: expected one of the sweep's policies (v4.19, v5.1), got 'v3'"),
     ],
-    ids=["unknown-key", "index-out-of-range", "bad-value", "unknown-policy", "no-seeds", "bad-metric", "missing-base", "param-extra-key", "point-also-param", "bad-toml"],
+    ids=["unknown-key", "index-out-of-range", "bad-value", "unknown-policy", "no-seeds", "bad-metric", "missing-base", "param-extra-key", "point-also-param", "bad-toml", "conclusion-policy"],
 )
 def test_bad_sweep_file_exits_2_with_a_located_message(tmp_path: pathlib.Path, text: str, message: str) -> None:
     """A bad sweep file: exit 2, one ``file: key.path: message`` line per problem, nothing written."""
@@ -240,6 +248,18 @@ def test_serial_sweep_writes_runs_table_and_plot(serial: pathlib.Path) -> None:
     assert (serial / plot_name(METRIC, PARAMETER)).stat().st_size > 10_000
     assert (serial / "sweep.toml").read_text() == SWEEP
     assert (serial / "base.toml").read_text() == BASE
+
+
+def test_serial_sweep_prints_counts_and_conclusions(serial: pathlib.Path) -> None:
+    """Rows carry each latency op's sample count; stdout and summary.md show the table and where the conclusion holds."""
+    rows = [orjson.loads(line) for line in (serial / "sweep.jsonl").read_bytes().splitlines()]
+    assert all(r["monitor/proc_read.count"] == 12 for r in rows)  # 60 ms / 5 ms
+    stdout = (serial.parent / "stdout.txt").read_text()
+    summary = (serial / "summary.md").read_text()
+    line = "v5.1 monitor/proc_read.p99_ns < 1 s: holds everywhere (2/2 points)"
+    assert line in stdout and f"* {line}" in summary
+    assert "monitor/proc_read n" in stdout and "| monitor/proc_read n |" in summary
+    assert "*" in summary.split("| target=250 | v4.19 |")[1].split("\n")[0]  # a p99 of 12 samples
 
 
 def test_joblib_gives_the_same_results(serial: pathlib.Path, tmp_path: pathlib.Path) -> None:
