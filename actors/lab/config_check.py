@@ -72,6 +72,8 @@ def check_config(config: ExperimentConfig) -> list[str]:
     for i, file in enumerate(config.files):
         if file.block_map == "indirect" and file.fs != "generic":
             problems.append(f'files[{i}].block_map: "indirect" is a generic (ext2/ext3-like) filesystem mapping, this file is on {file.fs}')
+    if 0 < config.swap.size < 2 * PAGE_SIZE:
+        problems.append(f"swap.size: expected 0 (no swap) or at least 8KiB (a header page and a slot), got {config.swap.size} bytes")
     if config.swap.page_cluster > 10:
         problems.append(f"swap.page_cluster: expected at most 10 (2**10 pages a swap-in read), got {config.swap.page_cluster}")
     _check_report(problems, config)
@@ -190,7 +192,7 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
     _unique(problems, f"{at}.mappings", [m.name for m in process.mappings], "name")
     for j, mapping in enumerate(process.mappings):
         if mapping.file is None and mapping.size is None:
-            problems.append(f"{at}.mappings[{j}]: expected file (a file mapping) or size (an anonymous one)")
+            problems.append(f"{at}.mappings[{j}].file: required key is missing (a file mapping names its file; an anonymous one gives size instead)")
         elif mapping.file is not None and mapping.size is not None:
             problems.append(f"{at}.mappings[{j}].size: an anonymous mapping has no file, a file mapping no size (got both)")
         elif mapping.file is not None and mapping.file not in files:

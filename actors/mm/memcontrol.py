@@ -76,6 +76,9 @@ class MemCgroup:
     lru_anon: dict[int, Page] = attrs.field(factory=dict)
     events: dict[str, int] = attrs.field(factory=lambda: {"high": 0, "max": 0, "oom": 0, "oom_kill": 0})
     children: list[MemCgroup] = attrs.field(factory=list)
+    #: Pages charged here and taken off the LRU by a reclaimer; pages charged past ``max`` (``force``).
+    nr_isolated: int = 0
+    nr_forced: int = 0
 
     def ancestors(self) -> Iterator[MemCgroup]:
         """This group, then its parents up to the root."""
@@ -106,12 +109,15 @@ class MemCgroup:
 
     def force_charge(self, nr_pages: int) -> None:
         """``page_counter_charge()``: charge past the limit (the ``force`` exit of ``try_charge``)."""
+        self.nr_forced += nr_pages
         for memcg in self.ancestors():
             memcg.usage += nr_pages
             memcg.watermark = max(memcg.watermark, memcg.usage)
 
     def uncharge(self, page: Page) -> None:
-        """``mem_cgroup_uncharge()`` when *page* is freed: off its LRU, one page off every counter."""
+        """``mem_cgroup_uncharge()`` when *page* is freed: off its LRU (or out of isolation), one page off every counter."""
+        if not page.lru:
+            self.nr_isolated -= 1
         (self.lru_anon if page.flags & PageFlag.SWAPBACKED else self.lru_file).pop(page.lru, None)
         page.mem_cgroup = None
         for memcg in self.ancestors():
@@ -140,8 +146,15 @@ class MemControl:
         page.lru = self._seq
         (memcg.lru_anon if page.flags & PageFlag.SWAPBACKED else memcg.lru_file)[self._seq] = page
 
+    def isolate(self, page: Page) -> None:
+        """``isolate_lru_page()``: a reclaimer takes *page* off its LRU (still charged)."""
+        page.mem_cgroup.lru_anon.pop(page.lru)
+        page.mem_cgroup.nr_isolated += 1
+        page.lru = 0
+
     def putback(self, page: Page) -> None:
         """``putback_lru_page()``: a page reclaim kept goes back, newest."""
+        page.mem_cgroup.nr_isolated -= 1
         self._seq += 1
         page.lru = self._seq
         (page.mem_cgroup.lru_anon if page.flags & PageFlag.SWAPBACKED else page.mem_cgroup.lru_file)[self._seq] = page

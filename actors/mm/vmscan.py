@@ -130,8 +130,8 @@ async def _shrink_anon(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int
             swap.add_to_swap_cache(page, offset)
             swap.swap_cgroup[offset] = page.mem_cgroup
             page.flags |= PageFlag.DIRTY
-        get_page(page)  # isolated from the LRU
-        page.mem_cgroup.lru_anon.pop(page.lru, None)
+        get_page(page)
+        kernel.memcg.isolate(page)
         trylock_page(page, current.comm)
         for pte in page.rmap:  # try_to_unmap(): the PTE becomes the swap entry
             if pte.write:
