@@ -198,12 +198,12 @@ _MEMORY_FIGURES = (
 
 
 def memory_rows(runs: list[dict[str, Any]]) -> list[tuple[str, list[int], bool]]:
-    """The memory panel's rows: each cgroup with a limit or any stall, in first-seen order."""
+    """The memory panel's rows: each cgroup with a memory limit, in first-seen order."""
     paths = dict.fromkeys(path for run in runs for path in run.get("memcg", {}))
     rows = []
     for path in paths:
         groups = [run.get("memcg", {}).get(path, {}) for run in runs]
-        if not any(g.get("max_pages") is not None or g.get("psi_some_ns") for g in groups):
+        if not any(g.get("max_pages") is not None or g.get("high_pages") is not None for g in groups):
             continue
         for key, label, is_time in _MEMORY_FIGURES:
             rows.append((f"{path} {label}", [g.get(key, 0) for g in groups], is_time))
