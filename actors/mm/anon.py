@@ -24,8 +24,9 @@ under mmap_sem in 4.19, 5.1 and 6.1 alike; 5.7's retry rule (4064b9827063)
 lets ``lock_page_or_retry`` drop on every attempt (``fault_retry``);
 6.1 has ``folio_lock_or_retry`` with the same rule; 5.8 moved the charge to
 the swap-cache allocation (``swapin_charge``). Swap faults under a per-VMA
-lock (6.5 and later: ``do_swap_page`` then drops the VMA lock and returns
-``VM_FAULT_RETRY`` before any IO) belong to the per-VMA-lock model.
+lock (6.4: ``do_swap_page`` returns ``VM_FAULT_RETRY`` at once and the fault
+is redone under mmap_lock; later releases handle it under the VMA lock)
+belong to the per-VMA-lock model.
 
 Emulation notes:
     One swap area; no KSM, THP, userfaultfd, ``SWP_SYNCHRONOUS_IO`` or

@@ -198,7 +198,9 @@ async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: in
     faulting slot's page comes back with a reference (``read_swap_cache_async``).
     With ``swapin_charge = "swapcache"`` each new page is charged first
     (to the slot's recorded memcg, else *memcg*); a page whose charge fails
-    is not read, and the fault's own failure returns ``None`` (OOM).
+    is not read, and the fault's own failure returns ``None`` (OOM). The
+    neighbours charge as ``__GFP_NORETRY`` (simplified: the kernel charges
+    them like the faulting page, so its readahead can end in the OOM too).
     """
     from actors.mm.memcontrol import mem_cgroup_charge
 

@@ -289,6 +289,21 @@ def claims_swap_inversion(runs: Runs, scenarios) -> None:
     assert counter(new, "swapin_submit_under_mmap_sem_ns") > 2 * counter(old, "swapin_submit_under_mmap_sem_ns")
 
 
+def claims_reclaim_readahead(runs: Runs, scenarios) -> None:
+    old = runs["v4.19"]
+    # 4.19: read-around is submitted under the sem, so every reclaim (readahead's and the worker's) holds it
+    assert counter(old, "memcg_reclaim_under_mmap_sem") == counter(old, "memcg_direct_reclaim") > 0
+    for policy in ("v5.1", "v6.1"):
+        run = runs[policy]
+        # the faulter's readahead reclaims after dropping the sem; the worker's anonymous faults still hold it
+        assert 0 < counter(run, "memcg_reclaim_under_mmap_sem") < counter(run, "memcg_direct_reclaim"), policy
+    for run in runs.values():
+        assert counter(run, "pswpout") > 0 and counter(run, "pgsteal") > counter(run, "pswpout"), run["policy"]
+        batch = run["memcg"]["workload.slice/batch"]
+        assert batch["watermark_pages"] <= batch["max_pages"] and batch["oom_kill"] == 0
+        assert not run["invariants"]["violations"]
+
+
 def claims_v3_races(runs: Runs, scenarios) -> None:
     v3, v51 = runs["v3"], runs["v5.1"]
     names = {v["invariant"] for v in v3["invariants"]["violations"]}
@@ -322,4 +337,5 @@ CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "v3-races": claims_v3_races,
     "fault-injection": claims_fault_injection,
     "swap-inversion": claims_swap_inversion,
+    "reclaim-readahead": claims_reclaim_readahead,
 }
