@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from actors.schema import CgroupConfig
     from actors.sched.task import TaskStruct
 
+# try_charge and mem_cgroup_handle_over_high import actors.mm.vmscan when they run:
+# vmscan needs actors.mm.swap, which charges swap-in pages here (an import cycle otherwise).
+
 MEMCG_CHARGE_BATCH = 32
 MEM_CGROUP_RECLAIM_RETRIES = 5
 PAGE_ALLOC_COSTLY_ORDER = 3

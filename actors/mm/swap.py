@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from actors.block.bio import Bio
 from actors.block.blkdev import blk_finish_plug, blk_start_plug, submit_bio
 from actors.kernel_types import BlkStatus, PageFlag, ReqFlag, ReqOp
+from actors.mm.memcontrol import mem_cgroup_charge
 from actors.mm.page import Page, end_page_writeback, get_page, page_endio, page_lock_handoff, put_page, unlock_page
 
 if TYPE_CHECKING:
@@ -202,8 +203,6 @@ async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: in
     neighbours charge as ``__GFP_NORETRY`` (simplified: the kernel charges
     them like the faulting page, so its readahead can end in the OOM too).
     """
-    from actors.mm.memcontrol import mem_cgroup_charge
-
     kernel = current.kernel
     mask = (1 << swap.page_cluster) - 1
     start = max(offset & ~mask, 1)
