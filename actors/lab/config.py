@@ -19,9 +19,9 @@ The shape of a config (see ``configs/seed-inversion.toml`` for a full one)::
     [machine]           CPUs
     [device]            the block device: kind, queues, service model
     [costs]             CPU and scheduling costs
-    [[cgroups]]         path and io.latency
+    [[cgroups]]         path, io.latency, io.max, memory.max, memory.high
     [[files]]           size, filesystem kind, initially cached fraction
-    [btrfs], [writeback]
+    [btrfs], [writeback], [swap]
     [[processes]]       cgroup, count (replicas), mappings, threads
       [[processes.threads]]   name, program (a list of ops), iterations/every
     [[policy]]          custom policies: a preset with switches changed
