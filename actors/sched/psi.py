@@ -20,8 +20,9 @@ every policy, so the figure means "what a 4.20+ kernel would report for
 this run".
 
 Emulation notes:
-    ``full`` treats every thread configured in the group as non-idle for the
-    whole run (the kernel counts a task sleeping in ``think`` or on a lock
+    io.latency's delay for swap IO (``use_memdelay``) is paid but not
+    counted as a memory stall. ``full`` treats every thread configured in
+    the group as non-idle for the whole run (the kernel counts a task sleeping in ``think`` or on a lock
     as idle), so it is a lower bound. No per-CPU state, no averages
     (``avg10``...): only the totals. Every swap-in read counts as a
     refault (the model has no workingset shadow entries).
