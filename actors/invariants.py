@@ -59,6 +59,14 @@ At the end:
     ``dirty_data_lost``: every page dirtied (``set_page_dirty``) and not
     written back since is still dirty or under writeback, unless it was
     truncated; and every dirty cached page is on the flusher's lists.
+    ``memcg_usage_accounted``: each memcg's page counter equals the pages
+    charged in its subtree: on its LRU lists or isolated by a reclaimer.
+    ``memcg_usage_within_max``: no memcg is above ``memory.max`` by more
+    than the pages forced past it (a dying task's charges).
+    ``swap_slots_accounted``: each swap slot's count equals the swap PTEs
+    that hold it, ``SWAP_HAS_CACHE`` is set exactly for slots in the swap
+    cache, and the in-use total matches (no slot leaks when its last
+    holder goes: swap-in, munmap, reclaim of a clean swap-cache page).
     ``liveness``: no op of a live task has been in flight longer than
     ``[checks] liveness`` (default 1 s) when the run ends (a livelock such
     as the 5.1-5.6 ``mm_populate`` spin, or a wait nobody ends).
@@ -70,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.kernel_types import PageFlag
 from actors.locking.rwsem import RwsemSemantics
+from actors.mm.swap import SWAP_HAS_CACHE
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
@@ -93,6 +102,9 @@ INVARIANTS = (
     "page_unlocked_at_rest",
     "dirty_data_lost",
     "liveness",
+    "memcg_usage_accounted",
+    "memcg_usage_within_max",
+    "swap_slots_accounted",
 )
 
 
@@ -166,6 +178,9 @@ def check_invariants(kernel: Kernel) -> dict[str, Any]:
         elif page.flags & PageFlag.DIRTY and (page.mapping.host.ino, page.index) not in flusher:
             report("dirty_data_lost", page=page.name, cause="dirty_but_not_queued")
 
+    if kernel.memcg.limited or kernel.swap is not None:
+        checked += _check_memory(kernel, report)
+
     bound = kernel.config.checks.liveness
     end = now if finished else max(now, kernel.config.horizon)  # a cut run ran to the horizon
     for task in kernel.tasks:
@@ -176,3 +191,33 @@ def check_invariants(kernel: Kernel) -> dict[str, Any]:
         if end - start > bound:
             report("liveness", task=task.comm, op=op, running_ns=end - start, bound_ns=bound)
     return {"checked": checked, "violations": violations}
+
+
+def _check_memory(kernel: Kernel, report: Any) -> int:
+    """``memcg_usage_accounted``, ``memcg_usage_within_max`` and ``swap_slots_accounted``; the checks made."""
+    checked = 0
+    for memcg in kernel.memcg.groups.values():
+        checked += 1
+        pages = sum(len(m.lru_file) + len(m.lru_anon) + m.nr_isolated for m in memcg.subtree())
+        if memcg.usage != pages:
+            report("memcg_usage_accounted", memcg=memcg.path or "/", usage=memcg.usage, charged=pages)
+        forced = sum(m.nr_forced for m in memcg.subtree())
+        if memcg.max is not None and memcg.usage > memcg.max + forced:
+            report("memcg_usage_within_max", memcg=memcg.path or "/", usage=memcg.usage, max=memcg.max, forced=forced)
+    swap = kernel.swap
+    if swap is None:
+        return checked
+    holders = [0] * swap.max
+    for mm in kernel.mms.values():
+        for slot in mm.swap_ptes.values():
+            holders[slot] += 1
+    holders[0] = 1  # the header
+    for slot, count in enumerate(swap.swap_map):
+        checked += 1
+        cached = bool(count & SWAP_HAS_CACHE)
+        if count & ~SWAP_HAS_CACHE != holders[slot] or cached != (slot in swap.cache):
+            report("swap_slots_accounted", slot=slot, swap_map=count, ptes=holders[slot], cached=slot in swap.cache)
+    inuse = sum(1 for count in swap.swap_map if count)
+    if inuse != swap.inuse_pages:
+        report("swap_slots_accounted", inuse_pages=swap.inuse_pages, counted=inuse)
+    return checked

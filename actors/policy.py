@@ -35,6 +35,11 @@ per_vma_lock      ``off`` (before 6.4); ``anon`` (6.4, 5e31275cc997 and
                   the VMA lock where it would drop mmap_lock, 5d74b2ab2c15;
                   a retry after a major fault sets TRIED, 46e714c729c8, 6.8).
                   Needs ``filemap_fault = "v5.1"`` (the config check says so)
+memcg_high_delay  0e4b01df8659 (5.4): over memory.high, the return to user
+                  sleeps ``calculate_high_delay`` (up to 2 s) after reclaim
+swapin_charge     ``fault`` (up to 5.7: ``do_swap_page`` charges the page
+                  after locking it); ``swapcache`` (5.8, 4c6355b25e8b: each
+                  swap-cache page is charged when readahead allocates it)
 ================  ============================================================
 
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
@@ -73,6 +78,8 @@ class Policy:
     zero_readahead_fix: bool = False
     bdp_drop_mmap_sem: bool = False
     per_vma_lock: Literal["off", "anon", "file"] = "off"
+    memcg_high_delay: bool = False
+    swapin_charge: Literal["fault", "swapcache"] = "fault"
     description: str = ""
 
 
@@ -83,6 +90,7 @@ _V5_7 = Policy(
     filemap_fault="v5.1",
     zero_readahead_fix=True,
     bdp_drop_mmap_sem=True,
+    memcg_high_delay=True,
     description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
 )
 
@@ -111,9 +119,9 @@ PRESETS: dict[str, Policy] = {
         ),
         Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
         _V5_7,
-        attrs.evolve(_V5_7, name="v5.10", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
-        attrs.evolve(_V5_7, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
-        attrs.evolve(_V5_7, name="v6.4", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
-        attrs.evolve(_V5_7, name="v6.12", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
+        attrs.evolve(_V5_7, name="v5.10", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
+        attrs.evolve(_V5_7, name="v6.1", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_7, name="v6.4", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
+        attrs.evolve(_V5_7, name="v6.12", swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
     )
 }

@@ -19,9 +19,9 @@ The shape of a config (see ``configs/seed-inversion.toml`` for a full one)::
     [machine]           CPUs
     [device]            the block device: kind, queues, service model
     [costs]             CPU and scheduling costs
-    [[cgroups]]         path and io.latency
+    [[cgroups]]         path, io.latency, io.max, memory.max, memory.high
     [[files]]           size, filesystem kind, initially cached fraction
-    [btrfs], [writeback]
+    [btrfs], [writeback], [swap]
     [[processes]]       cgroup, count (replicas), mappings, threads
       [[processes.threads]]   name, program (a list of ops), iterations/every
     [[policy]]          custom policies: a preset with switches changed
@@ -62,6 +62,7 @@ from actors.lab.config_types import (
     Factor,
     Fraction,
     IoLatency,
+    MemoryLimit,
     Natural,
     PositiveDuration,
     PositiveSize,
@@ -95,6 +96,7 @@ from actors.schema import (
     ProcessConfig,
     ProcRead,
     ReportConfig,
+    SwapConfig,
     SwarmConfig,
     Think,
     ThreadConfig,
@@ -133,6 +135,7 @@ __all__ = [
     "IoLatency",
     "MachineConfig",
     "MappingConfig",
+    "MemoryLimit",
     "Mmap",
     "Mprotect",
     "Munmap",
@@ -146,6 +149,7 @@ __all__ = [
     "ProcessConfig",
     "ReportConfig",
     "Size",
+    "SwapConfig",
     "SwarmConfig",
     "Think",
     "ThreadConfig",

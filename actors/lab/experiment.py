@@ -28,6 +28,7 @@ import numpy as np
 from actors.invariants import check_invariants
 from actors.kernel import Kernel
 from actors.lab.config import ExperimentConfig, resolve_policy
+from actors.mm.swap import swap_summary
 from emu import EmulatorError, Engine, RunStats, Trace
 from emu.gcheap import frozen_heap
 
@@ -141,8 +142,12 @@ def finish_policy(kernel: Kernel, policy: str, stats: RunStats) -> RunResult:
         "counters": counters(kernel),
         "mmap_sem": mmap_sem_summary(kernel),
         "iolatency": iolatency_summary(kernel),
-        "invariants": check_invariants(kernel),
     }
+    if kernel.memcg.limited or kernel.swap is not None:
+        results["memcg"] = memcg_summary(kernel, engine.now_ns)
+    if kernel.swap is not None:
+        results["swap"] = swap_summary(kernel)
+    results["invariants"] = check_invariants(kernel)
     samples = {f"{task}/{op}": list(values) for (task, op), values in sorted(kernel.latency.items())}
     tasks = {task.comm: (task.tgid or task.pid, task.pid) for task in kernel.tasks}
     return RunResult(policy=policy, results=results, trace=engine.trace, stats=stats, samples=samples, tasks=tasks)
@@ -274,5 +279,23 @@ def iolatency_summary(kernel: Kernel) -> dict[str, dict[str, int]]:
             "use_delay": st.use_delay,
             "scale_cookie": st.scale_cookie,
             "min_lat_nsec": st.min_lat_nsec or 0,
+        }
+    return out
+
+
+def memcg_summary(kernel: Kernel, now_ns: int) -> dict[str, dict[str, Any]]:
+    """Each memcg at the end of the run: usage, limits and peak in pages, ``memory.events``, PSI totals."""
+    out = {}
+    psi = kernel.psi.totals(now_ns)
+    for path, memcg in kernel.memcg.groups.items():
+        some, full = psi[path]
+        out[path or "/"] = {
+            "usage_pages": memcg.usage,
+            "max_pages": memcg.max,
+            "high_pages": memcg.high,
+            "watermark_pages": memcg.watermark,
+            **memcg.events,
+            "psi_some_ns": some,
+            "psi_full_ns": full,
         }
     return out

@@ -21,7 +21,7 @@ LATENCY_STATS = ("count", "min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "ma
 #: Derived latency statistics: samples per virtual second.
 RATE_STAT = "per_s"
 #: The keys of one run's entry in ``results.json``.
-RESULT_KEYS = ("policy", "seed", "tie_seed", "trace_digest", "virtual_ns", "events", "end", "latency", "counters", "mmap_sem", "iolatency", "invariants")
+RESULT_KEYS = ("policy", "seed", "tie_seed", "trace_digest", "virtual_ns", "events", "end", "latency", "counters", "mmap_sem", "iolatency", "memcg", "swap", "invariants")
 
 
 def is_latency(figure: str) -> bool:

@@ -106,6 +106,8 @@ class Report:
     #: Counters shown beyond the row's named ones: every counter any run has.
     counters: list[str] = attrs.field(factory=list)
     answer: list[Answer] = attrs.field(factory=list)
+    #: Per-cgroup memory figures (results.json ``memcg``): label, one value per run, whether a time.
+    memory: list[tuple[str, list[int], bool]] = attrs.field(factory=list)
 
     @property
     def title(self) -> str:
@@ -182,7 +184,30 @@ def build_report(document: dict[str, Any], *, answer: list[str] = ()) -> Report:
         rows=rows,
         counters=names,
         answer=answer_figures(runs, list(answer)),
+        memory=memory_rows(runs),
     )
+
+
+#: The per-cgroup figures the memory panel shows: results.json ``memcg`` key, label, whether a time.
+_MEMORY_FIGURES = (
+    ("psi_some_ns", "memory pressure some", True),
+    ("psi_full_ns", "memory pressure full", True),
+    ("watermark_pages", "peak usage (pages)", False),
+    ("oom_kill", "OOM kills", False),
+)
+
+
+def memory_rows(runs: list[dict[str, Any]]) -> list[tuple[str, list[int], bool]]:
+    """The memory panel's rows: each cgroup with a memory limit, in first-seen order."""
+    paths = dict.fromkeys(path for run in runs for path in run.get("memcg", {}))
+    rows = []
+    for path in paths:
+        groups = [run.get("memcg", {}).get(path, {}) for run in runs]
+        if not any(g.get("max_pages") is not None or g.get("high_pages") is not None for g in groups):
+            continue
+        for key, label, is_time in _MEMORY_FIGURES:
+            rows.append((f"{path} {label}", [g.get(key, 0) for g in groups], is_time))
+    return rows
 
 
 # -- renderers ---------------------------------------------------------------------
@@ -287,6 +312,11 @@ def render_panels(report: Report) -> list[Table]:
             cells = [f"[red]{c}[/red]" if v else c for c, v in zip(cells, values, strict=True)]
         locks.add_row(header.replace("\n", " "), *cells)
     tables.append(locks)
+    if report.memory:
+        memory = panel("memory per cgroup (memory.pressure total=, memory.events)")
+        for label, values, is_time in report.memory:
+            memory.add_row(label, *(format_ns(v) if is_time else f"{v:,}" for v in values))
+        tables.append(memory)
     if report.counters:
         counters = panel("counters")
         for name in report.counters:

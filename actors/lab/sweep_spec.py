@@ -30,7 +30,7 @@ from actors.policy import PRESETS
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("name", "base", "policies", "seeds", "root_seed", "metric", "parameter", "metrics", "params", "points", "conclusions")
 #: Config keys whose own name holds a dot (TOML quoted keys).
-DOTTED_KEYS = ("io.latency",)
+DOTTED_KEYS = ("io.latency", "io.max", "memory.max", "memory.high")
 
 
 class SweepError(Exception):

@@ -110,15 +110,16 @@ async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flag
 
     With retry allowed: RETRY_NOWAIT → 0 with the sem held; else ``up_read``,
     wait for the page to be *unlocked* (not taking it), 0. Otherwise lock it
-    (killable: on a fatal signal ``up_read`` and 0), 1.
+    (killable: on a fatal signal ``up_read`` and 0), 1. Under the VMA lock
+    (a swap-in fault from 6.5, 1235ccd05b6d) the lock dropped is the VMA
+    lock (``folio_lock_or_retry`` → ``release_fault_lock``, v6.12).
     """
     if trylock_page(page, current.comm):
         return True
-    mm = vmf.vma.vm_mm
     if fault_flag_allow_retry_first(current, flags):
         if flags & RETRY_NOWAIT:
             return False
-        up_read(current, mm)
+        release_fault_lock(current, vmf)
         current.dropped_vma = vmf.vma
         if flags & KILLABLE:
             await wait_on_page_locked_killable(current, page)
@@ -127,7 +128,7 @@ async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flag
         return False
     if flags & KILLABLE:
         if await __lock_page_killable(current, page):
-            up_read(current, mm)
+            release_fault_lock(current, vmf)
             return False
     else:
         await __lock_page(current, page)
@@ -417,7 +418,7 @@ async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         fpin = await do_sync_mmap_readahead(current, vmf, file, offset, drop=True)
     while True:
         if page is None:  # retry_find
-            page = pagecache_get_page_for_mmap(current, mapping, offset)
+            page = await pagecache_get_page_for_mmap(current, mapping, offset)
         locked, fpin = await lock_page_maybe_drop_mmap(current, vmf, page, fpin)
         if not locked:
             return _v51_out_retry(page, fpin, ret)

@@ -313,6 +313,37 @@ def claims_no_throttle_control(runs: Runs, scenarios) -> None:
         assert p99(run, key) >= 10 * p99(new, key), policy
 
 
+def claims_swap_inversion(runs: Runs, scenarios) -> None:
+    old, v51, new = runs["v4.19"], runs["v5.1"], runs["v6.1"]
+    assert old["trace_digest"] == v51["trace_digest"], "5.1 changed filemap_fault only; no file faults here"
+    for run in (old, new):
+        assert counter(run, "pswpout") > 0 and counter(run, "pswpin") > 0
+        assert counter(run, "memcg_reclaim_under_mmap_sem") == counter(run, "memcg_direct_reclaim") > 0, run["policy"]
+        assert counter(run, "swapin_submit_under_mmap_sem_ns") > 0, run["policy"]
+        assert counter(run, "mmap_sem_held_across_io") > 0, run["policy"]
+        batch = run["memcg"]["workload.slice/batch"]
+        assert batch["watermark_pages"] <= batch["max_pages"] and batch["oom_kill"] == 0
+        assert batch["psi_some_ns"] > 0
+        assert not run["invariants"]["violations"]
+    # 5.8+: the swap-in charge (and its reclaim) happens inside swap readahead, under the sem
+    assert counter(new, "swapin_submit_under_mmap_sem_ns") > 2 * counter(old, "swapin_submit_under_mmap_sem_ns")
+
+
+def claims_reclaim_readahead(runs: Runs, scenarios) -> None:
+    old = runs["v4.19"]
+    # 4.19: read-around is submitted under the sem, so every reclaim (readahead's and the worker's) holds it
+    assert counter(old, "memcg_reclaim_under_mmap_sem") == counter(old, "memcg_direct_reclaim") > 0
+    for policy in ("v5.1", "v6.1"):
+        run = runs[policy]
+        # the faulter's readahead reclaims after dropping the sem; the worker's anonymous faults still hold it
+        assert 0 < counter(run, "memcg_reclaim_under_mmap_sem") < counter(run, "memcg_direct_reclaim"), policy
+    for run in runs.values():
+        assert counter(run, "pswpout") > 0 and counter(run, "pgsteal") > counter(run, "pswpout"), run["policy"]
+        batch = run["memcg"]["workload.slice/batch"]
+        assert batch["watermark_pages"] <= batch["max_pages"] and batch["oom_kill"] == 0
+        assert not run["invariants"]["violations"]
+
+
 def claims_v3_races(runs: Runs, scenarios) -> None:
     v3, v51 = runs["v3"], runs["v5.1"]
     names = {v["invariant"] for v in v3["invariants"]["violations"]}
@@ -390,4 +421,6 @@ CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
     "no-throttle-control": claims_no_throttle_control,
     "v3-races": claims_v3_races,
     "fault-injection": claims_fault_injection,
+    "swap-inversion": claims_swap_inversion,
+    "reclaim-readahead": claims_reclaim_readahead,
 }

@@ -117,7 +117,12 @@ def translate(config: ExperimentConfig) -> Scenario:
     if len(instances) > MAX_PROCS:
         refuse("processes", f"{len(instances)} processes; the probe runs at most {MAX_PROCS}")
     lines = [f"horizon {config.horizon}", f"seed {config.seed}", "dev /sys/block/vda/dev"]
-    for c in config.cgroups:
+    if config.swap.size:
+        refuse("swap.size", "swap is not run on a real kernel; supported: 0")
+    for i, c in enumerate(config.cgroups):
+        for key, value in (("memory.max", c.memory_max), ("memory.high", c.memory_high)):
+            if value is not None:
+                refuse(f"cgroups[{i}].{key}", 'memory limits are not run on a real kernel; supported: "max"')
         body = "-"
         if c.io_max is not None and c.io_max.limited:
             body = " ".join(f"{key}={getattr(c.io_max, key)}" for key in IO_MAX_KEYS if getattr(c.io_max, key) is not None)
@@ -130,9 +135,13 @@ def translate(config: ExperimentConfig) -> Scenario:
             refuse(f"{where}.threads", f"{len(p.threads)} threads; the probe runs at most {MAX_THREADS}")
         maps = {m.name: k for k, m in enumerate(p.mappings)}
         body = []
-        for m in p.mappings:
+        for k, m in enumerate(p.mappings):
+            if m.file is None:
+                refuse(f"{where}.mappings[{k}].size", "anonymous mappings are not run on a real kernel; supported: file mappings")
+                continue
             size = files.get(m.file, 0)
-            body.append(f"map {GUEST_DATA}/{m.file} {size} {int(m.shared)} {int(m.writable)} {_ADVICE[m.madvise]}")
+            shared = True if m.shared is None else m.shared
+            body.append(f"map {GUEST_DATA}/{m.file} {size} {int(shared)} {int(bool(m.writable))} {_ADVICE[m.madvise]}")
         for t_index, t in enumerate(p.threads):
             twhere = f"{where}.threads[{t_index}]"
             if t.handle_signals:

@@ -204,6 +204,13 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "report_answer_bad_stat": ("report.answer[0]", "p99_ns"),
     "report_answer_unknown_op": ("report.answer[1]", "no thread runs 'toucher/io'"),
     "bandwidth_per_hour": ("device.bandwidth", r"bandwidth like \"512MiB/s\" .*then /s\), got '200MB/h'"),
+    # memory and swap
+    "memory_max_bad_unit": ("cgroups[0].memory.max", "furlongs"),
+    "memory_high_above_max": ("cgroups[0].memory.high", "above memory.max"),
+    "mapping_file_and_size": ("processes[0].mappings[0].size", "got both"),
+    "mapping_shared_anonymous": ("processes[0].mappings[0].shared", "shmem"),
+    "swap_page_cluster_too_big": ("swap.page_cluster", "at most 10"),
+    "swap_size_one_page": ("swap.size", "8KiB"),
 }
 
 #: Problems with the file itself: no key path exists, so the line names where in the file.

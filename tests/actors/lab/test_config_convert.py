@@ -31,8 +31,16 @@ def test_io_latency_key_is_renamed_both_ways() -> None:
         """c.toml: [0].io.latency: expected "target=<usec>" or "max", got 3"""
     ]
     assert _problems({"path": "a", "io_latency": "max"}, CgroupConfig) == [
-        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency, io.max"
+        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency, io.max, memory.max, memory.high"
     ]
+
+
+def test_memory_keys_are_renamed_and_read_as_sizes_or_max() -> None:
+    """``"memory.max"``/``"memory.high"`` take a size or ``"max"``; a bad one is reported at the file's spelling."""
+    cgroup = converter.structure({"path": "a", "memory.max": "16MiB", "memory.high": "max"}, CgroupConfig)
+    assert (cgroup.memory_max, cgroup.memory_high) == (16 * 1024**2, None)
+    problems = _problems({"path": "a", "memory.high": True}, CgroupConfig)
+    assert len(problems) == 1 and problems[0].startswith("c.toml: memory.high: expected a size like")
 
 
 def test_io_max_key_is_read_as_blk_throttle_limits() -> None:

@@ -20,6 +20,7 @@ from actors.lab.config_types import (
     Factor,
     Fraction,
     IoLatency,
+    MemoryLimit,
     Natural,
     PositiveDuration,
     PositiveSize,
@@ -32,7 +33,7 @@ HOOKS = dict(VALUE_HOOKS)
 
 def test_every_value_type_has_a_hook() -> None:
     """Each NewType a schema field may use is read by its own hook."""
-    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, Factor, IoLatency, IoMax}
+    assert set(HOOKS) == {Duration, PositiveDuration, Size, PositiveSize, Bandwidth, Count, Natural, Fraction, Factor, IoLatency, IoMax, MemoryLimit}
 
 
 @pytest.mark.parametrize(

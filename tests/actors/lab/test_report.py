@@ -213,3 +213,25 @@ def test_wide_format_keeps_one_row_per_policy(document: dict[str, Any], capsys: 
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "v4.19" in line and "│" in line)
     assert "5 ms*" in row and "mon/proc_read" in out
+
+
+def test_memory_panel_shows_limited_cgroups_only(document: dict[str, Any]) -> None:
+    """Runs with a ``memcg`` entry get a memory panel: PSI totals and peaks of the cgroups that have a limit."""
+    unlimited = {"max_pages": None, "high_pages": None, "psi_some_ns": 5, "psi_full_ns": 0, "watermark_pages": 9, "oom_kill": 0}
+    for i, run in enumerate(document["runs"]):
+        limited = {"max_pages": 256, "high_pages": None, "psi_some_ns": 2_000_000 * (i + 1), "psi_full_ns": 0, "watermark_pages": 256, "oom_kill": i}
+        run["memcg"] = {"/": unlimited, "batch": limited}
+    report = build_report(document)
+    assert [label for label, _values, _time in report.memory] == [
+        "batch memory pressure some",
+        "batch memory pressure full",
+        "batch peak usage (pages)",
+        "batch OOM kills",
+    ]
+    assert report.memory[0][1] == [2_000_000, 4_000_000] and report.memory[3][1] == [0, 1]
+    line = next(line for line in _text(report, 120).splitlines() if line.startswith("batch memory pressure some"))
+    assert _cells(line) == ["2 ms", "4 ms"]
+
+
+def test_no_memory_panel_without_memcg_results(document: dict[str, Any]) -> None:
+    assert build_report(document).memory == []

@@ -141,6 +141,8 @@ def test_key_paths_resolve_against_the_base() -> None:
     assert resolve_key('cgroups[0]."io.latency"', data) == ("cgroups", 0, "io.latency")
     assert resolve_key("cgroups[0].io.latency", data) == ("cgroups", 0, "io.latency")
     assert resolve_key("device.latency", data) == ("device", "latency")
+    for key in ("io.max", "memory.max", "memory.high"):  # the other cgroup interface files, even where not set yet
+        assert resolve_key(f"cgroups[0].{key}", data) == ("cgroups", 0, key)
     with pytest.raises(ValueError, match="index 2 out of range: cgroups has 2 entries"):
         resolve_key("cgroups[2].path", data)
     with pytest.raises(ValueError, match="not a list"):

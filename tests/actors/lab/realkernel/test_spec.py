@@ -7,7 +7,7 @@ import pathlib
 import attrs
 import pytest
 
-from actors.lab.config import ConfigError, load_config
+from actors.lab.config import ConfigError, MappingConfig, SwapConfig, load_config
 from actors.lab.realkernel.spec import device_throttle, translate
 from actors.schema import DeviceConfig
 
@@ -69,3 +69,15 @@ def test_hdd_throttle_adds_seek_and_rotation() -> None:
     hdd = attrs.evolve(config, device=DeviceConfig(kind="hdd"))
     # 100 us + (1 + 15) / 2 ms average seek + half of 8.33 ms a revolution: ~81 IOPS
     assert device_throttle(hdd) == (1_000_000_000 // (100_000 + 8_000_000 + 30_000_000_000 // 7200), 120 << 20)
+
+
+def test_memory_limits_swap_and_anonymous_mappings_are_refused(tmp_path: pathlib.Path) -> None:
+    """The probe runs file mappings only, without memcg limits or swap: each is one located refusal."""
+    config = load_config(CASES / "plain.toml")
+    cgroups = [attrs.evolve(config.cgroups[0], memory_max=16 * 1024**2), *config.cgroups[1:]]
+    process = config.processes[0]
+    anon = attrs.evolve(process, mappings=[*process.mappings, MappingConfig(name="heap", size=1024**2)])
+    changed = attrs.evolve(config, cgroups=cgroups, swap=SwapConfig(size=64 * 1024**2), processes=[anon, *config.processes[1:]])
+    with pytest.raises(ConfigError) as error:
+        translate(changed)
+    assert [p.split(": ")[1] for p in error.value.problems] == ["swap.size", "cgroups[0].memory.max", "processes[0].mappings[0].size"]
