@@ -610,8 +610,22 @@ def _show(record: dict[str, Any] | str | None) -> str:
               help="table: the device, costs (with sources), machine, cgroups and policies; json: also the effective config.")
 def validate(config_path: pathlib.Path, fmt: str) -> None:
     """Check CONFIG; print the device, costs, machine, cgroups and policies it resolves to."""
+    from actors.lab.matrix import is_matrix_file, load_matrix
     from actors.lab.validate_view import print_validate, validate_document
 
+    if is_matrix_file(config_path):
+        try:
+            matrix = load_matrix(config_path)
+        except ConfigError as error:
+            _die(error.problems)
+        if fmt == "json":
+            cases = {case.name: validate_document(case.config, effective_config(case.config)) for case in matrix.cases}
+            click.echo(orjson.dumps({"matrix": matrix.header(), "cases": cases}, option=orjson.OPT_INDENT_2).decode())
+            return
+        for case in matrix.cases:
+            Console(highlight=False).rule(f"case {case.name}: {case.config.source}", align="left")
+            print_validate(case.config)
+        return
     config = _load(config_path)
     if fmt == "json":
         click.echo(orjson.dumps(validate_document(config, effective_config(config)), option=orjson.OPT_INDENT_2).decode())

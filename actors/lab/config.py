@@ -72,6 +72,7 @@ from actors.lab.config_types import (
 )
 from actors.policy import PRESETS, Policy
 from actors.schema import (
+    COST_SOURCES,
     DEVICE_KINDS,
     OP_NAMES,
     SWARM_FAMILIES,
@@ -108,6 +109,7 @@ from actors.schema import (
 )
 
 __all__ = [
+    "COST_SOURCES",
     "DEVICE_KINDS",
     "INT64_MAX",
     "INT64_MIN",

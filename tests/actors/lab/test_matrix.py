@@ -154,3 +154,13 @@ def test_bad_matrix_is_one_line_exit_2(matrix: pathlib.Path, tmp_path: pathlib.P
     result = _run("run", str(matrix), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and f"{matrix}: baseline: expected the name of a case" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_checks_every_case(matrix: pathlib.Path) -> None:
+    shown = _run("validate", str(matrix))
+    assert shown.exit_code == 0 and "case few" in shown.stdout and "case many" in shown.stdout
+    document = orjson.loads(_run("validate", str(matrix), "--format", "json").stdout)
+    assert document["matrix"]["experiment"] == "tiny-matrix" and set(document["cases"]) == {"few", "many"}
+    (matrix.parent / "many.toml").write_text("name = 3\n")
+    bad = _run("validate", str(matrix))
+    assert bad.exit_code == 2 and "many.toml" in bad.output

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from actors.block.blk_dev_model import KIND_DEFAULTS, device_params
+from actors.lab.matrix import is_matrix_file
 from actors.lab.cli import main
 from actors.lab.config import config_from_dict, load_config
 from actors.lab.validate_view import MEAN_SQRT_DISTANCE, cost_rows, print_validate, service_figures
@@ -18,7 +19,8 @@ from actors.schema import COST_SOURCES, CostsConfig, DeviceConfig
 from actors.sched.core import COST_NAMES
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+#: Every shipped config (a matrix file's cases are configs of configs/realkernel/).
+CONFIGS = sorted(p for p in [*(ROOT / "configs").glob("*.toml"), *(ROOT / "configs/realkernel").glob("*.toml")] if not is_matrix_file(p))
 
 
 def _render(config, width: int = 80) -> list[str]:
