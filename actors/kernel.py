@@ -36,11 +36,15 @@ from actors.kernel_types import PAGE_SIZE, PageFlag
 from actors.locking.rwsem import RwsemSemantics
 from actors.fs.generic import layout_bytes
 from actors.mm.filemap import File, Inode, cached_fraction_fill
+from actors.mm.memcontrol import MemControl
 from actors.mm.memory import VmOperations
 from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag
+from actors.mm.page import Page
 from actors.mm.page_writeback import Writeback
+from actors.mm.swap import SwapInfo
 from actors.policy import Policy
 from actors.sched.core import Scheduler
+from actors.sched.psi import Psi
 from actors.sched.task import TaskStruct, Workload
 from actors.schema import ExperimentConfig, apply_swarm, process_instance_names
 from emu import Engine
@@ -110,6 +114,18 @@ class Kernel:
             if nr_cached:
                 rng = engine.streams.get("setup", f"cached:{file.name}")
                 cached_fraction_fill(inode, sorted(rng.sample(range(inode.nr_pages), nr_cached)))
+        #: The swap partition, after the files (``[swap]``; ``None`` without one).
+        self.swap = SwapInfo(sector, config.swap.size // PAGE_SIZE, config.swap.page_cluster) if config.swap.size >= 2 * PAGE_SIZE else None
+        self.memcg = MemControl(config.cgroups)
+        self.psi = Psi(
+            [c.path for c in config.cgroups],
+            [p.cgroup for p in config.processes for _name in process_instance_names(p) for _t in p.threads],
+        )
+        #: The shared zero page anonymous read faults map (``ZERO_PAGE``).
+        self.zero_page = Page(None, 0)
+        self.zero_page.flags = PageFlag.UPTODATE
+        #: Each process's cgroup: its mm's memcg (``mm->owner``'s).
+        self.mm_cgroup: dict[str, str] = {}
         semantics = RwsemSemantics(policy.rwsem)
         for process in config.processes:
             for name in process_instance_names(process):
@@ -121,7 +137,12 @@ class Kernel:
         tgid = self._next_pid()
         mm = MmStruct(self.engine, name, tgid, semantics)
         self.mms[name] = mm
+        self.mm_cgroup[name] = process.cgroup
         for spec in process.mappings:
+            if spec.file is None:
+                self._mappings[(name, spec.name)] = (spec, None)
+                self.vmas[(name, spec.name)] = mm.insert_vma(-(-spec.size // PAGE_SIZE), _vm_flags(spec), None, spec.name)
+                continue
             inode = self.inodes[spec.file]
             file = File(inode, f"{name}:{spec.file}", spec.read_ahead_kb * 1024 // PAGE_SIZE)
             self._mappings[(name, spec.name)] = (spec, file)
@@ -156,7 +177,7 @@ class Kernel:
         if self.mapping_vma(current.mm, name) is not None:
             return None
         spec, file = self._mappings[(current.mm.owner, name)]
-        nr_pages = -(-self._file_sizes[spec.file] // PAGE_SIZE)
+        nr_pages = -(-(spec.size if file is None else self._file_sizes[spec.file]) // PAGE_SIZE)
         vma = current.mm.insert_vma(nr_pages, _vm_flags(spec), file, spec.name)
         self.vmas[(current.mm.owner, name)] = vma
         return vma
@@ -274,10 +295,12 @@ class Kernel:
 
 
 def _vm_flags(spec) -> VmFlag:
+    """A mapping's ``VM_*``: a file mapping is shared and read-only unless it says otherwise, an anonymous one private and writable."""
     flags = VmFlag.READ | _MADVISE[spec.madvise]
-    if spec.shared:
+    anon = spec.file is None
+    if spec.shared if spec.shared is not None else not anon:
         flags |= VmFlag.SHARED
-    if spec.writable:
+    if spec.writable if spec.writable is not None else anon:
         flags |= VmFlag.WRITE | VmFlag.MAYWRITE
     return flags
 

@@ -83,6 +83,8 @@ class PageFlag:
     WRITEBACK = 0x08
     READAHEAD = 0x10
     ERROR = 0x20
+    SWAPBACKED = 0x40
+    SWAPCACHE = 0x80
 
 
 class ReqFlag(enum.IntFlag):

@@ -24,6 +24,11 @@ zero_readahead_fix  5c72feee3e45: do not drop the sem for async readahead
                   when ``ra_pages == 0``
 bdp_drop_mmap_sem 89b15332af7c: drop the sem before balance_dirty_pages()
                   in a write fault and return RETRY
+memcg_high_delay  0e4b01df8659 (5.4): over memory.high, the return to user
+                  sleeps ``calculate_high_delay`` (up to 2 s) after reclaim
+swapin_charge     ``fault`` (up to 5.7: ``do_swap_page`` charges the page
+                  after locking it); ``swapcache`` (5.8, 4c6355b25e8b: each
+                  swap-cache page is charged when readahead allocates it)
 ================  ============================================================
 
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
@@ -57,6 +62,8 @@ class Policy:
     page_mkwrite: Literal["hold", "v3-btrfs"] = "hold"
     zero_readahead_fix: bool = False
     bdp_drop_mmap_sem: bool = False
+    memcg_high_delay: bool = False
+    swapin_charge: Literal["fault", "swapcache"] = "fault"
     description: str = ""
 
 
@@ -67,6 +74,7 @@ _V5_7 = Policy(
     filemap_fault="v5.1",
     zero_readahead_fix=True,
     bdp_drop_mmap_sem=True,
+    memcg_high_delay=True,
     description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
 )
 
@@ -95,7 +103,7 @@ PRESETS: dict[str, Policy] = {
         ),
         Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
         _V5_7,
-        attrs.evolve(_V5_7, name="v5.10", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
-        attrs.evolve(_V5_7, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_7, name="v5.10", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
+        attrs.evolve(_V5_7, name="v6.1", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
     )
 }

@@ -39,6 +39,7 @@ Natural = NewType("Natural", int)  # an integer >= 0
 Fraction = NewType("Fraction", float)  # 0..1
 Factor = NewType("Factor", float)  # a number >= 0
 IoLatency = NewType("IoLatency", int)  # min_lat_nsec from "target=<usec>"; "max" means off
+MemoryLimit = NewType("MemoryLimit", int)  # bytes; TOML: "64MiB" or an integer; "max" means no limit
 
 
 # -- machine -------------------------------------------------------------------
@@ -124,11 +125,19 @@ class CostsConfig:
 
 @attrs.frozen(kw_only=True)
 class CgroupConfig:
-    """A cgroup v2 directory, its io.latency target (``None`` = none) and its io.max limits."""
+    """A cgroup v2 directory: its io.latency target (``None`` = none), io.max limits and memory limits.
+
+    ``memory_max``/``memory_high`` (TOML ``"memory.max"``/``"memory.high"``)
+    are in bytes, ``None`` for ``"max"`` (no limit); the kernel keeps whole
+    pages (``page_counter_memparse`` rounds down), and so does the model
+    (``actors.mm.memcontrol``).
+    """
 
     path: str
     io_latency: IoLatency | None = None
     io_max: IoMax | None = None
+    memory_max: MemoryLimit | None = None
+    memory_high: MemoryLimit | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +155,18 @@ class FileConfig:
     fs: Literal["generic", "btrfs"] = "generic"
     cached: Fraction = 0.0
     block_map: Literal["extents", "indirect"] = "extents"
+
+
+@attrs.frozen(kw_only=True)
+class SwapConfig:
+    """A swap partition on the device (``mkswap`` + ``swapon``), placed after the files.
+
+    ``size`` 0 means no swap. ``page_cluster`` is ``/proc/sys/vm/page-cluster``
+    (default 3: swap-in reads up to 2**3 = 8 slots around the faulting one).
+    """
+
+    size: Size = 0
+    page_cluster: Natural = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -289,16 +310,20 @@ OP_NAMES: dict[type, str] = {
 
 @attrs.frozen(kw_only=True)
 class MappingConfig:
-    """A file mapping in a process (``mmap(MAP_SHARED)`` by default).
+    """A mapping in a process: of ``file`` (``mmap(MAP_SHARED)`` by default), or anonymous.
 
+    An anonymous mapping gives ``size`` instead of ``file``: private and
+    writable (``mmap(MAP_PRIVATE | MAP_ANONYMOUS, PROT_READ | PROT_WRITE)``);
+    ``shared`` and ``writable`` then default to false and true.
     ``madvise`` sets VM_RAND_READ/VM_SEQ_READ; ``read_ahead_kb`` is the
     device's setting when the file was opened (``file->f_ra.ra_pages``).
     """
 
     name: str
-    file: str
-    shared: bool = True
-    writable: bool = False
+    file: str | None = None
+    size: PositiveSize | None = None
+    shared: bool | None = None
+    writable: bool | None = None
     madvise: Literal["normal", "random", "sequential"] = "normal"
     read_ahead_kb: Natural = 128
 
@@ -394,7 +419,8 @@ class PolicyConfig:
     page_mkwrite: Literal["hold", "v3-btrfs"] | None = None
     zero_readahead_fix: bool | None = None
     bdp_drop_mmap_sem: bool | None = None
-
+    memcg_high_delay: bool | None = None
+    swapin_charge: Literal["fault", "swapcache"] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -412,6 +438,7 @@ class ExperimentConfig:
     files: list[FileConfig] = attrs.field(factory=list)
     btrfs: BtrfsConfig = attrs.field(factory=BtrfsConfig)
     writeback: WritebackConfig = attrs.field(factory=WritebackConfig)
+    swap: SwapConfig = attrs.field(factory=SwapConfig)
     processes: list[ProcessConfig] = attrs.field(factory=list)
     policy: list[PolicyConfig] = attrs.field(factory=list)
     inject: InjectConfig = attrs.field(factory=InjectConfig)

@@ -4,7 +4,8 @@
 ``key.path: message`` line per problem (``actors.lab.config`` prefixes the
 file): the device's ``MAJ:MIN``, jitter bound and kind-specific keys;
 a file's ``block_map``; cgroup paths and their
-parents; duplicate names, also of replicas, of threads within a process and
+parents, and a ``memory.high`` above ``memory.max``; a mapping that names
+both or neither of a file and an anonymous size; ``swap.page_cluster``; duplicate names, also of replicas, of threads within a process and
 of custom policies (which may not reuse a preset's name); unknown policy names
 and presets; a process's cgroup, a mapping's file, an op's mapping (and
 whether it is writable); a looping program that takes no virtual time;
@@ -71,6 +72,8 @@ def check_config(config: ExperimentConfig) -> list[str]:
     for i, file in enumerate(config.files):
         if file.block_map == "indirect" and file.fs != "generic":
             problems.append(f'files[{i}].block_map: "indirect" is a generic (ext2/ext3-like) filesystem mapping, this file is on {file.fs}')
+    if config.swap.page_cluster > 10:
+        problems.append(f"swap.page_cluster: expected at most 10 (2**10 pages a swap-in read), got {config.swap.page_cluster}")
     _check_report(problems, config)
     return problems
 
@@ -143,6 +146,8 @@ def _check_cgroups(problems: list[str], config: ExperimentConfig) -> None:
             problems.append(f'cgroups[{i}].path: the root cgroup is implicit, expected a path like "a/b"')
         elif parent and parent not in cgroups:
             problems.append(f"cgroups[{i}].path: parent {parent!r} is not a configured cgroup")
+        if cgroup.memory_high is not None and cgroup.memory_max is not None and cgroup.memory_high > cgroup.memory_max:
+            problems.append(f"cgroups[{i}].memory.high: {cgroup.memory_high} bytes is above memory.max ({cgroup.memory_max} bytes), so it never applies")
         if cgroup.io_max is not None and cgroup.io_max.dev != config.device.dev:
             problems.append(f"cgroups[{i}].io.max: names device {cgroup.io_max.dev}, but the device is {config.device.dev} (device.dev)")
 
@@ -184,8 +189,14 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
     mappings = {m.name for m in process.mappings}
     _unique(problems, f"{at}.mappings", [m.name for m in process.mappings], "name")
     for j, mapping in enumerate(process.mappings):
-        if mapping.file not in files:
+        if mapping.file is None and mapping.size is None:
+            problems.append(f"{at}.mappings[{j}]: expected file (a file mapping) or size (an anonymous one)")
+        elif mapping.file is not None and mapping.size is not None:
+            problems.append(f"{at}.mappings[{j}].size: an anonymous mapping has no file, a file mapping no size (got both)")
+        elif mapping.file is not None and mapping.file not in files:
             problems.append(f"{at}.mappings[{j}].file: unknown file {mapping.file!r}")
+        elif mapping.file is None and mapping.shared:
+            problems.append(f"{at}.mappings[{j}].shared: a shared anonymous mapping is shmem, which is not modelled (expected false or unset)")
     if not process.threads:
         problems.append(f"{at}.threads: expected at least one thread")
     _unique(problems, f"{at}.threads", [t.name for t in process.threads], "name")
@@ -206,11 +217,11 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
                 _check_touch_pages(problems, where, op, next(m for m in process.mappings if m.name == mapping), file_sizes)
             if isinstance(op, Touch) and op.write and mapping in mappings:
                 spec = next(m for m in process.mappings if m.name == mapping)
-                if not spec.writable:
+                if not (spec.writable if spec.writable is not None else spec.file is None):
                     problems.append(f"{where}.write: mapping {mapping!r} is not writable")
             if isinstance(op, Mprotect) and op.prot == "rw" and mapping in mappings:
                 spec = next(m for m in process.mappings if m.name == mapping)
-                if not spec.writable:
+                if not (spec.writable if spec.writable is not None else spec.file is None):
                     problems.append(f"{where}.prot: mapping {mapping!r} is not writable")
             if isinstance(op, Mprotect) and op.prot is not None and mapping is None:
                 problems.append(f'{where}.prot: needs a mapping (prot = "{op.prot}" of which mapping?)')
@@ -223,8 +234,9 @@ def _check_process(problems: list[str], config: ExperimentConfig, i: int, proces
 
 def _check_touch_pages(problems: list[str], where: str, op: Touch, mapping: MappingConfig, file_sizes: dict[str, int]) -> None:
     """One touch takes at most as many pages as its mapping has (a bound that keeps the op's page list small)."""
-    pages = -(-file_sizes.get(mapping.file, 0) // PAGE_SIZE)
-    if mapping.file in file_sizes and op.pages > pages:
+    size = mapping.size if mapping.file is None else file_sizes.get(mapping.file)
+    pages = -(-(size or 0) // PAGE_SIZE)
+    if size is not None and op.pages > pages:
         problems.append(f"{where}.pages: {op.pages} is more than the {pages} pages of mapping {mapping.name!r}")
 
 

@@ -6,8 +6,8 @@ bools and strings are never coerced, the value types of
 "expected a list"/"expected a table with keys ..." instead of failing
 inside cattrs, and an op table is dispatched on its ``op`` key to the op
 class ``OP_NAMES`` names. The keys spelled differently from their fields,
-``"io.latency"`` and ``"io.max"`` (``CgroupConfig.io_latency``, ``.io_max``), are
-renamed both ways.
+``"io.latency"``, ``"io.max"``, ``"memory.max"`` and ``"memory.high"``
+(``CgroupConfig.io_latency``...), are renamed both ways.
 
 ``describe`` turns cattrs' nested validation errors into the config's own
 message format, one line per problem::
@@ -55,15 +55,20 @@ def describe(error: BaseException, source: str) -> list[str]:
     out = []
     for line in cattrs.transform_error(error, path="", format_exception=format_exception):
         message, _, path = line.rpartition(" @ ")
-        path = path.replace(".io_latency", ".io.latency").replace(".io_max", ".io.max").lstrip(".")
+        for field, key in _SPELLED.items():
+            path = path.replace(f".{field}", f".{key}")
+        path = path.lstrip(".")
         out.append(f"{source}: {path or '(top level)'}: {message}")
     return out
 
 
 def _keys(cls: type) -> list[str]:
     """The TOML keys of *cls*: ``io.latency``/``io.max`` as the file spells them; ``source`` is the loader's, not the file's."""
-    spelled = {"io_latency": "io.latency", "io_max": "io.max"}
-    return [spelled.get(a.name, a.name) for a in attrs.fields(cls) if a.name != "source"]
+    return [_SPELLED.get(a.name, a.name) for a in attrs.fields(cls) if a.name != "source"]
+
+
+#: ``CgroupConfig`` fields and the cgroup interface files they spell.
+_SPELLED = {"io_latency": "io.latency", "io_max": "io.max", "memory_max": "memory.max", "memory_high": "memory.high"}
 
 
 def _make_converter() -> cattrs.Converter:
@@ -107,7 +112,7 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     def structure_table(cls: type):
-        overrides = {"io_latency": override(rename="io.latency"), "io_max": override(rename="io.max")} if cls is CgroupConfig else {}
+        overrides = {field: override(rename=key) for field, key in _SPELLED.items()} if cls is CgroupConfig else {}
         if any(a.name == "source" for a in attrs.fields(cls)):
             overrides["source"] = override(omit=True)  # set by the loader, never by the file
         inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)

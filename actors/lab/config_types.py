@@ -29,6 +29,7 @@ from actors.schema import (
     Factor,
     Fraction,
     IoLatency,
+    MemoryLimit,
     Natural,
     PositiveDuration,
     PositiveSize,
@@ -143,6 +144,13 @@ def _io_max(value: object, _type: object = None) -> IoMax:
     return parse_io_max(value)
 
 
+def _memory_limit(value: object, _type: object = None) -> int | None:
+    """``memory.max``/``memory.high``: ``"max"`` (no limit) or a size."""
+    if value == "max":
+        return None
+    return _bounded(value, parse_size, (MAX_SIZE, "1PiB"), f'a size like "64MiB" or "max" (units: {vtime.SIZE_SPELLINGS})')
+
+
 #: Each value type and the cattrs structure hook that reads its TOML spelling.
 VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (Duration, _duration),
@@ -156,6 +164,7 @@ VALUE_HOOKS: tuple[tuple[object, Callable[[object, object], object]], ...] = (
     (Factor, _factor),
     (IoLatency, _io_latency),
     (IoMax, _io_max),
+    (MemoryLimit, _memory_limit),
 )
 
 

@@ -14,8 +14,9 @@ other faulters wait on the page lock, exactly as in the kernel.
 ``filemap_fault`` itself lives in ``actors.mm.filemap_fault``.
 
 Emulation notes:
-    No shadow entries, no LRU, no memory pressure: a page stays cached until
-    truncation. ``gfp`` masks and ``-ENOMEM`` are not modelled.
+    No shadow entries. A page stays cached until truncation or memcg
+    reclaim (``actors.mm.vmscan``); ``gfp`` masks are reduced to
+    readahead's ``__GFP_NORETRY`` charge.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors.block.blkdev import blk_finish_plug, blk_start_plug
 from actors.kernel_types import PAGE_SIZE, PageFlag
+from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
 from actors.mm.page import (
     Page,
     get_page,
@@ -193,16 +195,43 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
     return removed
 
 
-def pagecache_get_page_for_mmap(current: TaskStruct, mapping: AddressSpace, offset: int) -> Page:
+async def charge_page_cache(current: TaskStruct, page: Page, *, noretry: bool) -> bool:
+    """The memcg charge of ``__add_to_page_cache_locked()`` (v4.19): to *current*'s memcg.
+
+    ``True`` once charged. It may reclaim, so the caller may sleep here with
+    what it holds (a fault's mmap_sem under 4.19 readahead). *noretry* is
+    readahead's ``__GFP_NORETRY``: a failed charge drops the page. Without
+    it, a failed charge is the memcg OOM: the OOM killer takes *current*
+    and the page is charged over the limit so that the dying fault can
+    finish (the kernel returns ``-ENOMEM`` and ``VM_FAULT_OOM``; simplified).
+    """
+    memcg = current.kernel.memcg.groups[current.blkcg]
+    if not await mem_cgroup_charge(current, page, memcg, noretry=noretry):
+        return True
+    if noretry:
+        return False
+    mem_cgroup_oom_kill(current, memcg)
+    memcg.force_charge(1)
+    current.kernel.memcg.lru_add(memcg, page)
+    return True
+
+
+async def pagecache_get_page_for_mmap(current: TaskStruct, mapping: AddressSpace, offset: int) -> Page:
     """``pagecache_get_page(FGP_CREAT | FGP_FOR_MMAP)`` (v5.1, a75d4c333772).
 
     Returns the cached page with a reference, creating a fresh, unlocked,
     not-uptodate page if there is none (the caller does its own locking).
+    The new page is charged first (``charge_page_cache``).
     """
     page = find_get_page(mapping, offset)
     if page is not None:
         return page
     page = Page(None, offset)
+    await charge_page_cache(current, page, noretry=False)
+    found = find_get_page(mapping, offset)
+    if found is not None:  # added by another task while the charge reclaimed
+        put_page(page)
+        return found
     add_to_page_cache_lru(current, page, mapping, offset)
     unlock_page(current, page)  # FGP_FOR_MMAP: "unlock the page before returning"
     return page
@@ -216,7 +245,9 @@ async def page_cache_read(current: TaskStruct, file: File, offset: int) -> int:
     """
     mapping = file.f_mapping
     page = Page(None, offset)
+    await charge_page_cache(current, page, noretry=False)
     if not add_to_page_cache_lru(current, page, mapping, offset):
+        put_page(page)
         return 0
     error = await mapping.a_ops.readpage(current, file, page)
     put_page(page)
@@ -227,8 +258,11 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
     """``ra_submit()`` → ``__do_page_cache_readahead()``: read the window's missing pages.
 
     Pages already cached are skipped; the page at the window's async mark
-    gets ``PG_readahead``. ``read_pages()`` plugs the queue around
-    ``->readpages``. Returns the number of pages submitted.
+    gets ``PG_readahead``. Each page is charged to the memcg first
+    (``charge_page_cache`` with ``__GFP_NORETRY``: under 4.19 this is where a
+    fault reclaims, swap IO included, holding its mmap_sem).
+    ``read_pages()`` plugs the queue around ``->readpages``. Returns the
+    number of pages submitted.
     """
     mapping = file.f_mapping
     nr_pages = mapping.host.nr_pages
@@ -241,6 +275,13 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
         if index == mark:
             page.flags |= PageFlag.READAHEAD
         pages.append(page)
+    charged = []
+    for page in pages:  # read_pages() → add_to_page_cache_lru(): a page whose charge fails is not read
+        if await charge_page_cache(current, page, noretry=True):
+            charged.append(page)
+        else:
+            put_page(page)
+    pages = charged
     if pages:
         current.actor.log.info(
             "mm_readahead", ino=mapping.host.ino, start=window.start, size=window.size, nr=len(pages)

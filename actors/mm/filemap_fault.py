@@ -407,7 +407,7 @@ async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         fpin = await do_sync_mmap_readahead(current, vmf, file, offset, drop=True)
     while True:
         if page is None:  # retry_find
-            page = pagecache_get_page_for_mmap(current, mapping, offset)
+            page = await pagecache_get_page_for_mmap(current, mapping, offset)
         locked, fpin = await lock_page_maybe_drop_mmap(current, vmf, page, fpin)
         if not locked:
             return _v51_out_retry(page, fpin, ret)

@@ -13,6 +13,11 @@ changes behind the policy switches:
 * 89b15332af7c (policy ``bdp_drop_mmap_sem``): ``fault_dirty_shared_page``
   drops the sem before ``balance_dirty_pages_ratelimited`` and returns RETRY.
 
+Anonymous VMAs (``vma_is_anonymous``), swap entries and copy-on-write of a
+private mapping are ``actors.mm.anon``'s (``do_anonymous_page``,
+``do_swap_page``, ``wp_page_copy``); ``do_cow_fault`` charges its copy to
+the memcg.
+
 Call graph (read fault on a file VMA)::
 
     handle_mm_fault → handle_pte_fault → do_fault → do_read_fault
@@ -20,9 +25,10 @@ Call graph (read fault on a file VMA)::
         → finish_fault → unlock_page
 
 Emulation notes:
-    No page-table levels, THP, NUMA, userfaultfd or memcg OOM. PTEs are
-    ``mm.ptes`` entries holding one page reference each. Private (COW) write
-    faults copy into an anonymous page outside the page cache.
+    No page-table levels, THP, NUMA or userfaultfd. PTEs are
+    ``mm.ptes`` entries holding one page reference each; swap entries are
+    ``mm.swap_ptes``. Private (COW) write faults copy into an anonymous page
+    outside the page cache.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResult
+from actors.mm.anon import do_anonymous_page, do_swap_page, mm_memcg, vma_is_anonymous, wp_page_copy
 from actors.mm.filemap import fput
 from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
+from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
 from actors.mm.mmap import Pte, VmAreaStruct, VmFlag
 from actors.mm.page import (
     Page,
@@ -112,21 +120,17 @@ async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> VmFaul
     vma = vmf.vma
     vmf.pgoff = vmf.address - vma.vm_start + vma.vm_pgoff
     vmf.page = None
-    pte = vma.vm_mm.ptes.get(vmf.address)
+    mm = vma.vm_mm
+    pte = mm.ptes.get(vmf.address)
     if pte is None:
-        if vma.vm_file is None:
-            return do_anonymous_page(current, vmf)
+        entry = mm.swap_ptes.get(vmf.address)
+        if entry is not None:
+            return await do_swap_page(current, vmf, entry)
+        if vma_is_anonymous(vma):
+            return await do_anonymous_page(current, vmf)
         return await do_fault(current, vmf)
     if vmf.flags & FaultFlag.WRITE and not pte.write:
         return await do_wp_page(current, vmf, pte)
-    return VmFaultResult(0)
-
-
-def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
-    """``do_anonymous_page()``: a zeroed private page, no IO."""
-    page = Page(None, vmf.address)
-    page.flags = PageFlag.UPTODATE
-    vmf.vma.vm_mm.set_pte(vmf.address, page, bool(vmf.flags & FaultFlag.WRITE))
     return VmFaultResult(0)
 
 
@@ -216,11 +220,21 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     if ret & _FAIL:
         return ret
     copy = Page(None, vmf.address)
-    copy.flags = PageFlag.UPTODATE
+    copy.flags = PageFlag.UPTODATE | PageFlag.SWAPBACKED
+    if await mem_cgroup_charge(current, copy, mm_memcg(current, vmf.vma.vm_mm)):
+        mem_cgroup_oom_kill(current, mm_memcg(current, vmf.vma.vm_mm))
+        unlock_page(current, vmf.page)
+        put_page(vmf.page)
+        return VmFaultResult(0)
     unlock_page(current, vmf.page)
     put_page(vmf.page)
     vmf.page = copy
-    return ret | finish_fault(current, vmf, write=True)
+    ret |= finish_fault(current, vmf, write=True)
+    if not ret & _FAIL and not ret & VmFaultResult.NOPAGE:
+        copy.rmap.append(vmf.vma.vm_mm.ptes[vmf.address])  # page_add_new_anon_rmap()
+    else:
+        put_page(copy)
+    return ret
 
 
 async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
@@ -301,15 +315,7 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResu
     """
     vma = vmf.vma
     if not vma.vm_flags & VmFlag.SHARED:
-        copy = Page(None, vmf.address)
-        copy.flags = PageFlag.UPTODATE
-        old = pte.page
-        del vma.vm_mm.ptes[vmf.address]
-        if old.mapping is not None:
-            old.rmap.remove(pte)
-        put_page(old)
-        vma.vm_mm.set_pte(vmf.address, copy, True)
-        return VmFaultResult.WRITE
+        return await wp_page_copy(current, vmf, pte)
     vmf.page = page = pte.page
     get_page(page)
     tmp = await do_page_mkwrite(current, vmf)

@@ -93,6 +93,8 @@ class MmStruct:
         self.wait = WaitQueue(engine, f"{owner}.mmap_sem", self.mmap_sem.holders)
         self.vmas: list[VmAreaStruct] = []
         self.ptes: dict[int, Pte] = {}
+        #: Non-present PTEs holding a swap entry: address → swap slot (``actors.mm.swap``).
+        self.swap_ptes: dict[int, int] = {}
         self._next_free = 1 << 20
 
     # -- VMAs ----------------------------------------------------------------

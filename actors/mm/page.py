@@ -18,7 +18,8 @@ Accounting: every sleep on a page is reported to the task as an ``io`` sleep
 mmap_sem.
 
 Emulation notes:
-    No LRU, no memcg charge, no compound pages. ``PG_readahead`` does not
+    No compound pages; the LRU lists and memcg charges are
+    ``actors.mm.memcontrol``'s. ``PG_readahead`` does not
     alias ``PG_reclaim`` (see ``PageFlag``). Killable waits end early only
     for a fatal signal already pending when they start or delivered while
     they sleep (``TaskStruct.send_sigkill``).
@@ -54,9 +55,12 @@ class Page:
             read bio it was handed to (``page_lock_handoff``), for the
             page-lock invariants and reports.
         rmap: every ``Pte`` mapping it (``page_mapcount``).
+        mem_cgroup: the ``MemCgroup`` it is charged to (``page->mem_cgroup``), or ``None``.
+        lru: its position on that memcg's LRU list (``actors.mm.memcontrol``).
+        private: ``page_private()``: the swap slot of a swap-cache page.
     """
 
-    __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "rmap")
+    __slots__ = ("mapping", "index", "flags", "refcount", "locker", "wq", "rmap", "mem_cgroup", "lru", "private")
 
     def __init__(self, mapping: AddressSpace | None, index: int) -> None:
         self.mapping = mapping
@@ -66,6 +70,9 @@ class Page:
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
         self.rmap: list[Pte] = []
+        self.mem_cgroup = None
+        self.lru = 0
+        self.private = 0
 
     @property
     def name(self) -> str:
@@ -96,10 +103,16 @@ def get_page(page: Page) -> None:
 
 
 def put_page(page: Page) -> None:
-    """``put_page()``: drop a reference; the last one frees the page."""
+    """``put_page()``: drop a reference; the last one frees the page.
+
+    Freeing a charged page uncharges it (``mem_cgroup_uncharge`` from
+    ``__put_single_page``/``release_pages``, v4.19).
+    """
     if page.refcount <= 0:
         raise KernelBug(f"put_page underflow on {page.name}")
     page.refcount -= 1
+    if not page.refcount and page.mem_cgroup is not None:
+        page.mem_cgroup.uncharge(page)
 
 
 # -- the page lock ----------------------------------------------------------------

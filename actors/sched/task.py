@@ -50,7 +50,9 @@ from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
 from actors.kernel_types import BlkStatus, FaultFlag, ReqFlag, ReqOp
 from actors.mm.filemap import truncate_inode_pages
+from actors.mm.anon import vma_is_anonymous, zap_anon_range
 from actors.mm.gup import faultin_page, mm_populate
+from actors.mm.memcontrol import mem_cgroup_handle_over_high
 from actors.mm.mmap import (
     VmAreaStruct,
     VmFlag,
@@ -130,6 +132,9 @@ class TaskStruct:
         #: ``cpu_work`` (``actors.sched.core.charge``); ``current->plug``.
         self.cpu_debt = 0
         self.plug = None
+        #: ``current->memcg_nr_pages_over_high`` and ``PF_MEMSTALL`` (``actors.mm.memcontrol``, ``actors.sched.psi``).
+        self.memcg_nr_pages_over_high = 0
+        self.memstall = False
 
     def __repr__(self) -> str:
         return f"<task {self.comm} pid={self.pid}>"
@@ -321,6 +326,8 @@ class Workload:
         elif isinstance(op, Munmap):
             vma = current.kernel.mapping_vma(current.mm, op.mapping) if op.mapping else (self.regions.pop() if self.regions else None)
             if vma is not None:
+                if vma_is_anonymous(vma):
+                    zap_anon_range(current, vma)
                 work, shootdown = ("vma_free", "pgtable_teardown"), mm.remove_vma(vma) > 0
         elif isinstance(op, Mprotect) and op.prot is not None:
             vma = current.kernel.mapping_vma(current.mm, op.mapping)
@@ -350,9 +357,16 @@ async def truncate(current: TaskStruct, op: Truncate) -> None:
 
 
 async def return_to_user(current: TaskStruct) -> None:
-    """``exit_to_usermode_loop``: pay io.latency's induced delay, holding no lock."""
+    """``exit_to_usermode_loop`` → ``tracehook_notify_resume`` (v4.19), holding no lock.
+
+    First ``mem_cgroup_handle_over_high`` (reclaim, and from 5.4 the
+    penalty sleep, for charges that went over memory.high), then io.latency's
+    induced delay (``blkcg_maybe_throttle_current``).
+    """
     if current.mmap_sem_held:
         raise AssertionError(f"{current.comm} returns to user space holding {current.mmap_sem_held}")
+    if current.memcg_nr_pages_over_high:
+        await mem_cgroup_handle_over_high(current)
     await blkcg_maybe_throttle_current(current)
 
 

@@ -27,9 +27,11 @@ from typing import Any
 from actors.block.bio import Bio
 from actors.block.blkdev import BlockDevice
 from actors.lab.config import BtrfsConfig, WritebackConfig
+from actors.mm.memcontrol import MemControl
 from actors.mm.mmap import MmStruct
 from actors.mm.page_writeback import Writeback
 from actors.policy import PRESETS
+from actors.sched.psi import Psi
 from emu import NSEC_PER_MSEC, Engine
 from emu.testing import records
 
@@ -58,6 +60,8 @@ class FakeTask:
         self.throttle_queue = None
         self.pending_sigkill = False
         self.sleep_ns: dict[str, int] = defaultdict(int)
+        self.memcg_nr_pages_over_high = 0
+        self.memstall = False
 
     def fatal_signal_pending(self) -> bool:
         return self.pending_sigkill
@@ -102,6 +106,10 @@ class FakeKernel:
         self._pid = 100
         self._bio_id = 0
         self.writeback = Writeback(self, self.config.writeback)
+        self.memcg = MemControl([])
+        self.psi = Psi([], [])
+        self.swap = None
+        self.mm_cgroup: dict[str, str] = {}
 
     def next_pid(self) -> int:
         self._pid += 1
