@@ -45,6 +45,9 @@ _FATAL = re.compile(r"Kernel panic|BUG: |Oops|general protection fault|probe err
 RESULTS_DISK_BYTES = 64 << 20
 CONSOLE_LINES = 25
 
+#: The swap file on the data disk (``[swap] size``), turned on by the init script.
+SWAP_FILE = ".swapfile"
+
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev /tmp/out /data
@@ -53,10 +56,11 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /modules/$m.ko || echo "probe error: insmod $m failed"; done
 mount -t cgroup2 none /sys/fs/cgroup
-echo +io > /sys/fs/cgroup/cgroup.subtree_control
+echo "+io +memory" > /sys/fs/cgroup/cgroup.subtree_control
 n=0; while [ ! -b /dev/vda ] || [ ! -b /dev/vdb ]; do n=$((n+1)); [ $n -gt 200 ] && echo "probe error: no virtio disks" && poweroff -f; sleep 0.05; done
 mount -t ext4 -o noatime /dev/vda /data || echo "probe error: cannot mount the data disk"
 echo {read_ahead_kb} > /sys/block/vda/queue/read_ahead_kb
+{swap}
 echo "{booted} $(uname -r)"
 /probe /spec /tmp/out
 rc=$?
@@ -125,7 +129,17 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def build_initramfs(kernel: Kernel, busybox: pathlib.Path, probe: pathlib.Path, spec: str, read_ahead_kb: int) -> bytes:
+def swap_commands(swap_bytes: int, page_cluster: int) -> str:
+    """The init script's lines that turn on the swap file (none without swap)."""
+    if not swap_bytes:
+        return ""
+    return (
+        f'mkswap /data/{SWAP_FILE} >/dev/null && swapon /data/{SWAP_FILE} || echo "probe error: swapon {SWAP_FILE} failed"\n'
+        f"echo {page_cluster} > /proc/sys/vm/page-cluster"
+    )
+
+
+def build_initramfs(kernel: Kernel, busybox: pathlib.Path, probe: pathlib.Path, spec: str, read_ahead_kb: int, *, swap_bytes: int = 0, page_cluster: int = 3) -> bytes:
     """The gzipped initramfs (see the module docstring)."""
     modules = guest_modules(kernel)
     directory, regular, executable = 0o040755, 0o100644, 0o100755
@@ -134,7 +148,7 @@ def build_initramfs(kernel: Kernel, busybox: pathlib.Path, probe: pathlib.Path, 
         ("bin/busybox", executable, busybox.read_bytes()),
         ("probe", executable, probe.read_bytes()),
         ("spec", regular, spec.encode()),
-        ("init", executable, INIT.format(read_ahead_kb=read_ahead_kb, booted=BOOTED, done=DONE).encode()),
+        ("init", executable, INIT.format(read_ahead_kb=read_ahead_kb, swap=swap_commands(swap_bytes, page_cluster), booted=BOOTED, done=DONE).encode()),
         ("modules.order", regular, "".join(f"{name}\n" for name, _ in modules).encode()),
     ]
     entries += [(f"modules/{name}.ko", regular, data) for name, data in modules]

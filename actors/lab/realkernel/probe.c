@@ -6,9 +6,11 @@
  * line, fields separated by spaces):
  *
  *   horizon NS | seed N | dev PATH (sysfs dev file of the disk io.max limits)
- *   cgroup PATH IOMAX-BODY|-          (created under /sys/fs/cgroup, "+io" enabled above it)
+ *   cgroup PATH IOMAX-BODY|-          (created under /sys/fs/cgroup, "+io +memory" enabled above it)
+ *   memory PATH MAX HIGH               (the cgroup's memory.max and memory.high in bytes, -1 = "max")
  *   proc NAME CGROUP|-                 (a process; "-" = the root cgroup)
- *   map PATH LENGTH SHARED WRITABLE ADVICE   (ADVICE 0 normal 1 random 2 sequential)
+ *   map PATH|- LENGTH SHARED WRITABLE ADVICE (ADVICE 0 normal 1 random 2 sequential;
+ *                                              "-": anonymous, MAP_PRIVATE | MAP_ANONYMOUS)
  *   thread NAME ITERATIONS EVERY_NS START_NS
  *   op touch MAP PATTERN PAGES WRITE HOT   (PATTERN 0 sequential 1 random 2 hotset)
  *   op mmap LENGTH | op munmap | op mprotect MAP|-1 PROT (0 keep 1 r 2 rw)
@@ -121,7 +123,7 @@ static void parse(const char *path) {
             if (sscanf(line, "%*s %255s %1023[^\n]", name, rest) != 2) bad(no, "cgroup PATH IOMAX");
             for (char *s = name; (s = strchr(s, '/')); s++) { /* enable io in every ancestor */
                 *s = 0; snprintf(dir, sizeof dir, "/sys/fs/cgroup/%s", name); mkdir(dir, 0755);
-                snprintf(file, sizeof file, "%s/cgroup.subtree_control", dir); write_file(file, "+io"); *s = '/';
+                snprintf(file, sizeof file, "%s/cgroup.subtree_control", dir); write_file(file, "+io +memory"); *s = '/';
             }
             snprintf(dir, sizeof dir, "/sys/fs/cgroup/%s", name);
             if (mkdir(dir, 0755) && errno != EEXIST) die(dir);
@@ -132,6 +134,16 @@ static void parse(const char *path) {
                 snprintf(limit, sizeof limit, "%s %s", dev, rest);
                 write_file(file, limit);
                 fprintf(stderr, "probe: %s io.max = %s\n", name, limit);
+            }
+        } else if (!strcmp(kind, "memory")) {
+            long long limit[2];
+            char file[600], text[32];
+            if (sscanf(line, "%*s %255s %lld %lld", name, &limit[0], &limit[1]) != 3) bad(no, "memory PATH MAX HIGH");
+            for (int k = 0; k < 2; k++) {
+                snprintf(file, sizeof file, "/sys/fs/cgroup/%s/memory.%s", name, k ? "high" : "max");
+                if (limit[k] < 0) snprintf(text, sizeof text, "max"); else snprintf(text, sizeof text, "%lld", limit[k]);
+                write_file(file, text);
+                fprintf(stderr, "probe: %s memory.%s = %s\n", name, k ? "high" : "max", text);
             }
         } else if (!strcmp(kind, "proc")) {
             if (nprocs == MAX_PROCS) bad(no, "too many processes");
@@ -296,15 +308,17 @@ static void child(int index, const char *outdir) {
     }
     for (int m = 0; m < p->nmaps; m++) {
         struct map *map = &p->maps[m];
-        int fd = open(map->path, map->writable ? O_RDWR : O_RDONLY);
+        int anonymous = !strcmp(map->path, "-");
+        int fd = anonymous ? -1 : open(map->path, map->writable ? O_RDWR : O_RDONLY);
         int prot = PROT_READ | (map->writable ? PROT_WRITE : 0);
         void *got;
         map->prot = prot;
-        if (fd < 0) die(map->path);
-        got = mmap(map->addr, (size_t)map->length, prot, (map->shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, 0);
+        if (fd < 0 && !anonymous) die(map->path);
+        got = mmap(map->addr, (size_t)map->length, prot,
+                   (anonymous ? MAP_PRIVATE | MAP_ANONYMOUS : map->shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, 0);
         if (got != map->addr) die("mmap of a mapping");
         if (map->advice) madvise(got, (size_t)map->length, map->advice == 1 ? MADV_RANDOM : MADV_SEQUENTIAL);
-        close(fd);
+        if (fd >= 0) close(fd);
     }
     __sync_fetch_and_add(&shm->ready, 1);
     while (!shm->t0) usleep(1000);

@@ -79,7 +79,7 @@ def kernel_run(
             for kernel in kernels:
                 on_phase(kernel.version, "initramfs")
                 initrd = work / "initrd.gz"
-                initrd.write_bytes(build_initramfs(kernel, pathlib.Path(tools["busybox"]), probe, scenario.spec, scenario.read_ahead_kb))
+                initrd.write_bytes(build_initramfs(kernel, pathlib.Path(tools["busybox"]), probe, scenario.spec, scenario.read_ahead_kb, swap_bytes=scenario.swap_bytes, page_cluster=scenario.page_cluster))
                 on_phase(kernel.version, "image")
                 shutil.rmtree(work / "disk", ignore_errors=True)
                 (work / "disk").mkdir()

@@ -27,6 +27,16 @@ What carries over and what does not:
     * ``[device]``: the disk is throttled by qemu to the kind's IOPS
       (``parallelism`` / ``latency``; for ``hdd`` the average seek and half a
       revolution are added) and ``bandwidth``.
+    * anonymous mappings (``size`` instead of ``file``) are
+      ``MAP_PRIVATE | MAP_ANONYMOUS`` at the same fixed addresses.
+    * cgroups: ``io.max`` and ``memory.max``/``memory.high`` are written to
+      the guest's cgroup files (``+io +memory`` enabled above each group);
+      ``io.latency`` is refused at the kernel check (no Debian kernel has it).
+    * ``[swap]``: a swap file of ``size`` on the data disk (so its IO goes
+      through the same throttled disk), ``mkswap``/``swapon`` at boot and
+      ``vm.page-cluster`` = ``page_cluster``. The emulator's swap area is a
+      range of the device after the files; a swap file on ext4 is mapped
+      once by ``swapon`` and then written and read in place, the same IO.
     * ``[inject]`` and ``handle_signals`` are refused; ``[machine] cpus`` and
       ``[costs]`` have no meaning in a guest and are ignored.
 """
@@ -40,6 +50,7 @@ import attrs
 from actors.block.blk_dev_model import KIND_DEFAULTS
 from actors.block.blk_throttle import IO_MAX_KEYS
 from actors.lab.config_types import ConfigError
+from actors.lab.realkernel.guest import SWAP_FILE
 from actors.schema import (
     OP_NAMES,
     ExperimentConfig,
@@ -68,8 +79,10 @@ class Scenario:
     """What the guest needs to run a config."""
 
     spec: str  # the probe's input
-    files: dict[str, int]  # file name -> size in bytes, on the data disk
+    files: dict[str, int]  # file name -> size in bytes, on the data disk (the swap file included)
     read_ahead_kb: int
+    swap_bytes: int  # 0: no swap
+    page_cluster: int
     iops: int  # qemu throttling.iops-total
     bps: int  # qemu throttling.bps-total
     horizon_ns: int
@@ -109,7 +122,11 @@ def translate(config: ExperimentConfig) -> Scenario:
         if f.block_map != "extents":
             refuse(f"files[{i}].block_map", 'the guest\'s ext4 maps by extents; supported: "extents"')
         files[f.name] = f.size
-    readahead = sorted({m.read_ahead_kb for p in config.processes for m in p.mappings})
+    if config.swap.size:
+        if SWAP_FILE in files:
+            refuse("files", f"{SWAP_FILE!r} is the name of the guest's swap file; rename that file")
+        files[SWAP_FILE] = config.swap.size
+    readahead = sorted({m.read_ahead_kb for p in config.processes for m in p.mappings if m.file is not None})
     if len(readahead) > 1:
         refuse("processes", f"mappings ask different read_ahead_kb {readahead}; on a real kernel it is the disk's one setting")
     instances = [(p, name) for p in config.processes for name in process_instance_names(p)]
@@ -117,16 +134,13 @@ def translate(config: ExperimentConfig) -> Scenario:
     if len(instances) > MAX_PROCS:
         refuse("processes", f"{len(instances)} processes; the probe runs at most {MAX_PROCS}")
     lines = [f"horizon {config.horizon}", f"seed {config.seed}", "dev /sys/block/vda/dev"]
-    if config.swap.size:
-        refuse("swap.size", "swap is not run on a real kernel; supported: 0")
-    for i, c in enumerate(config.cgroups):
-        for key, value in (("memory.max", c.memory_max), ("memory.high", c.memory_high)):
-            if value is not None:
-                refuse(f"cgroups[{i}].{key}", 'memory limits are not run on a real kernel; supported: "max"')
+    for c in config.cgroups:
         body = "-"
         if c.io_max is not None and c.io_max.limited:
             body = " ".join(f"{key}={getattr(c.io_max, key)}" for key in IO_MAX_KEYS if getattr(c.io_max, key) is not None)
         lines.append(f"cgroup {c.path} {body}")
+        if c.memory_max is not None or c.memory_high is not None:
+            lines.append(f"memory {c.path} {-1 if c.memory_max is None else c.memory_max} {-1 if c.memory_high is None else c.memory_high}")
     for i, p in enumerate(config.processes):
         where = f"processes[{i}]"
         if len(p.mappings) > MAX_MAPS:
@@ -135,13 +149,12 @@ def translate(config: ExperimentConfig) -> Scenario:
             refuse(f"{where}.threads", f"{len(p.threads)} threads; the probe runs at most {MAX_THREADS}")
         maps = {m.name: k for k, m in enumerate(p.mappings)}
         body = []
-        for k, m in enumerate(p.mappings):
-            if m.file is None:
-                refuse(f"{where}.mappings[{k}].size", "anonymous mappings are not run on a real kernel; supported: file mappings")
-                continue
-            size = files.get(m.file, 0)
-            shared = True if m.shared is None else m.shared
-            body.append(f"map {GUEST_DATA}/{m.file} {size} {int(shared)} {int(bool(m.writable))} {_ADVICE[m.madvise]}")
+        for m in p.mappings:
+            if m.file is None:  # anonymous: private and writable
+                body.append(f"map - {m.size} 0 1 {_ADVICE[m.madvise]}")
+            else:
+                shared = True if m.shared is None else m.shared
+                body.append(f"map {GUEST_DATA}/{m.file} {files.get(m.file, 0)} {int(shared)} {int(bool(m.writable))} {_ADVICE[m.madvise]}")
         for t_index, t in enumerate(p.threads):
             twhere = f"{where}.threads[{t_index}]"
             if t.handle_signals:
@@ -164,6 +177,8 @@ def translate(config: ExperimentConfig) -> Scenario:
         spec="\n".join(lines) + "\n",
         files=files,
         read_ahead_kb=readahead[0] if readahead else 128,
+        swap_bytes=config.swap.size,
+        page_cluster=config.swap.page_cluster,
         iops=iops,
         bps=bps,
         horizon_ns=config.horizon,

@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from actors.lab.config import ConfigError, MappingConfig, SwapConfig, load_config
+from actors.lab.realkernel.guest import SWAP_FILE, swap_commands
 from actors.lab.realkernel.spec import device_throttle, translate
 from actors.schema import DeviceConfig
 
@@ -71,13 +72,25 @@ def test_hdd_throttle_adds_seek_and_rotation() -> None:
     assert device_throttle(hdd) == (1_000_000_000 // (100_000 + 8_000_000 + 30_000_000_000 // 7200), 120 << 20)
 
 
-def test_memory_limits_swap_and_anonymous_mappings_are_refused(tmp_path: pathlib.Path) -> None:
-    """The probe runs file mappings only, without memcg limits or swap: each is one located refusal."""
+def test_memory_limits_swap_and_anonymous_mappings_carry_over() -> None:
+    """memory.max/high become the probe's memory records, an anonymous mapping a "map -", [swap] a swap file on the data disk."""
     config = load_config(CASES / "plain.toml")
-    cgroups = [attrs.evolve(config.cgroups[0], memory_max=16 * 1024**2), *config.cgroups[1:]]
+    cgroups = [attrs.evolve(config.cgroups[0], memory_max=16 * 1024**2, memory_high=8 * 1024**2), *config.cgroups[1:]]
     process = config.processes[0]
     anon = attrs.evolve(process, mappings=[*process.mappings, MappingConfig(name="heap", size=1024**2)])
-    changed = attrs.evolve(config, cgroups=cgroups, swap=SwapConfig(size=64 * 1024**2), processes=[anon, *config.processes[1:]])
-    with pytest.raises(ConfigError) as error:
-        translate(changed)
-    assert [p.split(": ")[1] for p in error.value.problems] == ["swap.size", "cgroups[0].memory.max", "processes[0].mappings[0].size"]
+    changed = attrs.evolve(config, cgroups=cgroups, swap=SwapConfig(size=64 * 1024**2, page_cluster=2), processes=[anon, *config.processes[1:]])
+    scenario = translate(changed)
+    assert f"memory {config.cgroups[0].path} {16 * 1024**2} {8 * 1024**2}" in scenario.spec.splitlines()
+    assert "map - 1048576 0 1 0" in scenario.spec.splitlines()
+    assert scenario.files[SWAP_FILE] == 64 * 1024**2 and (scenario.swap_bytes, scenario.page_cluster) == (64 * 1024**2, 2)
+    assert "swapon /data/.swapfile" in swap_commands(scenario.swap_bytes, scenario.page_cluster)
+    assert swap_commands(0, 3) == ""
+    clash = attrs.evolve(changed, files=[attrs.evolve(changed.files[0], name=SWAP_FILE)])
+    with pytest.raises(ConfigError, match="the name of the guest's swap file"):
+        translate(clash)
+
+
+def test_shipped_swap_matrix_translates() -> None:
+    for name in ("swap-iomax", "swap-control"):
+        scenario = translate(load_config(CASES / f"{name}.toml"))
+        assert scenario.swap_bytes and any(line.startswith("memory batch ") for line in scenario.spec.splitlines())
