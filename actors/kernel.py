@@ -86,6 +86,7 @@ class Kernel:
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
             io_max={c.path: c.io_max for c in config.cgroups if c.io_max is not None},
             bio_error=inject.bio_error_hook(),
+            iolatency=policy.iolatency,
         )
         if self.bdev.throtl.active:
             self.spawn_kthread("kthrotld", lambda current: blk_throtl_dispatch_work_fn(current, self.bdev))

@@ -24,6 +24,11 @@ zero_readahead_fix  5c72feee3e45: do not drop the sem for async readahead
                   when ``ra_pages == 0``
 bdp_drop_mmap_sem 89b15332af7c: drop the sem before balance_dirty_pages()
                   in a write fault and return RETRY
+iolatency         ``4.19`` (io.latency as merged: the mean rule on every
+                  device, one-window verdicts, no slot hand-off to the woken
+                  waiter); ``5.4`` (what v5.1 to v5.7 ship: the SSD p90 rule,
+                  ``cur_stat`` across windows, ``rq_qos_wait`` hand-off);
+                  ``actors.block.blk_iolatency_rules`` lists every difference
 ================  ============================================================
 
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
@@ -57,11 +62,13 @@ class Policy:
     page_mkwrite: Literal["hold", "v3-btrfs"] = "hold"
     zero_readahead_fix: bool = False
     bdp_drop_mmap_sem: bool = False
+    iolatency: Literal["4.19", "5.4"] = "4.19"
     description: str = ""
 
 
 _V5_7 = Policy(
     name="v5.7",
+    iolatency="5.4",
     rwsem="5.3",
     fault_retry="many",
     filemap_fault="v5.1",
@@ -93,7 +100,7 @@ PRESETS: dict[str, Policy] = {
             page_mkwrite="hold",
             description="V3 patches 2-3 only: drop for IO, no cached_page (Kara's question)",
         ),
-        Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
+        Policy(name="v5.1", filemap_fault="v5.1", iolatency="5.4", description="6b4c9f446981 as merged"),
         _V5_7,
         attrs.evolve(_V5_7, name="v5.10", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
         attrs.evolve(_V5_7, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),

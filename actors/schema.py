@@ -394,6 +394,7 @@ class PolicyConfig:
     page_mkwrite: Literal["hold", "v3-btrfs"] | None = None
     zero_readahead_fix: bool | None = None
     bdp_drop_mmap_sem: bool | None = None
+    iolatency: Literal["4.19", "5.4"] | None = None
 
 
 

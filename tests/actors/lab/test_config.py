@@ -131,6 +131,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "unknown_policy_name": ("policies[1]", "v9.99"),
     "unknown_policy_base": ("policy[0].base", "v1.0"),
     "unknown_rwsem_semantics": ("policy[0].rwsem", "6.0"),
+    "unknown_iolatency_rules": ("policy[0].iolatency", "5.0"),
     "unknown_fs_kind": ("files[0].fs", "ext9"),
     "unknown_touch_pattern": ("processes[0].threads[0].program[0].pattern", "zigzag"),
     # cross-references
