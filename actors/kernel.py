@@ -90,7 +90,12 @@ class Kernel:
         )
         if self.bdev.throtl.active:
             self.spawn_kthread("kthrotld", lambda current: blk_throtl_dispatch_work_fn(current, self.bdev))
-        self.writeback = Writeback(self, config.writeback)
+        self.writeback = Writeback(
+            self,
+            config.writeback,
+            cgroup_writeback=config.machine.cgroup_writeback,
+            memcg_dirty_limits={c.path: c.dirty_limit_pages for c in config.cgroups if c.dirty_limit_pages},
+        )
         self._track_dirty()
         self.filesystems = {
             "generic": GenericFs(self),

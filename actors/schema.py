@@ -82,9 +82,16 @@ class DeviceConfig:
 
 @attrs.frozen(kw_only=True)
 class MachineConfig:
-    """The machine: ``cpus`` CPUs tasks contend for (0: one per task, no contention)."""
+    """The machine: ``cpus`` CPUs tasks contend for (0: one per task, no contention).
+
+    ``cgroup_writeback``: ``CONFIG_CGROUP_WRITEBACK`` (default y with memcg
+    and blkcg, as distribution kernels build it): writeback is done per
+    cgroup and charged to the cgroup that dirtied the inode
+    (``actors.mm.page_writeback``); off, all of it is the root's.
+    """
 
     cpus: Natural = 0
+    cgroup_writeback: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -124,11 +131,17 @@ class CostsConfig:
 
 @attrs.frozen(kw_only=True)
 class CgroupConfig:
-    """A cgroup v2 directory, its io.latency target (``None`` = none) and its io.max limits."""
+    """A cgroup v2 directory, its io.latency target (``None`` = none) and its io.max limits.
+
+    ``dirty_limit_pages``: the dirty limit of the cgroup's own writeback
+    domain (``mdtc``), which the kernel derives from ``memory.max``; ``None``
+    = no memory limit, the domain's limit is the global one.
+    """
 
     path: str
     io_latency: IoLatency | None = None
     io_max: IoMax | None = None
+    dirty_limit_pages: Count | None = None
 
 
 @attrs.frozen(kw_only=True)

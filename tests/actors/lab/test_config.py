@@ -169,6 +169,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "rotational_is_a_string": ("device.rotational", "true or false"),
     "machine_cpus_negative": ("machine.cpus", ">= 0"),
     "machine_unknown_key": ("machine", "cores"),
+    "machine_cgroup_writeback_is_a_string": ("machine.cgroup_writeback", "true or false"),
+    "cgroup_dirty_limit_zero": ("cgroups[0].dirty_limit_pages", ">= 1"),
     "costs_unknown_key": ("costs", "page_fault"),
     "costs_duration_ten": ("costs.wakeup", "duration"),
     "costs_scale_negative": ("costs.scale", "factor"),
