@@ -90,10 +90,16 @@ class Kernel:
             io_latency={c.path: format_io_latency(device.dev, c.io_latency) for c in config.cgroups if c.io_latency},
             io_max={c.path: c.io_max for c in config.cgroups if c.io_max is not None},
             bio_error=inject.bio_error_hook(),
+            iolatency=policy.iolatency,
         )
         if self.bdev.throtl.active:
             self.spawn_kthread("kthrotld", lambda current: blk_throtl_dispatch_work_fn(current, self.bdev))
-        self.writeback = Writeback(self, config.writeback)
+        self.writeback = Writeback(
+            self,
+            config.writeback,
+            cgroup_writeback=config.machine.cgroup_writeback,
+            memcg_dirty_limits={c.path: c.dirty_limit_pages for c in config.cgroups if c.dirty_limit_pages},
+        )
         self._track_dirty()
         self.filesystems = {
             "generic": GenericFs(self),

@@ -40,6 +40,11 @@ memcg_high_delay  0e4b01df8659 (5.4): over memory.high, the return to user
 swapin_charge     ``fault`` (up to 5.7: ``do_swap_page`` charges the page
                   after locking it); ``swapcache`` (5.8, 4c6355b25e8b: each
                   swap-cache page is charged when readahead allocates it)
+iolatency         ``4.19`` (io.latency as merged: the mean rule on every
+                  device, one-window verdicts, no slot hand-off to the woken
+                  waiter); ``5.4`` (what v5.1 to v5.7 ship: the SSD p90 rule,
+                  ``cur_stat`` across windows, ``rq_qos_wait`` hand-off);
+                  ``actors.block.blk_iolatency_rules`` lists every difference
 ================  ============================================================
 
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
@@ -80,11 +85,13 @@ class Policy:
     per_vma_lock: Literal["off", "anon", "file"] = "off"
     memcg_high_delay: bool = False
     swapin_charge: Literal["fault", "swapcache"] = "fault"
+    iolatency: Literal["4.19", "5.4"] = "4.19"
     description: str = ""
 
 
 _V5_7 = Policy(
     name="v5.7",
+    iolatency="5.4",
     rwsem="5.3",
     fault_retry="many",
     filemap_fault="v5.1",
@@ -117,7 +124,7 @@ PRESETS: dict[str, Policy] = {
             page_mkwrite="hold",
             description="V3 patches 2-3 only: drop for IO, no cached_page (Kara's question)",
         ),
-        Policy(name="v5.1", filemap_fault="v5.1", description="6b4c9f446981 as merged"),
+        Policy(name="v5.1", filemap_fault="v5.1", iolatency="5.4", description="6b4c9f446981 as merged"),
         _V5_7,
         attrs.evolve(_V5_7, name="v5.10", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
         attrs.evolve(_V5_7, name="v6.1", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),

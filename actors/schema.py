@@ -83,9 +83,16 @@ class DeviceConfig:
 
 @attrs.frozen(kw_only=True)
 class MachineConfig:
-    """The machine: ``cpus`` CPUs tasks contend for (0: one per task, no contention)."""
+    """The machine: ``cpus`` CPUs tasks contend for (0: one per task, no contention).
+
+    ``cgroup_writeback``: ``CONFIG_CGROUP_WRITEBACK`` (default y with memcg
+    and blkcg, as distribution kernels build it): writeback is done per
+    cgroup and charged to the cgroup that dirtied the inode
+    (``actors.mm.page_writeback``); off, all of it is the root's.
+    """
 
     cpus: Natural = 0
+    cgroup_writeback: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +158,10 @@ class CgroupConfig:
     are in bytes, ``None`` for ``"max"`` (no limit); the kernel keeps whole
     pages (``page_counter_memparse`` rounds down), and so does the model
     (``actors.mm.memcontrol``).
+
+    ``dirty_limit_pages``: the dirty limit of the cgroup's own writeback
+    domain (``mdtc``), which the kernel derives from the memcg's memory;
+    ``None``: the domain's limit is the global one.
     """
 
     path: str
@@ -158,6 +169,7 @@ class CgroupConfig:
     io_max: IoMax | None = None
     memory_max: MemoryLimit | None = None
     memory_high: MemoryLimit | None = None
+    dirty_limit_pages: Count | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -442,6 +454,7 @@ class PolicyConfig:
     per_vma_lock: Literal["off", "anon", "file"] | None = None
     memcg_high_delay: bool | None = None
     swapin_charge: Literal["fault", "swapcache"] | None = None
+    iolatency: Literal["4.19", "5.4"] | None = None
 
 
 @attrs.frozen(kw_only=True)

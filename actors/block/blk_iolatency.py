@@ -1,10 +1,12 @@
 """cgroup v2 ``io.latency``: per-group latency targets enforced by throttling peers.
 
-Mirrors ``block/blk-iolatency.c`` at v5.4 (which is v4.19 plus the SSD
-percentile rule, the ``enabled`` switch and the rq_qos_wait hand-off), with
-the waiting done by ``blk-rq-qos.c:rq_qos_wait()``. Sans-IO: no engine, no
-awaiting. Methods mutate state and *return* what must happen next: which
-waiters to wake, in order, and which scale changes to trace.
+Mirrors ``block/blk-iolatency.c`` at v5.4, with the waiting done by
+``blk-rq-qos.c:rq_qos_wait()``, or at v4.19, whose own wait loop has no slot
+hand-off: the *version* argument picks one; where the two texts part
+(verdict rule, depth, rate limit, wake-up) is
+``actors/block/blk_iolatency_rules.py``. Sans-IO: no engine, no awaiting.
+Methods mutate state and *return* what must happen next: which waiters to
+wake, in order, and which scale changes to trace.
 
 This module is the throttle and scaling state machine (``check_scale_change``,
 ``scale_change``, ``scale_cookie_change``, ``iolatency_throttle``,
@@ -21,7 +23,8 @@ root has one too, only for its ``child_lat``). A group with a target
 (``min_lat_nsec``) times every completed bio (from submission, ``bi_issue``)
 and, once per window (``cur_win_nsec = clamp(16 x target, 100 ms, 1 s)``,
 elapsed only by completions), judges it: rotational = window mean > target;
-SSD = at least 10 % of the window's IOs took >= target. A missed window moves
+SSD = at least 10 % of the window's IOs took >= target (5.4; 4.19 judges
+every device by the mean). A missed window moves
 the *parent's* ``child_lat.scale_cookie`` down (at most once per 500 ms per
 parent); five good samples from the group that caused it (``scale_grp``)
 move it back up. Peers see the cookie at their next submission::
@@ -40,9 +43,12 @@ parent's samples; peers without a target are always throttled. A 1 s timer
 (re-armed by submissions) steps the cookie up when nobody owns the scale-down
 and releases ``scale_grp`` 5 s after the last scale event.
 
-Waiters queue FIFO per group (``rq_wait``). A completion grants the head
-waiter a slot *on its behalf* (``rq_qos_wake_function``), so a newcomer never
-overtakes a sleeper: it only tries for a slot when nobody is queued.
+Waiters queue FIFO per group (``rq_wait``). In 5.4 a completion grants the
+head waiter a slot *on its behalf* (``rq_qos_wake_function``), so a newcomer
+never overtakes a sleeper: it only tries for a slot when nobody is queued.
+In 4.19 the completion only dequeues the head waiter; when it runs it tries
+for a slot (``iolatency_retry``) and, if a newcomer took it meanwhile (the
+queue looked empty), queues again at the tail.
 
 Emulation notes:
     * One CPU: the per-cpu ``stats`` are one ``LatencyStat``.
@@ -50,7 +56,7 @@ Emulation notes:
     * Time starts at 0 rather than long after boot, so "no scale event yet"
       is ``last_scale_event = None`` instead of 0 (otherwise nothing could
       scale in the first 500 ms).
-    * Rotational stats keep the kernel's ``blk_rq_stat_sum`` quirk: it adds
+    * 5.4 rotational stats keep the kernel's ``blk_rq_stat_sum`` quirk: it adds
       ``src->batch``, which a summed stat does not have, so ``cur_stat.mean``
       stays 0 and only the latest window's mean decides (see
       ``blk_iolatency_stat``).
@@ -77,6 +83,15 @@ from actors.block.blk_cgroup import (
     blkcg_use_delay,
     blkg_lookup_create,
 )
+from actors.block.blk_iolatency_rules import (
+    CHECK_LATENCIES,
+    IolatencyVersion,
+    iolatency_qd,
+    iolatency_ssd,
+    rq_wait_handoff,
+    samples_thresh,
+    scale_down_depth,
+)
 from actors.block.blk_iolatency_stat import (
     BLKIOLATENCY_MIN_WIN_SIZE,
     IolatencyStatistics,
@@ -84,7 +99,6 @@ from actors.block.blk_iolatency_stat import (
     iolat_update_total_lat_avg,
     iolatency_window,
     latency_stat_record_time,
-    latency_stat_samples,
     latency_stat_sum,
     latency_sum_ok,
 )
@@ -94,8 +108,6 @@ UINT_MAX = 0xFFFF_FFFF
 DEFAULT_SCALE_COOKIE = 1_000_000
 SCALE_DOWN_FACTOR = 2
 SCALE_UP_FACTOR = 4
-BLKIOLATENCY_MIN_ADJUST_TIME = 500 * NSEC_PER_MSEC
-BLKIOLATENCY_MIN_GOOD_SAMPLES = 5
 #: ``blkiolatency_timer_fn`` releases ``scale_grp`` this long after the last scale event.
 SCALE_GRP_IDLE_NSEC = 5 * NSEC_PER_SEC
 
@@ -217,11 +229,14 @@ class BlkIolatency:
     """``struct blk_iolatency``: io.latency on one request queue.
 
     Args:
-        nr_requests: the queue depth ``qd`` (``q->nr_requests``).
-        rotational: ``False`` selects the SSD percentile rule.
+        nr_requests: ``q->nr_requests``, the 5.4 ``qd``.
+        rotational: ``False`` selects the SSD percentile rule (5.4 only).
         limits: cgroup path → ``min_lat_nsec`` (``None``/0 = no target).
         hierarchy: cgroups shared with other queues (congestion is per cgroup).
         now_ns: creation time (initial ``window_start``).
+        version: which kernel's rules (``blk_iolatency_rules``).
+        queue_depth: ``q->queue_depth`` if the driver set one (4.19's
+            ``blk_queue_depth`` prefers it to ``nr_requests``).
 
     Raises:
         ValueError: a limit on the root cgroup, or a negative limit.
@@ -235,11 +250,16 @@ class BlkIolatency:
         limits: Mapping[str, int | None],
         hierarchy: BlkcgHierarchy | None = None,
         now_ns: int = 0,
+        version: IolatencyVersion = "5.4",
+        queue_depth: int | None = None,
     ) -> None:
         if nr_requests < 1:
             raise ValueError(f"nr_requests must be >= 1, got {nr_requests}")
-        self.nr_requests = nr_requests
-        self.ssd = not rotational
+        self.version = version
+        self.qd = iolatency_qd(version, nr_requests, queue_depth)
+        #: 5.4: a wake-up takes the waiter's slot; 4.19: the waiter races for it (``iolatency_retry``).
+        self.handoff = rq_wait_handoff(version)
+        self.ssd = iolatency_ssd(version, rotational)
         self.hierarchy = BlkcgHierarchy() if hierarchy is None else hierarchy
         self._blkgs: dict[str, BlkcgGq] = {}
         self._grps: dict[str, IolatencyGrp] = {}
@@ -273,7 +293,7 @@ class BlkIolatency:
             ssd=self.ssd,
             window_start=now_ns,
             scale_cookie=DEFAULT_SCALE_COOKIE if parent is None else parent.child_lat.scale_cookie,
-            rq_depth=RqDepth(max_depth=UINT_MAX, queue_depth=self.nr_requests, default_depth=self.nr_requests),
+            rq_depth=RqDepth(max_depth=UINT_MAX, queue_depth=self.qd, default_depth=self.qd),
         )
         self._grps[path] = grp
         return grp
@@ -323,8 +343,7 @@ class BlkIolatency:
             if not lat_info.scale_lat or grp.min_lat_nsec <= lat_info.scale_lat:
                 return Decisions()
             # Skip peers that did <= 5 % of the samples in the last summation.
-            samples_thresh = max(1, lat_info.nr_samples * 5 // 100)
-            if grp.nr_samples <= samples_thresh:
+            if grp.nr_samples <= samples_thresh(self.version, lat_info.nr_samples):
                 return Decisions()
         depth, delay = grp.rq_depth.max_depth, grp.blkg.use_delay
         if depth == 1 and direction < 0:
@@ -339,7 +358,7 @@ class BlkIolatency:
 
     def _scale_change(self, grp: IolatencyGrp, up: bool) -> Decisions:
         """Mirror of ``scale_change()``: one depth step (or one ``use_delay`` undo)."""
-        qd = self.nr_requests
+        qd = self.qd
         scale = scale_amount(qd, up)
         old = min(grp.rq_depth.max_depth, qd)
         depth = grp.rq_depth.max_depth
@@ -352,8 +371,11 @@ class BlkIolatency:
                 wakes = self._wake_up_all(grp)
                 return Decisions(wakes=wakes, events=(self._event(grp, "max_depth", 1, depth, grp.rq_depth.max_depth),))
             return Decisions()
-        grp.rq_depth.max_depth = max(old >> 1, 1)
-        return Decisions(events=(self._event(grp, "max_depth", -1, depth, grp.rq_depth.max_depth),))
+        new = scale_down_depth(self.version, old)
+        if new is None:
+            return Decisions()
+        grp.rq_depth.max_depth = new
+        return Decisions(events=(self._event(grp, "max_depth", -1, depth, new),))
 
     def iolat_acquire_inflight(self, path: str) -> bool:
         """Mirror of ``iolat_acquire_inflight()`` / ``rq_wait_inc_below()``: take a slot if under ``max_depth``."""
@@ -370,8 +392,10 @@ class BlkIolatency:
 
         Issue-as-root bios and dying tasks take a slot unconditionally.
         Otherwise a slot is taken only if nobody is queued and the group is
-        under its depth; else *key* joins the FIFO and the caller must sleep
-        until a ``Decisions.wakes`` entry names it (its slot is then taken).
+        under its depth (4.19: ``iolatency_may_queue()`` with ``first_block``,
+        the same test); else *key* joins the FIFO and the caller must sleep
+        until a ``Decisions.wakes`` entry names it. With the hand-off (5.4) its
+        slot is then taken; without (4.19) it must call ``iolatency_retry``.
         """
         grp = self._grp(path)
         schedule_throttle = grp.blkg.use_delay != 0
@@ -383,24 +407,46 @@ class BlkIolatency:
         grp.rq_wait.waiters.append(key)
         return ThrottleVerdict(wait=True, schedule_throttle=schedule_throttle)
 
+    def iolatency_retry(self, path: str, key: Hashable) -> bool:
+        """The 4.19 woken waiter runs again: one turn of the ``__blkcg_iolatency_throttle()`` loop (v4.19).
+
+        ``prepare_to_wait_exclusive`` puts *key* back at the tail, then
+        ``iolatency_may_queue()`` (no longer ``first_block``) tries for a slot
+        whoever is queued ahead: ``True`` took one (``finish_wait``), ``False``
+        sleeps again, queued.
+        """
+        if self.handoff:
+            raise KernelBug("iolatency_retry: 5.4 wake-ups hand the slot over")
+        waiters = self._grp(path).rq_wait.waiters
+        waiters.append(key)
+        if self.iolat_acquire_inflight(path):
+            waiters.remove(key)
+            return True
+        return False
+
     def iolat_cleanup(self, path: str) -> Decisions:
-        """Mirror of ``iolat_cleanup_cb()``: give back a slot nobody will use, wake the next."""
+        """Mirror of ``iolat_cleanup_cb()`` (5.4): give back a slot nobody will use, wake the next.
+
+        4.19 granted the woken waiter nothing, so there is nothing to give back.
+        """
+        if not self.handoff:
+            return Decisions()
         grp = self._grp(path)
         grp.rq_wait.inflight -= 1
         return Decisions(wakes=self._wake_up(grp))
 
     def _wake_up(self, grp: IolatencyGrp) -> tuple[Wake, ...]:
-        """``wake_up()`` with ``rq_qos_wake_function``: grant the head waiter a slot, if one is free."""
+        """``wake_up()``: 5.4 (``rq_qos_wake_function``) grants the head waiter a slot, if one is free; 4.19 dequeues it."""
         waiters = grp.rq_wait.waiters
-        if waiters and self.iolat_acquire_inflight(grp.path):
+        if waiters and (not self.handoff or self.iolat_acquire_inflight(grp.path)):
             return ((grp.path, waiters.popleft()),)
         return ()
 
     def _wake_up_all(self, grp: IolatencyGrp) -> tuple[Wake, ...]:
-        """``wake_up_all()``: grant slots to waiters in FIFO order until one does not fit."""
+        """``wake_up_all()``: 5.4 grants slots in FIFO order until one does not fit; 4.19 dequeues everyone."""
         woken: list[Wake] = []
         waiters = grp.rq_wait.waiters
-        while waiters and self.iolat_acquire_inflight(grp.path):
+        while waiters and (not self.handoff or self.iolat_acquire_inflight(grp.path)):
             woken.append((grp.path, waiters.popleft()))
         return tuple(woken)
 
@@ -444,7 +490,10 @@ class BlkIolatency:
         latency_stat_record_time(grp.ssd, grp.stats, req_time, grp.min_lat_nsec)
 
     def _iolatency_check_latencies(self, grp: IolatencyGrp, now: int) -> list[ScaleEvent]:
-        """Mirror of ``iolatency_check_latencies()``: judge a window, maybe move the parent's cookie."""
+        """Mirror of ``iolatency_check_latencies()``: judge a window, maybe move the parent's cookie.
+
+        The verdict itself is the version's (``blk_iolatency_rules.CHECK_LATENCIES``).
+        """
         stat = LatencyStat()
         latency_stat_sum(grp.ssd, stat, grp.stats)
         grp.stats = LatencyStat()
@@ -456,29 +505,8 @@ class BlkIolatency:
             grp.lat_avg = iolat_update_total_lat_avg(grp.lat_avg, grp.cur_win_nsec, stat.mean)
         if latency_sum_ok(grp.ssd, stat, grp.min_lat_nsec) and lat_info.scale_cookie == DEFAULT_SCALE_COOKIE:
             return []
-        latency_stat_sum(grp.ssd, grp.cur_stat, stat)
-        lat_info.nr_samples -= grp.nr_samples
-        lat_info.nr_samples += latency_stat_samples(grp.ssd, grp.cur_stat)
-        grp.nr_samples = latency_stat_samples(grp.ssd, grp.cur_stat)
-        last = lat_info.last_scale_event
-        if last is not None and (last >= now or now - last < BLKIOLATENCY_MIN_ADJUST_TIME):
-            return []
-        events: list[ScaleEvent] = []
-        cur_ok = latency_sum_ok(grp.ssd, grp.cur_stat, grp.min_lat_nsec)
-        if cur_ok and latency_sum_ok(grp.ssd, stat, grp.min_lat_nsec):
-            if latency_stat_samples(grp.ssd, grp.cur_stat) < BLKIOLATENCY_MIN_GOOD_SAMPLES:
-                return []
-            if lat_info.scale_grp == grp.path:
-                lat_info.last_scale_event = now
-                events.append(self._scale_cookie_change(parent, True, by=grp.path))
-        elif lat_info.scale_lat == 0 or lat_info.scale_lat >= grp.min_lat_nsec:
-            lat_info.last_scale_event = now
-            if lat_info.scale_grp is None or lat_info.scale_lat > grp.min_lat_nsec:
-                lat_info.scale_lat = grp.min_lat_nsec
-                lat_info.scale_grp = grp.path
-            events.append(self._scale_cookie_change(parent, False, by=grp.path))
-        grp.cur_stat = LatencyStat()
-        return events
+        up = CHECK_LATENCIES[self.version](grp, lat_info, stat, now)
+        return [] if up is None else [self._scale_cookie_change(parent, up, by=grp.path)]
 
     def _scale_cookie_change(self, parent: IolatencyGrp, up: bool, *, by: str) -> ScaleEvent:
         """Mirror of ``scale_cookie_change()``: move the children's cookie by qd/16 up or qd/4 down.
@@ -487,7 +515,7 @@ class BlkIolatency:
         more than 2 x qd below it.
         """
         lat_info = parent.child_lat
-        qd = self.nr_requests
+        qd = self.qd
         scale = scale_amount(qd, up)
         old = lat_info.scale_cookie
         diff = DEFAULT_SCALE_COOKIE - old if old < DEFAULT_SCALE_COOKIE else 0

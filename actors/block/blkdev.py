@@ -95,6 +95,7 @@ from actors.block.blk_dev_model import DeviceParams, make_model
 from actors.block.blk_merge import BLK_MAX_REQUEST_COUNT, BLK_PLUG_FLUSH_SIZE, BlkPlug, Request, attempt_merge
 from actors.block.blk_cgroup import BlkcgHierarchy, parse_io_latency, split_io_latency
 from actors.block.blk_iolatency import BlkIolatency, Decisions
+from actors.block.blk_iolatency_rules import IolatencyVersion
 from actors.block.blk_iolatency_stat import IolatencyStatistics
 from actors.block.blk_throttle import BlkThrottle, IoMax
 from actors.kernel_types import BlkStatus, ReqFlag
@@ -203,6 +204,7 @@ class BlockDevice:
             per bio, READ or WRITE, at completion; ``True`` fails it with
             ``BlkStatus.IOERR``. ``None``: no bio ever fails.
         service_time: replaces the service model's time: first bio → ns.
+        iolatency: which kernel's io.latency rules (``Policy.iolatency``).
 
     Raises:
         ValueError: a bad ``io.latency`` string or parameter.
@@ -226,6 +228,7 @@ class BlockDevice:
         hierarchy: BlkcgHierarchy | None = None,
         bio_error: Callable[[Bio], bool] | None = None,
         service_time: Callable[[Bio], int] | None = None,
+        iolatency: IolatencyVersion = "5.4",
     ) -> None:
         if params is None:
             params = DeviceParams(kind="ssd", queue_depth=nr_requests, parallelism=parallelism, rotational=rotational,
@@ -246,9 +249,13 @@ class BlockDevice:
             target_dev, _body = split_io_latency(text)
             if target_dev is None or target_dev == dev:
                 limits[path] = parse_io_latency(text)
+        # blk_queue_depth(): the SCSI midlayer sets q->queue_depth (scsi_change_queue_depth →
+        # blk_set_queue_depth); NVMe leaves it 0, so 4.19 falls back to nr_requests.
+        queue_depth = None if params.kind == "nvme" else params.queue_depth
         self.iolat = BlkIolatency(
-            nr_requests=nr_requests, rotational=self.rotational, limits=limits, hierarchy=hierarchy, now_ns=engine.now_ns
-        )
+            nr_requests=nr_requests, rotational=self.rotational, limits=limits, hierarchy=hierarchy,
+            now_ns=engine.now_ns, version=iolatency, queue_depth=queue_depth,
+        )  # fmt: skip
         self.hierarchy = self.iolat.hierarchy
         self._rq_waits: dict[str, emu.WaitQueue] = {}
         self._tracked: dict[int, None] = {}  # BIO_TRACKED
@@ -557,7 +564,9 @@ async def blkcg_iolatency_throttle(current: Current, q: BlockDevice, bio: Bio) -
     each level: follow the parent's scale cookie (``check_scale_change``),
     mark the task for induced delay if the level has ``use_delay``, then take
     an inflight slot or sleep FIFO (flushing the plug first) until a
-    completion grants one, then pay ``[costs] wakeup``. REQ_META /
+    completion grants one, then pay ``[costs] wakeup``; in 4.19 the woken
+    task then tries for the slot itself and sleeps again, at the tail, if a
+    newcomer took it during that wake-up. REQ_META /
     REQ_SWAP bios and tasks with a fatal signal never sleep. Arms the 1 s
     timer afterwards.
     """
@@ -586,6 +595,9 @@ async def blkcg_iolatency_throttle(current: Current, q: BlockDevice, bio: Bio) -
             blk_flush_plug(current)
             await q._rq_wait(path).wait(actor, bio.bio_id)
             await wakeup(current)
+            while not iolat.handoff and not iolat.iolatency_retry(path, bio.bio_id):
+                await q._rq_wait(path).wait(actor, bio.bio_id)
+                await wakeup(current)
             waited = actor.now_ns - start
             q._nr_throttled += 1
             q._throttle_wait_ns += waited

@@ -79,6 +79,8 @@ class FakeKernel:
         writeback: ``config.writeback`` for the flusher (``WritebackConfig()`` if ``None``).
         service_ns: every bio's service time on the device.
         bio_error: the device's error-injection hook (``BlockDevice(bio_error=...)``).
+        nr_requests, parallelism, io_latency: the device's tags, units and io.latency settings.
+        cgroup_writeback, memcg_dirty_limits: as ``Writeback`` takes them.
 
     Attributes:
         mm: the mm that tasks from ``spawn`` run in (``None``: kernel-thread-like);
@@ -94,6 +96,11 @@ class FakeKernel:
         writeback: WritebackConfig | None = None,
         service_ns: int = MS,
         bio_error: Callable[[Bio], bool] | None = None,
+        nr_requests: int = 64,
+        parallelism: int = 1,
+        io_latency: dict[str, str] | None = None,
+        cgroup_writeback: bool = False,
+        memcg_dirty_limits: dict[str, int] | None = None,
     ) -> None:
         self.engine = Engine(seed=0, horizon_ns=60_000 * MS)
         self.policy = PRESETS[policy]
@@ -102,10 +109,16 @@ class FakeKernel:
         self.violations: list[dict[str, Any]] = []
         self.invariant_checks = 0
         self.mm: MmStruct | None = None
-        self.bdev = BlockDevice(self.engine, service_time=lambda bio: service_ns, bio_error=bio_error)
+        self.bdev = BlockDevice(
+            self.engine, service_time=lambda bio: service_ns, bio_error=bio_error, nr_requests=nr_requests,
+            parallelism=parallelism, io_latency=io_latency,
+        )  # fmt: skip
         self._pid = 100
         self._bio_id = 0
-        self.writeback = Writeback(self, self.config.writeback)
+        self.tasks: list[FakeTask] = []
+        self.writeback = Writeback(
+            self, self.config.writeback, cgroup_writeback=cgroup_writeback, memcg_dirty_limits=memcg_dirty_limits
+        )
         self.memcg = MemControl([])
         self.psi = Psi([], [])
         self.swap = None
@@ -134,16 +147,18 @@ class FakeKernel:
             await fn(task)
 
         task.actor = self.engine.spawn(name, main, daemon=True)
+        self.tasks.append(task)
         return task
 
-    def spawn(self, comm: str, fn: Callable[[FakeTask], Coroutine[Any, Any, None]]) -> FakeTask:
-        """A task in ``self.mm`` running ``fn(task)``; the run ends when every such task has."""
-        task = FakeTask(self, comm, self.mm)
+    def spawn(self, comm: str, fn: Callable[[FakeTask], Coroutine[Any, Any, None]], blkcg: str = "") -> FakeTask:
+        """A task in ``self.mm`` and cgroup *blkcg* running ``fn(task)``; the run ends when every such task has."""
+        task = FakeTask(self, comm, self.mm, blkcg)
 
         async def main(actor: Any) -> None:
             await fn(task)
 
         task.actor = self.engine.spawn(comm, main)
+        self.tasks.append(task)
         return task
 
     def events(self, name: str) -> list[dict[str, Any]]:

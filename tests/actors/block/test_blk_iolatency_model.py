@@ -3,20 +3,23 @@
 A Hypothesis ``RuleBasedStateMachine`` drives the sans-IO scaler the way the
 block layer does (a throttle walk per bio, leaf first; completions with chosen
 latencies; the 1 s timer; giving back a slot granted to a sleeper that left),
-in monotonic integer-nanosecond virtual time. ``IolatModel`` is written from
-block/blk-iolatency.c (v5.4) with its own data layout: a window is a list of
-latencies, a wait queue a list of keys. After every step the machine checks
-that the two agree, and checks the observable contract directly on what the
-emulator reports, without the model:
+in monotonic integer-nanosecond virtual time, under either version's rules
+(``blk_iolatency_rules``). ``IolatModel`` is written from block/blk-iolatency.c
+(v4.19 and v5.4) with its own data layout: a window is a list of latencies, a
+wait queue a list of keys. After every step the machine checks that the two
+agree, and checks the observable contract directly on what the emulator
+reports, without the model:
 
 * a normal (not issue-as-root, not dying) bio is admitted at a level only when
   that level's inflight is below the ``max_depth`` in force then;
-* wake-ups grant the sleepers of a group in queue order, and a newcomer queues
-  whenever somebody already sleeps there; nobody sleeps while a slot is free;
+* wake-ups take the sleepers of a group in queue order, and a newcomer queues
+  whenever somebody already sleeps there; nobody sleeps while a slot is free,
+  unless (4.19) a woken waiter that has not run yet will try for it;
 * every scale cookie stays within ``[DEFAULT_SCALE_COOKIE - 2 qd, DEFAULT]``,
   moves only with a reported event, and by the kernel's amounts (qd/4 down,
   qd/16 up, 1 past qd below default); a parent's cookie moves on judged
-  latencies at most once per 500 ms;
+  latencies at most once per 500 ms (4.19: unless the mover's target is
+  tighter than the last victim's);
 * ``use_delay`` is non-zero only at ``max_depth == 1``; a group whose cookie is
   back at default has unlimited depth, no ``use_delay`` and no sleepers;
 * a peer whose target is at or below the victim's is never scaled down.
@@ -37,7 +40,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors.block import blk_iolatency
+from actors.block import blk_iolatency, blk_iolatency_rules
 from actors.block.blk_iolatency import BlkIolatency, Decisions, ScaleEvent
 
 MS = 1_000_000
@@ -110,10 +113,11 @@ class ModelGroup:
 
 
 class IolatModel:
-    """Reference io.latency for one queue of depth *qd*."""
+    """Reference io.latency for one queue of depth *qd*, by the 4.19 or the 5.4 text."""
 
-    def __init__(self, qd: int, ssd: bool, now: int) -> None:
-        self.qd, self.ssd = qd, ssd
+    def __init__(self, qd: int, ssd: bool, now: int, version: str) -> None:
+        self.v419 = version == "4.19"
+        self.qd, self.ssd = qd, ssd and not self.v419
         self.down, self.up = max(qd // 4, 1), max(qd // 16, 1)
         self.groups: dict[str, ModelGroup] = {}
         for path in TARGETS:
@@ -143,10 +147,11 @@ class IolatModel:
     # -- slots
 
     def grant(self, g: ModelGroup, *, every: bool) -> list[Wake]:
-        """Hand free slots to the head sleeper (or to every one that fits)."""
+        """Hand free slots to the head sleeper (or to every one that fits); 4.19 wakes it (them all) slot or not."""
         woken = []
-        while g.queue and g.inflight < g.depth:
-            g.inflight += 1
+        while g.queue and (self.v419 or g.inflight < g.depth):
+            if not self.v419:
+                g.inflight += 1
             woken.append((g.path, g.queue.pop(0)))
             event("wake all" if every else "wake one")
             if not every:
@@ -161,6 +166,15 @@ class IolatModel:
             return False, g.use_delay > 0
         g.queue.append(key)
         return True, g.use_delay > 0
+
+    def retry(self, path: str, key: int) -> bool:
+        """4.19: a woken sleeper runs, queues at the tail again and takes a slot if one is free."""
+        g = self.groups[path]
+        if g.inflight < g.depth:
+            g.inflight += 1
+            return True
+        g.queue.append(key)
+        return False
 
     def release(self, path: str) -> list[Wake]:
         g = self.groups[path]
@@ -183,7 +197,7 @@ class IolatModel:
             if not p.scale_lat or g.target <= p.scale_lat:
                 return [], []  # as important as the victim
             share = sum(c.nr_samples for c in self.children(p.path)) * 5 // 100
-            if g.nr_samples <= max(share, 1):
+            if g.nr_samples <= (share if self.v419 else max(share, 1)):
                 event("peer skipped: at most 5 % of the samples")
                 return [], []
             event("a peer with a looser target scaled down")  # did at most 5 % of the IO
@@ -194,6 +208,8 @@ class IolatModel:
             old, g.depth, g.use_delay = g.depth, UNLIMITED, 0
             return [self.group_event(g, "unthrottle", 1, old, UNLIMITED)], self.grant(g, every=True)
         old, usable = g.depth, min(g.depth, self.qd)
+        if down and self.v419 and usable == 1:
+            return [], []  # 4.19 scale_change: only "old > 1" halves
         if down:
             g.depth = max(usable // 2, 1)
             return [self.group_event(g, "max_depth", -1, old, g.depth)], []
@@ -234,6 +250,8 @@ class IolatModel:
         window_ok = self.ok(g, lats)
         if window_ok and p.child_cookie == DEFAULT:
             return []
+        if self.v419:
+            return self.judge_one_window(g, p, lats, window_ok, now)
         g.pending += lats
         g.nr_samples = len(g.pending)
         if p.last_event is not None and now - p.last_event < MIN_ADJUST_NS:
@@ -254,6 +272,23 @@ class IolatModel:
             events.append(self.move_cookie(p, False, g.path))
         g.pending = []
         return events
+
+    def judge_one_window(self, g: ModelGroup, p: ModelGroup, lats: list[int], ok: bool, now: int) -> list[Event]:
+        """4.19: this window alone decides; a target tighter than the last victim's ignores the rate limit."""
+        g.nr_samples = len(lats)
+        if p.last_event is not None and now - p.last_event < MIN_ADJUST_NS and p.scale_lat <= g.target:
+            return []
+        if ok:
+            if len(lats) < MIN_GOOD_SAMPLES or p.scale_grp != g.path:
+                return []
+            p.last_event = now
+            return [self.move_cookie(p, True, g.path)]
+        if p.last_event is not None and now - p.last_event < MIN_ADJUST_NS:
+            event("4.19: a tighter target scaled within 500 ms")
+        p.last_event = now
+        if p.scale_grp is None or p.scale_lat > g.target:
+            p.scale_lat, p.scale_grp = g.target, g.path
+        return [self.move_cookie(p, False, g.path)]
 
     def done(self, levels: list[str], now: int, latency: int, as_root: bool) -> tuple[list[Event], list[Wake]]:
         """done_bio: per level, give the slot back, record, maybe judge, wake the head sleeper."""
@@ -299,10 +334,10 @@ class Bio:
     issue_as_root: bool
     fatal: bool
     pos: int = 0
-    state: str = "walking"  # "waiting", "woken" (slot granted at levels[pos]) or "inflight" (every level)
+    state: str = "walking"  # "waiting", "woken" (5.4: slot granted at levels[pos]) or "inflight" (every level)
 
-    def holds(self, path: str) -> bool:
-        held = self.levels if self.state == "inflight" else self.levels[: self.pos + (self.state == "woken")]
+    def holds(self, path: str, handoff: bool) -> bool:
+        held = self.levels if self.state == "inflight" else self.levels[: self.pos + (handoff and self.state == "woken")]
         return path in held
 
 
@@ -322,11 +357,21 @@ class IolatencyMachine(RuleBasedStateMachine):
         self.victim: dict[str, str] = {}  # parent -> the last scale_grp seen (its target is scale_lat)
         self.step_events: list[ScaleEvent] = []
 
-    @initialize(qd=st.sampled_from([1, 2, 4, 16, 64]), rotational=st.booleans())
-    def create(self, qd: int, rotational: bool) -> None:
-        self.qd = qd
-        self.iolat = BlkIolatency(nr_requests=qd, rotational=rotational, limits=TARGETS, now_ns=self.now)
-        self.model = IolatModel(qd, not rotational, self.now)
+    @initialize(
+        qd=st.sampled_from([1, 2, 4, 16, 64]),
+        rotational=st.booleans(),
+        version=st.sampled_from(["4.19", "5.4"]),
+        queue_depth=st.sampled_from([None, 1, 4, 32]),
+    )
+    def create(self, qd: int, rotational: bool, version: str, queue_depth: int | None) -> None:
+        self.handoff = version == "5.4"
+        # 4.19 blk_queue_depth(): the driver's queue_depth if it set one.
+        self.qd = qd if self.handoff or queue_depth is None else queue_depth
+        self.iolat = BlkIolatency(
+            nr_requests=qd, rotational=rotational, limits=TARGETS, now_ns=self.now, version=version,
+            queue_depth=queue_depth,
+        )  # fmt: skip
+        self.model = IolatModel(self.qd, not rotational, self.now, version)
         self.cookies = self.cookie_snapshot()
 
     # -- helpers
@@ -354,11 +399,13 @@ class IolatencyMachine(RuleBasedStateMachine):
         self.step_events += decisions.events
         for scale in decisions.events:
             event(f"{scale.what} {scale.direction:+d}" + (" (timer)" if scale.by == "timer" else ""))
+            scale_lat = target_of(self.victim.get(scale.blkcg, ""))
             if scale.what == "scale_cookie" and scale.scale_grp is not None:
                 self.victim[scale.blkcg] = scale.scale_grp  # scale_grp (and scale_lat) only change here
             last = self.last_judged_move.get(scale.blkcg)
             if scale.what == "scale_cookie" and scale.by != "timer":
-                assert last is None or self.now - last >= MIN_ADJUST_NS, "cookie moved twice within 500 ms"
+                bypass = not self.handoff and target_of(scale.by) < scale_lat  # 4.19: a tighter target may
+                assert last is None or self.now - last >= MIN_ADJUST_NS or bypass, "cookie moved twice within 500 ms"
                 self.last_judged_move[scale.blkcg] = self.now
             elif scale.what == "scale_cookie":
                 assert scale.scale_grp is None, "the timer stepped a cookie that a group owns"
@@ -374,7 +421,7 @@ class IolatencyMachine(RuleBasedStateMachine):
             bio = self.bios[key]
             assert (bio.state, bio.levels[bio.pos]) == ("waiting", path)
             bio.state = "woken"
-        for path in {path for path, _ in decisions.wakes}:
+        for path in {path for path, _ in decisions.wakes if self.handoff}:
             stat = self.iolat.statistics(path)
             assert stat.nr_inflight <= stat.depth, f"{path}: woke a sleeper past max_depth"
 
@@ -440,8 +487,17 @@ class IolatencyMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.in_state("woken"))
     @rule(data=st.data())
     def resume(self, data: st.DataObject) -> None:
-        """A woken sleeper runs again and goes on to the next level."""
+        """A woken sleeper runs again and goes on to the next level (4.19: if it gets the slot now)."""
         bio = self.bios[data.draw(st.sampled_from(self.in_state("woken")), label="bio")]
+        if not self.handoff:
+            path = bio.levels[bio.pos]
+            got = self.iolat.iolatency_retry(path, bio.key)
+            assert got == self.model.retry(path, bio.key)
+            if not got:
+                event("4.19: the woken waiter lost its slot and queued again")
+                bio.state = "waiting"
+                self.queues.setdefault(path, []).append(bio.key)
+                return
         bio.pos += 1
         self.walk(bio)
 
@@ -457,10 +513,10 @@ class IolatencyMachine(RuleBasedStateMachine):
         )
         self.apply(decisions, *self.model.done(bio.levels, self.now, latency, bio.issue_as_root))
 
-    @precondition(lambda self: self.in_state("woken"))
+    @precondition(lambda self: self.handoff and self.in_state("woken"))
     @rule(data=st.data())
     def sleeper_gone(self, data: st.DataObject) -> None:
-        """A woken sleeper is gone before it runs: iolat_cleanup gives back each slot it holds."""
+        """A woken sleeper is gone before it runs: iolat_cleanup gives back each slot it holds (5.4)."""
         bio = self.bios.pop(data.draw(st.sampled_from(self.in_state("woken")), label="bio"))
         for path in reversed(bio.levels[: bio.pos + 1]):
             self.apply(self.iolat.iolat_cleanup(path), [], self.model.release(path))
@@ -490,11 +546,12 @@ class IolatencyMachine(RuleBasedStateMachine):
     def slots_and_sleepers(self) -> None:
         for path in self.iolat.groups():
             s = self.iolat.statistics(path)
-            assert s.nr_inflight == sum(b.holds(path) for b in self.bios.values())
+            assert s.nr_inflight == sum(b.holds(path, self.handoff) for b in self.bios.values())
             assert s.nr_waiters == len(self.queues.get(path, []))
             assert s.depth == UNLIMITED or 1 <= s.depth <= self.qd
-            if s.nr_waiters:
-                assert s.nr_inflight >= s.depth, f"{path}: a sleeper is left behind with a slot free"
+            if s.nr_waiters and s.nr_inflight < s.depth:
+                woken = [b for b in self.bios.values() if b.state == "woken" and b.levels[b.pos] == path]
+                assert not self.handoff and woken, f"{path}: a sleeper is left behind with a slot free"
             assert not s.use_delay or s.depth == 1, f"{path}: use_delay at max_depth {s.depth}"
             if s.scale_cookie == DEFAULT:
                 assert (s.depth, s.use_delay, s.nr_waiters) == (UNLIMITED, 0, 0), f"{path}: throttled at default"
@@ -525,11 +582,11 @@ class IolatencyMachine(RuleBasedStateMachine):
 def test_model_restates_the_module_constants() -> None:
     """The constants the model restates from the kernel are the ones the emulator uses."""
     assert (blk_iolatency.DEFAULT_SCALE_COOKIE, blk_iolatency.UINT_MAX) == (DEFAULT, UNLIMITED)
-    assert (blk_iolatency.BLKIOLATENCY_MIN_ADJUST_TIME, blk_iolatency.SCALE_GRP_IDLE_NSEC) == (
+    assert (blk_iolatency_rules.BLKIOLATENCY_MIN_ADJUST_TIME, blk_iolatency.SCALE_GRP_IDLE_NSEC) == (
         MIN_ADJUST_NS,
         SCALE_GRP_IDLE_NS,
     )
-    assert blk_iolatency.BLKIOLATENCY_MIN_GOOD_SAMPLES == MIN_GOOD_SAMPLES
+    assert blk_iolatency_rules.BLKIOLATENCY_MIN_GOOD_SAMPLES == MIN_GOOD_SAMPLES
 
 
 TestIolatencyMachine = IolatencyMachine.TestCase

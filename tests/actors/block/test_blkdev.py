@@ -206,9 +206,13 @@ def test_jitter_is_seeded_and_deterministic() -> None:
     assert digests[0] == digests[1]
 
 
-def test_submitter_sleeps_in_rq_qos_wait() -> None:
-    """Behaviour 14: once its depth is 1, a noisy submitter blocks inside submit_bio until a completion."""
-    h = contended()
+@pytest.mark.parametrize("version", ["4.19", "5.4"])
+def test_submitter_sleeps_in_rq_qos_wait(version: str) -> None:
+    """Behaviour 14: once its depth is 1, a noisy submitter blocks inside submit_bio until a completion.
+
+    Under both rule sets: 5.4 hands the woken submitter its slot, 4.19 lets it take one when it runs.
+    """
+    h = contended(iolatency=version)
     returns: list[tuple[int, int, int]] = []  # (bio, queued at, submit_bio returned at)
 
     async def noisy(current: FakeTask) -> None:

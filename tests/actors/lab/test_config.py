@@ -133,6 +133,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "unknown_rwsem_semantics": ("policy[0].rwsem", "6.0"),
     "per_vma_lock_unknown": ("policy[0].per_vma_lock", "all"),
     "per_vma_lock_needs_v51_filemap": ("policy[0].per_vma_lock", 'needs filemap_fault = "v5.1", got \'4.19\''),
+    "unknown_iolatency_rules": ("policy[0].iolatency", "5.0"),
     "unknown_fs_kind": ("files[0].fs", "ext9"),
     "unknown_touch_pattern": ("processes[0].threads[0].program[0].pattern", "zigzag"),
     # cross-references
@@ -170,6 +171,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "rotational_is_a_string": ("device.rotational", "true or false"),
     "machine_cpus_negative": ("machine.cpus", ">= 0"),
     "machine_unknown_key": ("machine", "cores"),
+    "machine_cgroup_writeback_is_a_string": ("machine.cgroup_writeback", "true or false"),
+    "cgroup_dirty_limit_zero": ("cgroups[0].dirty_limit_pages", ">= 1"),
     "costs_unknown_key": ("costs", "page_fault"),
     "costs_duration_ten": ("costs.wakeup", "duration"),
     "costs_scale_negative": ("costs.scale", "factor"),

@@ -31,7 +31,7 @@ def test_io_latency_key_is_renamed_both_ways() -> None:
         """c.toml: [0].io.latency: expected "target=<usec>" or "max", got 3"""
     ]
     assert _problems({"path": "a", "io_latency": "max"}, CgroupConfig) == [
-        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency, io.max, memory.max, memory.high"
+        "c.toml: (top level): unknown key(s): io_latency, expected one of path, io.latency, io.max, memory.max, memory.high, dirty_limit_pages"
     ]
 
 

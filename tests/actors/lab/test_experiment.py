@@ -27,7 +27,7 @@ def _iolatency_dict(horizon: str) -> dict[str, Any]:
         "name": "iolatency-scaling",
         "seed": 1,
         "horizon": horizon,
-        "device": {"nr_requests": 4, "latency": "1ms", "jitter_pct": 0},
+        "device": {"nr_requests": 4, "queue_depth": 4, "latency": "1ms", "jitter_pct": 0},
         "cgroups": [{"path": "w"}, {"path": "w/prot", "io.latency": "target=1000"}, {"path": "w/batch"}],
         "files": [{"name": "data", "size": "1GiB"}],
         "processes": [
@@ -64,7 +64,7 @@ def test_behaviour_12_io_latency_scale_down_halves_sibling_depth_to_1_then_use_d
     steps = [r["ts"] for r in cookie]
     assert all(b - a >= 500 * MS for a, b in zip(steps, steps[1:]))
     depths = [(r["old"], r["new"]) for r in _scale_events(result, "w/batch", "max_depth")]
-    assert depths == [(UINT_MAX, 2), (2, 1)]  # unlimited, clamped to qd = nr_requests = 4, halved; halved
+    assert depths == [(UINT_MAX, 2), (2, 1)]  # unlimited, clamped to qd = 4 (nr_requests; 4.19: the device's queue_depth), halved; halved
     delays = _scale_events(result, "w/batch", "use_delay")
     assert delays and delays[0]["new"] == 1 and delays[0]["max_depth"] == 1
     assert not _scale_events(result, "w/prot", "max_depth")  # the victim itself is never scaled

@@ -32,7 +32,7 @@ def small_inversion(tmp_path: pathlib.Path) -> pathlib.Path:
     text = (ROOT / "configs" / "seed-inversion.toml").read_text()
     for old, new in (
         ('horizon = "4s"', 'horizon = "700ms"'),
-        ("nr_requests = 32", "nr_requests = 4"),
+        ("nr_requests = 32", "nr_requests = 4\nqueue_depth = 4"),  # 4.19 io.latency scales by the device depth
         ("count = 4", "count = 2"),
         ('every = "50ms"', 'every = "5ms"'),
         ('policies = ["v4.19", "v3", "v5.1"]', 'policies = ["v4.19", "v5.1"]'),

@@ -103,6 +103,8 @@ def _inversion(policy: str, throttled: bool):
 
     The protected reader's 4 KiB IOs take over 1 ms on this device, so they
     always miss the 1 ms target: the batch group is scaled down to depth 1.
+    The device has 4 slots as well as 4 tags: 4.19 io.latency scales by the
+    driver's queue depth (``blk_queue_depth``), 5.4 by ``nr_requests``.
     """
     protected = {"path": "w/prot", "io.latency": "target=1000"} if throttled else {"path": "w/prot"}
     config = config_from_dict(
@@ -110,7 +112,7 @@ def _inversion(policy: str, throttled: bool):
             "name": "inversion",
             "seed": 1,
             "horizon": "1s",
-            "device": {"nr_requests": 4, "parallelism": 1, "latency": "1ms", "jitter_pct": 0},
+            "device": {"nr_requests": 4, "queue_depth": 4, "parallelism": 1, "latency": "1ms", "jitter_pct": 0},
             "cgroups": [{"path": "w"}, protected, {"path": "w/batch"}],
             "files": [{"name": "data", "size": "1GiB"}],
             "processes": [
