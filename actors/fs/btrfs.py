@@ -216,17 +216,24 @@ class BtrfsFs:
         * error with ``fpin``: ``fput`` and ``down_read(&mm->mmap_sem)`` before
           returning the error (defect 9: may queue behind a writer).
 
+        Truncation: ``ret = VM_FAULT_NOPAGE`` is set before ``again:``; a page
+        found truncated (no longer in the mapping, or at or past EOF) after
+        the reservation jumps to ``out_unlock``, which lies past the success
+        exit: the page is unlocked, ``out:`` gives the reservation back
+        (``btrfs_delalloc_release_extents`` and
+        ``btrfs_delalloc_release_space(..., reserved_space, ret != 0)``), and
+        the fault returns ``VM_FAULT_NOPAGE``, so the VM retries it. Under V3
+        this exit runs through ``out_noreserve:`` too, which re-takes the sem
+        after the drop (defect 9).
+
         Emulation notes:
-            As in 4.19 (the seed hunk shows it), a page found truncated after
-            a successful reservation leaves through ``out_unlock`` with
-            ``ret2 == 0``, i.e. the success exit: VM_FAULT_LOCKED (or V3's
-            RETRY), the reservation not released. Later kernels unlock and
-            return VM_FAULT_NOPAGE. ``sb_start_pagefault``, the extent lock
-            and ``file_update_time`` cost nothing; the EOF trim never trims.
+            ``sb_start_pagefault`` and the extent lock cost nothing; the EOF
+            trim never trims.
 
         Returns:
             ``VM_FAULT_LOCKED`` (page locked and dirty), ``VM_FAULT_RETRY``
-            (V3, sem dropped), or ``vmf_error(-ENOSPC)`` = ``VM_FAULT_SIGBUS``.
+            (V3, sem dropped), ``VM_FAULT_NOPAGE`` (page truncated), or
+            ``vmf_error(-ENOSPC)`` = ``VM_FAULT_SIGBUS``.
         """
         kernel = self.kernel
         actor = current.actor
@@ -262,14 +269,17 @@ class BtrfsFs:
                 self.space.btrfs_delalloc_release_space(reserved_space)
             return await self._out_noreserve(current, vmf, inode, mm, fpin, ret, start)
 
+        ret = VmFaultResult.NOPAGE  # make the VM retry the fault
         size = inode.i_size
         while True:  # again:
             await lock_page(current, page)
             size = inode.i_size
             if page.mapping is not inode.i_mapping or page_start >= size:
-                # page got truncated out from underneath us: goto out_unlock, with ret2 == 0
+                # page got truncated out from underneath us: goto out_unlock
                 kernel.count("btrfs_mkwrite_truncated")
-                break
+                unlock_page(current, page)
+                self.space.btrfs_delalloc_release_space(reserved_space)  # out:
+                return await self._out_noreserve(current, vmf, inode, mm, fpin, ret, start)
             await wait_on_page_writeback(current, page)
             # lock_extent_bits(); btrfs_lookup_ordered_range()
             ordered = self.ordered.btrfs_lookup_ordered_range(inode.ino, page.index)

@@ -284,8 +284,9 @@ def test_v3_used_cached_fastpath_only_with_flag():
     assert kernel.counters["btrfs_used_cached_fastpath"] == 1
 
 
-def test_truncated_page_leaves_through_the_success_exit_as_in_419():
-    """4.19 quirk: a page truncated after the reservation exits via out_unlock with ret2 == 0 (LOCKED)."""
+def test_truncated_page_returns_nopage_and_releases_the_reservation():
+    """4.19: a page truncated after the reservation leaves through out_unlock: unlocked, reservation
+    released, VM_FAULT_NOPAGE (which do_page_mkwrite passes up so the VM retries the fault)."""
     kernel = FakeBtrfsKernel()
     seen = {}
 
@@ -294,13 +295,37 @@ def test_truncated_page_leaves_through_the_success_exit_as_in_419():
         vmf.page.mapping = None  # truncated (without the page-cache bookkeeping)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         seen["locked"] = vmf.page.test(PageFlag.LOCKED)
-        unlock_page(current, vmf.page)
+        seen["via_do_page_mkwrite"] = await do_page_mkwrite(current, vmf)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
-    assert seen == {"ret": VmFaultResult.LOCKED, "locked": True}
-    assert kernel.counters["btrfs_mkwrite_truncated"] == 1
-    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE  # not released, as in 4.19
+    assert seen == {"ret": VmFaultResult.NOPAGE, "locked": False, "via_do_page_mkwrite": VmFaultResult.NOPAGE}
+    assert kernel.counters["btrfs_mkwrite_truncated"] == 2
+    st = kernel.btrfs.statistics()
+    assert (st.bytes_may_use, st.delalloc_pages) == (0, 0)
+    assert not kernel.writeback.statistics().nr_dirty
+
+
+def test_v3_truncated_page_retakes_the_sem_and_returns_nopage():
+    """V3 as posted: the truncation exit runs through out_noreserve, which re-takes the dropped sem (defect 9)."""
+    kernel = FakeBtrfsKernel(policy="v3")
+    mm = kernel.mm
+    seen = {}
+
+    async def faulter(current: FakeTask) -> None:
+        assert down_read_trylock(current, mm)
+        vmf = kernel.vmf(4, WRITE_MKWRITE | FaultFlag.ALLOW_RETRY)
+        vmf.page.mapping = None
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["held"] = [mode for _mm, mode in current.mmap_sem_held]
+        seen["locked"] = vmf.page.test(PageFlag.LOCKED)
+        up_read(current, mm)
+
+    kernel.spawn("faulter", faulter)
+    run_strict(kernel.engine)
+    assert seen == {"ret": VmFaultResult.NOPAGE, "held": ["read"], "locked": False}
+    assert kernel.counters["btrfs_mkwrite_retake_sem"] == 1 and not kernel.counters["btrfs_mkwrite_dropped"]
+    assert kernel.btrfs.statistics().bytes_may_use == 0
 
 
 def test_readpage_reads_the_tree_block_first_and_caches_it():
