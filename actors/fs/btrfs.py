@@ -5,27 +5,32 @@ Mirrors, at v4.19: fs/btrfs/inode.c (``btrfs_page_mkwrite``, with V3 patch
 ``btrfs_readpage``) and the read side of fs/btrfs/extent_io.c
 (``extent_readpages`` → ``btrfs_get_extent``, which may have to read a tree
 block first). ``BtrfsFs`` is what the rest of the machine sees: the
-filesystem's ``btrfs_aops`` and ``btrfs_file_vm_ops``. It owns two helpers
+filesystem's ``btrfs_aops`` and ``btrfs_file_vm_ops``. It owns three helpers
 split out along the kernel's own files; their entry points are called on
 them (``fs.space.flush_space``, ``fs.ordered.btrfs_finish_ordered_io``)::
 
-    BtrfsFs           actors/fs/btrfs.py               inode.c, extent_io.c (reads): mkwrite, readpage(s)
-    ├─ .space         actors/fs/btrfs_space.py         extent-tree.c: reservation, ticketed flushing,
-    │  BtrfsSpaceInfo                                  transaction commit; the reserve_fail injection point
-    └─ .ordered       actors/fs/btrfs_ordered_data.py  ordered-data.c: ordered extents, writepages,
-       BtrfsOrderedTree                                btrfs_finish_ordered_io
+    BtrfsFs             actors/fs/btrfs.py               inode.c, extent_io.c (reads): mkwrite, readpage(s)
+    ├─ .space           actors/fs/btrfs_space.py         extent-tree.c: data and metadata reservation,
+    │  BtrfsSpaceInfo                                    tickets, the async reclaim kworker; reserve_fail
+    ├─ .ordered         actors/fs/btrfs_ordered_data.py  ordered-data.c: ordered extents, writepages,
+    │  BtrfsOrderedTree                                  btrfs_finish_ordered_io
+    └─ .transaction     actors/fs/btrfs_transaction.py   transaction.c: join, commit, its states
+       BtrfsTransaction
 
-The space pool, flushing and the ``reserve_fail`` injection point are
-described in btrfs_space.py's header; ordered extents in
-btrfs_ordered_data.py's.
+The space pool, tickets, the reclaim worker and the ``reserve_fail``
+injection point are described in btrfs_space.py's header; ordered extents
+in btrfs_ordered_data.py's; commits in btrfs_transaction.py's.
 
 Theory of operation
 -------------------
 
-Write faults. ``btrfs_page_mkwrite`` reserves ``PAGE_SIZE`` of space
-(``btrfs_delalloc_reserve_space``: ``reserve_cost``, and flushing if space
-is short), then locks the page, waits for its writeback and for any ordered
-extent still covering it, and marks it delalloc and dirty. Under V3
+Write faults. ``btrfs_page_mkwrite`` reserves ``PAGE_SIZE`` of data and
+the inode's metadata growth (``btrfs_delalloc_reserve_space``:
+``reserve_cost``, and a ticket the reclaim worker serves if space is
+short), updates the file's times (``file_update_time``: joins the running
+transaction, waiting out a commit's critical section), then locks the page,
+waits for its writeback and for any ordered extent still covering it, and
+marks it delalloc and dirty. Under V3
 (``page_mkwrite = "v3-btrfs"``) a fault that may retry drops the mmap_sem
 for all of that and returns ``VM_FAULT_RETRY`` (see the method's docstring).
 
@@ -39,7 +44,8 @@ Emulation notes:
     * Files are fully allocated overwrites: no holes, no compression, no
       inline extents, no checksums verified; sectorsize = PAGE_SIZE, so the
       EOF-page reservation trim never trims.
-    * ``file_update_time`` and ``sb_start_pagefault`` cost nothing.
+    * ``sb_start_pagefault`` and ``lock_extent_bits`` cost nothing (the
+      extent lock is never contended: writeback's range lock is not modelled).
     * Tree blocks, once read, stay cached.
 """
 
@@ -50,14 +56,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 from actors.block.bio import Bio
-from actors.block.blkdev import submit_bio
+from actors.block.blk_throttle import JIFFY_NS
+from actors.block.blkdev import submit_bio, submit_bio_wait
 from actors.fs.btrfs_ordered_data import BtrfsOrderedExtent, BtrfsOrderedTree
-from actors.fs.btrfs_space import (
-    NODESIZE,
-    BtrfsSpaceInfo,
-    BtrfsSpaceStatistics,
-    submit_bio_wait,
-)
+from actors.fs.btrfs_space import BtrfsSpaceInfo, BtrfsSpaceStatistics
+from actors.fs.btrfs_transaction import NODESIZE, BtrfsTransaction
 from actors.fs.generic import BIO_MAX_PAGES, fs_bio, mpage_end_io
 from actors.kernel_types import (
     PAGE_SHIFT,
@@ -81,7 +84,8 @@ from actors.mm.page import (
     unlock_page,
     wait_on_page_writeback,
 )
-from emu import WaitQueue
+from actors.sched.core import cpu_work
+from emu import NSEC_PER_USEC, WaitQueue
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
@@ -92,6 +96,8 @@ if TYPE_CHECKING:
 
 #: Data pages described by one extent/csum tree block (emulator's choice).
 PAGES_PER_META_BLOCK = 256
+#: CPU work of ``btrfs_update_inode`` for a time update (delayed-inode copy; estimate).
+UPDATE_INODE_NS = 5 * NSEC_PER_USEC
 
 
 def vmf_error(err: int) -> VmFaultResult:
@@ -127,6 +133,8 @@ class BtrfsFs:
         self.read_end_io = functools.partial(mpage_end_io, kernel)  # end_bio_extent_readpage
         self.space = BtrfsSpaceInfo(self, reserve_fail=reserve_fail)
         self.ordered = BtrfsOrderedTree(self)
+        self.transaction = BtrfsTransaction(self)
+        self._mtime_tick: dict[int, int] = {}  # ino -> the jiffy of its last mtime update
         self._meta_cached: set[tuple[int, int]] = set()
         self._meta_inflight: dict[tuple[int, int], WaitQueue] = {}
 
@@ -168,7 +176,7 @@ class BtrfsFs:
                 wq.wake_all()
 
             bio = self._bio(current, [], ReqOp.READ, ReqFlag.META, end_io, nr_bytes=NODESIZE)
-            await submit_bio_wait(self.engine, current, bio, f"btrfs tree block read ino{inode.ino}:{block}")
+            await submit_bio_wait(current, bio, f"btrfs tree block read ino{inode.ino}:{block}")
 
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``btrfs_readpage()``: extent lookup (maybe a tree-block read), then one bio; unlocked at completion."""
@@ -194,7 +202,30 @@ class BtrfsFs:
     # -- ->page_mkwrite ------------------------------------------------------------------
 
     async def file_update_time(self, current: TaskStruct, file: File) -> int:
-        """``file_update_time()``: free here (see notes); 0."""
+        """Mirror of fs/inode.c:file_update_time() → fs/btrfs/inode.c:btrfs_update_time() (v4.19).
+
+        ``current_time()`` is the coarse clock, which moves once a jiffy, so
+        the inode's mtime changes (``inode_needs_update_time``) at most once
+        per jiffy per inode; then ``btrfs_dirty_inode`` joins the running
+        transaction (``btrfs_join_transaction``: sleeps while a commit is in
+        its critical section, actors/fs/btrfs_transaction.py) and updates
+        the inode (``UPDATE_INODE_NS`` of CPU work, an estimate).
+
+        Emulation notes:
+            The join never fails, so the fallback ``btrfs_start_transaction(root, 1)``
+            on ``-ENOSPC`` is not modelled; ``ctime`` and ``i_version`` ride along.
+
+        Returns:
+            0.
+        """
+        inode = file.f_mapping.host
+        tick = current.actor.now_ns // JIFFY_NS
+        if self._mtime_tick.get(inode.ino) == tick:
+            return 0
+        self._mtime_tick[inode.ino] = tick
+        await self.transaction.btrfs_join_transaction(current)
+        await cpu_work(current, extra_ns=UPDATE_INODE_NS)
+        self.kernel.count("btrfs_update_time")
         return 0
 
     async def btrfs_page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> VmFaultResult:
@@ -216,17 +247,24 @@ class BtrfsFs:
         * error with ``fpin``: ``fput`` and ``down_read(&mm->mmap_sem)`` before
           returning the error (defect 9: may queue behind a writer).
 
+        Truncation: ``ret = VM_FAULT_NOPAGE`` is set before ``again:``; a page
+        found truncated (no longer in the mapping, or at or past EOF) after
+        the reservation jumps to ``out_unlock``, which lies past the success
+        exit: the page is unlocked, ``out:`` gives the reservation back
+        (``btrfs_delalloc_release_extents`` and
+        ``btrfs_delalloc_release_space(..., reserved_space, ret != 0)``), and
+        the fault returns ``VM_FAULT_NOPAGE``, so the VM retries it. Under V3
+        this exit runs through ``out_noreserve:`` too, which re-takes the sem
+        after the drop (defect 9).
+
         Emulation notes:
-            As in 4.19 (the seed hunk shows it), a page found truncated after
-            a successful reservation leaves through ``out_unlock`` with
-            ``ret2 == 0``, i.e. the success exit: VM_FAULT_LOCKED (or V3's
-            RETRY), the reservation not released. Later kernels unlock and
-            return VM_FAULT_NOPAGE. ``sb_start_pagefault``, the extent lock
-            and ``file_update_time`` cost nothing; the EOF trim never trims.
+            ``sb_start_pagefault`` and the extent lock cost nothing; the EOF
+            trim never trims. ``file_update_time`` is btrfs's (see there).
 
         Returns:
             ``VM_FAULT_LOCKED`` (page locked and dirty), ``VM_FAULT_RETRY``
-            (V3, sem dropped), or ``vmf_error(-ENOSPC)`` = ``VM_FAULT_SIGBUS``.
+            (V3, sem dropped), ``VM_FAULT_NOPAGE`` (page truncated), or
+            ``vmf_error(-ENOSPC)`` = ``VM_FAULT_SIGBUS``.
         """
         kernel = self.kernel
         actor = current.actor
@@ -251,7 +289,7 @@ class BtrfsFs:
         # sb_start_pagefault(inode->i_sb)
         page_start = page.index << PAGE_SHIFT
 
-        ret2 = await self.space.btrfs_delalloc_reserve_space(current, reserved_space)
+        ret2 = await self.space.btrfs_delalloc_reserve_space(current, inode.ino, reserved_space)
         reserved = False
         if not ret2:
             ret2 = await self.file_update_time(current, file)
@@ -259,17 +297,22 @@ class BtrfsFs:
         if ret2:
             ret = vmf_error(ret2)
             if reserved:  # out:
-                self.space.btrfs_delalloc_release_space(reserved_space)
+                self.space.btrfs_delalloc_release_extents(inode.ino)
+                self.space.btrfs_delalloc_release_space(inode.ino, reserved_space)
             return await self._out_noreserve(current, vmf, inode, mm, fpin, ret, start)
 
+        ret = VmFaultResult.NOPAGE  # make the VM retry the fault
         size = inode.i_size
         while True:  # again:
             await lock_page(current, page)
             size = inode.i_size
             if page.mapping is not inode.i_mapping or page_start >= size:
-                # page got truncated out from underneath us: goto out_unlock, with ret2 == 0
+                # page got truncated out from underneath us: goto out_unlock
                 kernel.count("btrfs_mkwrite_truncated")
-                break
+                unlock_page(current, page)
+                self.space.btrfs_delalloc_release_extents(inode.ino)  # out:
+                self.space.btrfs_delalloc_release_space(inode.ino, reserved_space)
+                return await self._out_noreserve(current, vmf, inode, mm, fpin, ret, start)
             await wait_on_page_writeback(current, page)
             # lock_extent_bits(); btrfs_lookup_ordered_range()
             ordered = self.ordered.btrfs_lookup_ordered_range(inode.ino, page.index)
@@ -284,7 +327,8 @@ class BtrfsFs:
             page.flags |= PageFlag.UPTODATE
             break
 
-        # out_unlock: if (!ret2) { ... }
+        # if (!ret2) { btrfs_delalloc_release_extents(); ... }
+        self.space.btrfs_delalloc_release_extents(inode.ino)
         elapsed = actor.now_ns - start
         kernel.count("btrfs_mkwrite_ns", elapsed)
         if fpin is not None:
@@ -322,17 +366,8 @@ class BtrfsFs:
         return self.ordered.btrfs_lookup_ordered_range(ino, index)
 
     def statistics(self) -> BtrfsSpaceStatistics:
-        """A snapshot of the space pool and the ordered extents."""
-        space = self.space
-        return BtrfsSpaceStatistics(
-            total_bytes=self.config.space,
-            bytes_may_use=space.bytes_may_use,
-            bytes_pinned=space.bytes_pinned,
-            free_bytes=space.free_bytes(),
-            ordered_extents=self.ordered.nr_ordered_extents(),
-            delalloc_pages=len(space.delalloc),
-            flushing=space.flushing is not None,
-        )
+        """A snapshot of the space pool, the reservations and the ordered extents."""
+        return self.space.statistics()
 
     # -- a_ops ---------------------------------------------------------------------------
 

@@ -20,11 +20,13 @@ run. The bio's completion ends page writeback (through the ``Writeback``'s
 (``FINISH_ORDERED_IO_NS`` later): in between, a page is no longer under
 writeback but still has an ordered extent, which is why mkwrite checks both.
 
-Each page's delalloc reservation moves into the ordered extent when it is
-made. When it finishes, a successful write turns the reservation into an
-allocated extent and pins the overwritten one (``bytes_may_use`` →
-``bytes_pinned``); a failed one gives each page its reservation back as
-delalloc. Then the extent leaves the tree and its waiters wake.
+Each page's data reservation moves into the ordered extent when it is
+made, and the extent counts as one of its inode's outstanding extents
+(whose metadata reservation it keeps). When it finishes, a successful write
+turns the data reservation into an allocated extent and pins the
+overwritten one (``bytes_may_use`` → ``bytes_pinned``); a failed one gives
+each page its reservation back as delalloc. Then the extent leaves the tree,
+its metadata reservation is released, and its waiters wake.
 
 Emulation notes:
     * One tree for the whole filesystem, keyed by (ino, page index), instead
@@ -46,7 +48,7 @@ import attrs
 
 from actors.block.blkdev import submit_bio
 from actors.fs.generic import BIO_MAX_PAGES, fs_bio
-from actors.kernel_types import BlkStatus, ReqFlag, ReqOp
+from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqFlag, ReqOp
 from emu import NSEC_PER_USEC, WaitQueue
 
 if TYPE_CHECKING:
@@ -129,6 +131,7 @@ class BtrfsOrderedTree:
         ino = run[0].mapping.host.ino if run[0].mapping is not None else -1
         self._oe_ids += 1
         reserved = {page.index: space.take_delalloc(ino, page.index) for page in run}
+        space.btrfs_add_ordered_extent(ino)
         oe = BtrfsOrderedExtent(oe_id=self._oe_ids, ino=ino, indices=[p.index for p in run], reserved=reserved)
         for index in oe.indices:
             self._ordered[(ino, index)] = oe
@@ -138,10 +141,11 @@ class BtrfsOrderedTree:
     def btrfs_finish_ordered_io(self, oe: BtrfsOrderedExtent) -> None:
         """``btrfs_finish_ordered_io()`` (endio worker, runs as an engine callback).
 
-        Success: the reservation becomes an allocated extent and the
+        Success: the data reservation becomes an allocated extent and the
         overwritten extent is pinned (``bytes_may_use`` → ``bytes_pinned``).
-        IO error: the reservation goes back to the (re-dirtied) pages.
-        Then the extent is removed and its waiters woken.
+        IO error: the data reservation goes back to the (re-dirtied) pages.
+        Then the extent is removed (``btrfs_remove_ordered_extent``: one
+        outstanding extent fewer, its metadata released) and its waiters woken.
         """
         space = self.fs.space
         total = sum(oe.reserved.values())
@@ -149,8 +153,7 @@ class BtrfsOrderedTree:
             for index, nbytes in oe.reserved.items():
                 if nbytes:
                     space.btrfs_set_extent_delalloc(oe.ino, index, nbytes)
-        else:
-            space.pin_reserved(total)
+        space.btrfs_remove_ordered_extent(oe.ino, len(oe.indices) * PAGE_SIZE, total, pin=not oe.io_error)
         for index in oe.indices:
             if self._ordered.get((oe.ino, index)) is oe:
                 del self._ordered[(oe.ino, index)]

@@ -44,6 +44,10 @@ BASE_COUNTERS = (
     "throttled_bios",
     "mmap_sem_held_across_io",
     "mmap_sem_held_across_io_ns",
+    "mmap_sem_held_across_throttle",
+    "mmap_sem_held_across_throttle_ns",
+    "mmap_sem_held_across_fs_sleep",
+    "mmap_sem_held_across_fs_sleep_ns",
 )
 
 

@@ -28,7 +28,9 @@ io.latency throttle        a complete slice on the thread, ``rq_qos_throttle``
                            (``blkcg_maybe_throttle_current``) likewise
 IO under mmap_sem          a complete slice on the thread covering the sleep
                            that ``mmap_sem_held_across_io`` reports (the
-                           inversion's signature)
+                           inversion's signature); likewise "throttle under
+                           mmap_sem" (``_throttle``) and "fs sleep under
+                           mmap_sem" (``_fs_sleep``)
 bio                        an async slice in the device's process, from
                            ``block_bio_queue`` (or ``block_rq_issue``) to
                            ``block_rq_complete``, keyed by bio id
@@ -75,6 +77,12 @@ from emu import PerfettoTrace
 _UNLIMITED_DEPTH = 0xFFFF_FFFF
 #: Thread names for tracks that are not actors.
 _COMPLETIONS = "completions"
+#: The held-across trace events (``TaskStruct.account_sleep``) and the slice each becomes.
+_HELD_ACROSS = {
+    "mmap_sem_held_across_io": "IO under mmap_sem",
+    "mmap_sem_held_across_throttle": "throttle under mmap_sem",
+    "mmap_sem_held_across_fs_sleep": "fs sleep under mmap_sem",
+}
 
 
 class _Ids:
@@ -251,10 +259,10 @@ def to_perfetto(
                 cpid, ctid = ids.thread(actor, _COMPLETIONS)
                 out.complete("bio complete", cpid, ctid, ts, 0, cat="block", args={"bio": bio_id})
                 out.flow("bio", f"bio:{bio_id}", opened["flow_from"], (cpid, ctid, ts), cat="block")
-        elif event == "mmap_sem_held_across_io":
+        elif event in _HELD_ACROSS:
             pid, tid = ids.actor(actor)
             ns = record.get("ns", 0)
-            out.complete("IO under mmap_sem", pid, tid, ts - ns, ns, cat="inversion", args=_args(record))
+            out.complete(_HELD_ACROSS[event], pid, tid, ts - ns, ns, cat="inversion", args=_args(record))
         elif event == "iolatency_scale":
             scales.append(record)  # drawn at the end, once every device is known
 

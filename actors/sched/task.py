@@ -14,10 +14,13 @@ every fault and system call the task returns to user space, where
 no lock held.
 
 Accounting: every sleep is reported through ``account_sleep(kind, ns)``;
-a sleep on IO or on io.latency throttling while the task holds any
-``mmap_sem`` counts as ``mmap_sem_held_across_io``, the inversion's
-signature; one while it holds a per-VMA lock (6.4+) as
-``vma_lock_held_across_io``. Each fault ends with one canonical ``fault_done`` record.
+a sleep while the task holds any ``mmap_sem`` is the inversion's signature
+and counts by kind: on IO as ``mmap_sem_held_across_io``, on io.latency
+throttling as ``mmap_sem_held_across_throttle``, in the filesystem
+(reservation tickets, transaction waits) as
+``mmap_sem_held_across_fs_sleep``, each with an ``_ns`` total. One on IO while it holds a per-VMA lock (6.4+) counts as
+``vma_lock_held_across_io``. Each fault
+ends with one canonical ``fault_done`` record.
 
 CPU time (``actors.sched.core``, ``[costs]``): a user page access costs
 ``access`` and a fault's entry/exit ``fault_entry``; a system call pays
@@ -86,6 +89,14 @@ if TYPE_CHECKING:
     from emu import Actor
 
 IO_SLEEPS = ("io", "throttle")
+#: Sleep kind → the counter (and trace event) of such a sleep taken holding an mmap_sem;
+#: each has an ``_ns`` total. ``fs``: filesystem waits (btrfs reservation tickets, a
+#: reservation's jiffy during a commit, joining a committing transaction).
+HELD_ACROSS = {
+    "io": "mmap_sem_held_across_io",
+    "throttle": "mmap_sem_held_across_throttle",
+    "fs": "mmap_sem_held_across_fs_sleep",
+}
 #: Direct IO lands in the first 64 GiB of the device (``direct_io``).
 DIO_SPAN_SECTORS = 64 * 1024**3 // 512
 
@@ -170,20 +181,24 @@ class TaskStruct:
             wake_fatal(self.killable_queue, self)
 
     def account_sleep(self, kind: str, ns: int) -> None:
-        """Record a sleep of *kind*; under an mmap_sem, IO and throttle sleeps count as the inversion."""
+        """Record a sleep of *kind*; under an mmap_sem, IO, throttle and fs sleeps count as the inversion.
+
+        Each kind has its own counter (``HELD_ACROSS``); an IO or throttle
+        sleep on a suspect retry is also checked by ``retry_io_under_sem``.
+        """
         self.sleep_ns[kind] += ns
         if kind in IO_SLEEPS and self.vma_locks_held:
             self.kernel.count("vma_lock_held_across_io")
             self.kernel.count("vma_lock_held_across_io_ns", ns)
-        if kind in IO_SLEEPS and self.mmap_sem_held:
-            kernel = self.kernel
-            if self.retry_suspect is not None and self.fault_flags & FaultFlag.TRIED and self.io_scope is not None:
-                kernel.retry_io_under_sem(self, kind, ns)
-            kernel.count("mmap_sem_held_across_io")
-            kernel.count("mmap_sem_held_across_io_ns", ns)
-            self.actor.log.info(
-                "mmap_sem_held_across_io", kind=kind, ns=ns, held=[f"{mm.owner}:{mode}" for mm, mode in self.mmap_sem_held]
-            )
+        counter = HELD_ACROSS.get(kind)
+        if counter is None or not self.mmap_sem_held:
+            return
+        kernel = self.kernel
+        if kind in IO_SLEEPS and self.retry_suspect is not None and self.fault_flags & FaultFlag.TRIED and self.io_scope is not None:
+            kernel.retry_io_under_sem(self, kind, ns)
+        kernel.count(counter)
+        kernel.count(f"{counter}_ns", ns)
+        self.actor.log.info(counter, kind=kind, ns=ns, held=[f"{mm.owner}:{mode}" for mm, mode in self.mmap_sem_held])
 
     def sleep_totals(self) -> tuple[int, ...]:
         return tuple(self.sleep_ns.values())

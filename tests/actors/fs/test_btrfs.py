@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.block.bio import Bio
-from actors.fs.btrfs import BtrfsFs
-from actors.fs.btrfs_space import NODESIZE
+from actors.fs.btrfs import UPDATE_INODE_NS, BtrfsFs
+from actors.fs.btrfs_space import btrfs_calc_trans_metadata_size
+from actors.fs.btrfs_transaction import NODESIZE
 from actors.kernel_types import PAGE_SIZE, FaultFlag, PageFlag, VmFaultResult
 from actors.lab.config import BtrfsConfig, WritebackConfig, config_from_dict
 from actors.locking.rwsem import RwsemSemantics
@@ -35,6 +36,8 @@ from tests.actors.fakes import FakeKernel, FakeTask
 MS = NSEC_PER_MSEC
 US = NSEC_PER_USEC
 WRITE_MKWRITE = FaultFlag.WRITE | FaultFlag.MKWRITE
+#: An inode with one dirty page holds calc(outstanding_extents + 1) + calc(1 csum leaf) = 3 × 256 KiB.
+ONE_PAGE_META = 3 * btrfs_calc_trans_metadata_size(1)
 
 
 class FakeBtrfsKernel(FakeKernel):
@@ -76,7 +79,9 @@ class FakeBtrfsKernel(FakeKernel):
 
 
 def test_btrfs_mkwrite_reserves_space_and_dirties_page():
-    """4.19 mkwrite pays ``reserve_cost``, reserves a page of delalloc and returns the page locked and dirty."""
+    """4.19 mkwrite pays ``reserve_cost`` and the time update, reserves a page of data plus the inode's
+    metadata (256 KiB per outstanding extent, one more for the inode, one per csum leaf) and returns
+    the page locked and dirty."""
     kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(reserve_cost=30 * US))
     seen = {}
 
@@ -91,10 +96,14 @@ def test_btrfs_mkwrite_reserves_space_and_dirties_page():
     task = kernel.spawn("writer", program)
     run_strict(kernel.engine)
     assert seen["ret"] == VmFaultResult.LOCKED
-    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 30 * US
+    assert btrfs_calc_trans_metadata_size(1) == 256 * 1024
+    assert seen["now"] == 30 * US + UPDATE_INODE_NS and task.sleep_ns["fs"] == 0  # CPU work, no sleep
     assert seen["flags"] == (True, True, True)
     st = kernel.btrfs.statistics()
-    assert (st.bytes_may_use, st.bytes_pinned, st.delalloc_pages) == (PAGE_SIZE, 0, 1)
+    assert (st.bytes_may_use, st.metadata_reserved, st.bytes_pinned, st.delalloc_pages) == (
+        PAGE_SIZE + ONE_PAGE_META, ONE_PAGE_META, 0, 1
+    )
+    assert kernel.counters["btrfs_update_time"] == 1
     assert kernel.writeback.statistics().nr_dirty == 1
     assert kernel.counters["btrfs_mkwrite"] == 1 and not kernel.counters["btrfs_mkwrite_dropped"]
     (event,) = kernel.events("btrfs_page_mkwrite")
@@ -113,7 +122,30 @@ def test_mkwrite_twice_on_a_page_does_not_double_reserve():
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
-    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE
+    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE + ONE_PAGE_META
+    assert kernel.counters["btrfs_update_time"] == 1  # the second mkwrite was in the same jiffy
+
+
+def test_adjacent_pages_share_one_outstanding_extent():
+    """A page next to a delalloc run merges into it: its extra 256 KiB is released at
+    btrfs_delalloc_release_extents; a page away from the run keeps one for its own extent."""
+    kernel = FakeBtrfsKernel()
+    space = kernel.btrfs.space
+    seen = []
+
+    async def program(current: FakeTask) -> None:
+        for index in (10, 11, 40):
+            vmf = kernel.vmf(index)
+            await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+            unlock_page(current, vmf.page)
+            rsv = space.inode_rsv(1)
+            seen.append((rsv.outstanding_extents, rsv.reserved))
+
+    kernel.spawn("writer", program)
+    run_strict(kernel.engine)
+    calc = btrfs_calc_trans_metadata_size
+    assert seen == [(1, calc(2) + calc(1)), (1, calc(2) + calc(1)), (2, calc(3) + calc(1))]
+    assert space.bytes_may_use == 3 * PAGE_SIZE + calc(3) + calc(1)
 
 
 def test_mkwrite_waits_on_page_writeback():
@@ -134,7 +166,7 @@ def test_mkwrite_waits_on_page_writeback():
     run_strict(kernel.engine)
     assert seen["ret"] == VmFaultResult.LOCKED
     assert seen["now"] == 5 * MS
-    assert task.sleep_ns["io"] == 5 * MS - kernel.config.btrfs.reserve_cost
+    assert task.sleep_ns["io"] == 5 * MS - kernel.config.btrfs.reserve_cost - UPDATE_INODE_NS
 
 
 def test_mkwrite_waits_for_ordered_extent():
@@ -284,8 +316,9 @@ def test_v3_used_cached_fastpath_only_with_flag():
     assert kernel.counters["btrfs_used_cached_fastpath"] == 1
 
 
-def test_truncated_page_leaves_through_the_success_exit_as_in_419():
-    """4.19 quirk: a page truncated after the reservation exits via out_unlock with ret2 == 0 (LOCKED)."""
+def test_truncated_page_returns_nopage_and_releases_the_reservation():
+    """4.19: a page truncated after the reservation leaves through out_unlock: unlocked, reservation
+    released, VM_FAULT_NOPAGE (which do_page_mkwrite passes up so the VM retries the fault)."""
     kernel = FakeBtrfsKernel()
     seen = {}
 
@@ -294,13 +327,37 @@ def test_truncated_page_leaves_through_the_success_exit_as_in_419():
         vmf.page.mapping = None  # truncated (without the page-cache bookkeeping)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         seen["locked"] = vmf.page.test(PageFlag.LOCKED)
-        unlock_page(current, vmf.page)
+        seen["via_do_page_mkwrite"] = await do_page_mkwrite(current, vmf)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
-    assert seen == {"ret": VmFaultResult.LOCKED, "locked": True}
-    assert kernel.counters["btrfs_mkwrite_truncated"] == 1
-    assert kernel.btrfs.statistics().bytes_may_use == PAGE_SIZE  # not released, as in 4.19
+    assert seen == {"ret": VmFaultResult.NOPAGE, "locked": False, "via_do_page_mkwrite": VmFaultResult.NOPAGE}
+    assert kernel.counters["btrfs_mkwrite_truncated"] == 2
+    st = kernel.btrfs.statistics()
+    assert (st.bytes_may_use, st.delalloc_pages) == (0, 0)
+    assert not kernel.writeback.statistics().nr_dirty
+
+
+def test_v3_truncated_page_retakes_the_sem_and_returns_nopage():
+    """V3 as posted: the truncation exit runs through out_noreserve, which re-takes the dropped sem (defect 9)."""
+    kernel = FakeBtrfsKernel(policy="v3")
+    mm = kernel.mm
+    seen = {}
+
+    async def faulter(current: FakeTask) -> None:
+        assert down_read_trylock(current, mm)
+        vmf = kernel.vmf(4, WRITE_MKWRITE | FaultFlag.ALLOW_RETRY)
+        vmf.page.mapping = None
+        seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
+        seen["held"] = [mode for _mm, mode in current.mmap_sem_held]
+        seen["locked"] = vmf.page.test(PageFlag.LOCKED)
+        up_read(current, mm)
+
+    kernel.spawn("faulter", faulter)
+    run_strict(kernel.engine)
+    assert seen == {"ret": VmFaultResult.NOPAGE, "held": ["read"], "locked": False}
+    assert kernel.counters["btrfs_mkwrite_retake_sem"] == 1 and not kernel.counters["btrfs_mkwrite_dropped"]
+    assert kernel.btrfs.statistics().bytes_may_use == 0
 
 
 def test_readpage_reads_the_tree_block_first_and_caches_it():
@@ -338,19 +395,21 @@ def test_space_and_ordered_helpers_work_through_the_filesystem():
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        seen["ret"] = await btrfs.space.btrfs_delalloc_reserve_space(current, PAGE_SIZE)
+        seen["ret"] = await btrfs.space.btrfs_delalloc_reserve_space(current, 1, PAGE_SIZE)
         seen["reserved"] = (btrfs.statistics().bytes_may_use, btrfs.space.bytes_may_use, btrfs.space.free_bytes())
-        btrfs.space.btrfs_delalloc_release_space(PAGE_SIZE)
+        btrfs.space.btrfs_delalloc_release_extents(1)
+        btrfs.space.btrfs_delalloc_release_space(1, PAGE_SIZE)
         oe = btrfs.ordered.btrfs_add_ordered_extent(current, [kernel.page(3)])
         seen["ordered"] = btrfs.ordered_extent(1, 3) is oe
         btrfs.ordered.btrfs_finish_ordered_io(oe)
         await btrfs.ordered.btrfs_wait_ordered_roots(current)
-        seen["unpinned"] = await btrfs.space.btrfs_commit_transaction(current)
+        seen["unpinned"] = await btrfs.transaction.btrfs_commit_transaction(current)
 
     kernel.spawn("writer", program)
     run_strict(kernel.engine)
     space = kernel.config.btrfs.space
-    assert seen["ret"] == 0 and seen["reserved"] == (PAGE_SIZE, PAGE_SIZE, space - PAGE_SIZE)
+    reserved = PAGE_SIZE + ONE_PAGE_META  # the reservation's own extent, the inode's, one csum leaf
+    assert seen["ret"] == 0 and seen["reserved"] == (reserved, reserved, space - reserved)
     assert seen["ordered"] and seen["unpinned"] == 0
     assert btrfs.space.reserve_fail is None and btrfs.statistics().bytes_may_use == 0
     assert btrfs.ordered_extent(1, 3) is None
@@ -363,7 +422,7 @@ def _write_fault_config(**btrfs: Any) -> Any:
             "name": "btrfs-write-faults",
             "seed": 5,
             "horizon": "2s",
-            "btrfs": {"space": "1MiB", "flush_threshold": 0.5, **btrfs},
+            "btrfs": {"space": "4MiB", "flush_threshold": 0.5, **btrfs},
             "writeback": {"interval": "50ms"},
             "files": [{"name": "db", "size": "1MiB", "fs": "btrfs", "cached": 1.0}],
             "processes": [

@@ -11,7 +11,7 @@ from actors.lab.config import WritebackConfig
 from actors.mm.page import unlock_page
 from emu.testing import run_strict
 from tests.actors.fakes import FakeTask
-from tests.actors.fs.test_btrfs import MS, FakeBtrfsKernel
+from tests.actors.fs.test_btrfs import MS, ONE_PAGE_META, FakeBtrfsKernel
 
 
 async def _dirty_page_2(kernel: FakeBtrfsKernel, current: FakeTask):
@@ -45,7 +45,8 @@ def test_write_error_from_the_device_hook_returns_the_reservation_to_the_page():
     assert seen["flags"] == (True, False, True)
     assert seen["ordered"] is None
     space = seen["space"]
-    assert (space.bytes_may_use, space.bytes_pinned, space.delalloc_pages) == (PAGE_SIZE, 0, 1)
+    assert (space.bytes_may_use - space.metadata_reserved, space.bytes_pinned, space.delalloc_pages) == (PAGE_SIZE, 0, 1)
+    assert space.metadata_reserved == ONE_PAGE_META  # the page is one outstanding extent again
     first_write = next(r for r in kernel.events("block_rq_complete") if r["op"] == "WRITE")
     assert first_write["error"] == int(BlkStatus.IOERR)
     assert kernel.bdev.statistics().nr_errors >= 1 and kernel.counters["writeback_errors"] >= 1

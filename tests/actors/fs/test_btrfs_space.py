@@ -1,4 +1,4 @@
-"""Tests for actors/fs/btrfs_space.py: reservation, ticketed flushing, transaction commit, ``reserve_fail``.
+"""Tests for actors/fs/btrfs_space.py: reservations, tickets, the async reclaim worker, ``reserve_fail``.
 
 Driven through ``btrfs_page_mkwrite``, as the machine reserves, on the
 ``FakeBtrfsKernel`` of test_btrfs.py.
@@ -6,54 +6,81 @@ Driven through ``btrfs_page_mkwrite``, as the machine reserves, on the
 
 from __future__ import annotations
 
-from actors.fs.btrfs_space import COMMIT_META_BYTES, BtrfsSpaceInfo
+from actors.fs.btrfs_space import BtrfsSpaceInfo
 from actors.kernel_types import PAGE_SIZE, PageFlag, VmFaultResult
 from actors.lab.config import BtrfsConfig
 from actors.mm.page import unlock_page
 from emu.testing import run_strict
 from tests.actors.fakes import FakeTask
-from tests.actors.fs.test_btrfs import MS, US, FakeBtrfsKernel
+from tests.actors.fs.test_btrfs import MS, ONE_PAGE_META, US, FakeBtrfsKernel
 
 
-def test_reservation_flushes_delalloc_then_commits_when_space_short():
-    """Short of space: FLUSH_DELALLOC, FLUSH_DELALLOC_WAIT (freed extents stay pinned), then COMMIT_TRANS unpins."""
-    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=16 * PAGE_SIZE, flush_threshold=0.25, commit_cost=2 * MS))
+def test_short_reservation_waits_on_a_ticket_served_by_the_reclaim_kworker():
+    """Short of space, the faulting task queues a ticket and sleeps on it (``fs``) while the async
+    reclaim kworker (no mm, root blkcg) runs the flush states; with nothing to write back, the commit
+    frees the pinned space. The commit's metadata write is the kworker's, charged to root."""
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=8 * 1024 * 1024, flush_threshold=0.5, commit_cost=2 * MS))
+    space = kernel.btrfs.space
+    space.bytes_pinned = 4 * 1024 * 1024  # freed by the running transaction: nothing left above the threshold
     seen = {}
 
     async def program(current: FakeTask) -> None:
-        for index in range(12):  # leaves exactly the 4-page threshold free
-            vmf = kernel.vmf(index)
-            assert await kernel.btrfs.btrfs_page_mkwrite(current, vmf) == VmFaultResult.LOCKED
-            unlock_page(current, vmf.page)
-        seen["before"] = (kernel.btrfs.statistics(), current.actor.now_ns, dict(current.sleep_ns))
-        vmf = kernel.vmf(12)
+        vmf = kernel.vmf(0)
         seen["ret"] = await kernel.btrfs.btrfs_page_mkwrite(current, vmf)
         unlock_page(current, vmf.page)
-        seen["after"] = kernel.btrfs.statistics()
-        seen["sleeps"] = dict(current.sleep_ns)
+        seen["now"] = current.actor.now_ns
 
-    kernel.spawn("writer", program)
+    task = kernel.spawn("writer", program)
+    task.blkcg = "app"
     run_strict(kernel.engine)
-    assert seen["before"][0].bytes_may_use == 12 * PAGE_SIZE
     assert seen["ret"] == VmFaultResult.LOCKED
-    states = [e["state"] for e in kernel.events("btrfs_flush_space")]  # all from the 13th mkwrite
-    assert states == ["FLUSH_DELALLOC", "FLUSH_DELALLOC_WAIT", "COMMIT_TRANS"]
-    assert kernel.counters["btrfs_flush_delalloc"] == 2 and kernel.counters["btrfs_commit_transaction"] == 1
-    assert not kernel.counters["btrfs_enospc"]
-    (commit,) = kernel.events("btrfs_transaction_commit")
-    assert commit["unpinned"] == 12 * PAGE_SIZE  # every delalloc page was written (one 256 KiB item) and finished
-    after = seen["after"]
-    assert (after.bytes_may_use, after.bytes_pinned) == (PAGE_SIZE, 0)
-    meta_writes = [r for r in kernel.events("block_bio_queue") if r["op"] == "WRITE" and r["comm"] == "writer"]
-    assert len(meta_writes) == 1  # the commit's REQ_META write, issued by the reserving task
-    fs_before = seen["before"][2]["fs"]
-    assert seen["sleeps"]["fs"] - fs_before >= 2 * MS and seen["sleeps"]["io"] > 0
     (ticket,) = kernel.events("btrfs_reserve_ticket")
-    assert (ticket["flush_states"], ticket["error"]) == (3, 0)
+    assert (ticket["error"], ticket["comm"], ticket["bytes"]) == (0, "writer", PAGE_SIZE + ONE_PAGE_META)
+    assert task.sleep_ns["fs"] == ticket["wait_ns"] == kernel.counters["btrfs_reserve_ticket_wait_ns"] >= 2 * MS
+    assert not task.sleep_ns.get("io")  # the writer waited on its ticket, not on IO
+    worker = space._worker
+    assert worker is not None and worker.blkcg == "" and worker.mm is None
+    flushes = kernel.events("btrfs_flush_space")
+    assert [e["state"] for e in flushes] == ["FLUSH_DELALLOC", "FLUSH_DELALLOC_WAIT", "COMMIT_TRANS"]
+    assert {e["actor"] for e in flushes} == {worker.comm}
+    (commit,) = [r for r in kernel.events("block_bio_queue") if r["op"] == "WRITE"]
+    assert (commit["comm"], commit["blkcg"]) == (worker.comm, "")
+    assert worker.sleep_ns["io"] > 0 and kernel.counters["btrfs_commit_transaction"] == 1
+    assert space.tickets == [] and not space.flush and space.bytes_pinned == 0
 
 
-def test_enospc_gives_sigbus():
-    """When even a commit cannot make room, the reservation fails with -ENOSPC and mkwrite returns SIGBUS."""
+def test_tickets_are_granted_fifo_and_partially_from_released_space():
+    """``space_info_add_old_bytes``: space returned to the pool goes to the head ticket first,
+    partly if it does not cover it; a ticket is granted when its bytes reach 0."""
+    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=1024 * 1024, flush_threshold=0.0))
+    space = kernel.btrfs.space
+    seen = {}
+    space.bytes_may_use = space.config.space  # full
+    space.flush = True  # keep the worker out: this test hands space back by hand
+
+    async def waiter(current: FakeTask, name: str, nbytes: int) -> None:
+        seen[name] = await space._wait_reserve_ticket(current, nbytes)
+        seen[name + "_at"] = current.actor.now_ns
+
+    async def releaser(current: FakeTask) -> None:
+        await current.actor.sleep(MS)
+        space._return_bytes(3 * PAGE_SIZE)  # head wants 4 pages: partial
+        seen["partial"] = [t.bytes for t in space.tickets]
+        await current.actor.sleep(MS)
+        space._return_bytes(3 * PAGE_SIZE)  # head done (1 page), second gets 2 of its 2
+
+    kernel.spawn("a", lambda current: waiter(current, "a", 4 * PAGE_SIZE))
+    kernel.spawn("b", lambda current: waiter(current, "b", 2 * PAGE_SIZE))
+    kernel.spawn("releaser", releaser)
+    run_strict(kernel.engine)
+    assert seen["partial"] == [PAGE_SIZE, 2 * PAGE_SIZE]
+    assert (seen["a"], seen["b"], seen["a_at"], seen["b_at"]) == (0, 0, 2 * MS, 2 * MS)
+    assert space.tickets_id == 2 and space.bytes_may_use == space.config.space
+
+
+def test_enospc_after_three_passes_without_progress_gives_sigbus():
+    """When flushing frees nothing, the worker fails the ticket after three passes over the states
+    (``commit_cycles > 2``); nothing is pinned, so it never commits; mkwrite returns SIGBUS."""
     kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(space=2048, flush_threshold=0.0))
     seen = {}
 
@@ -66,8 +93,10 @@ def test_enospc_gives_sigbus():
     run_strict(kernel.engine)
     assert seen["ret"] == VmFaultResult.SIGBUS
     assert not seen["locked"]
-    assert kernel.counters["btrfs_enospc"] == 1 and kernel.counters["btrfs_commit_transaction"] == 1
-    assert kernel.btrfs.statistics().bytes_may_use == 0
+    assert [e["state"] for e in kernel.events("btrfs_flush_space")] == ["FLUSH_DELALLOC", "FLUSH_DELALLOC_WAIT", "COMMIT_TRANS"] * 3
+    assert kernel.counters["btrfs_enospc"] == 1 and not kernel.counters["btrfs_commit_transaction"]
+    st = kernel.btrfs.statistics()
+    assert (st.bytes_may_use, st.metadata_reserved, st.tickets) == (0, 0, 0)
     assert kernel.events("btrfs_reserve_ticket")[0]["error"] == -28
 
 
@@ -93,8 +122,8 @@ def test_reserve_fail_hook_gives_sigbus_and_gives_the_reservation_back():
     run_strict(kernel.engine)
     assert seen["ret"] == VmFaultResult.SIGBUS
     assert seen["flags"] == (False, False)
-    assert calls == [("writer", PAGE_SIZE, PAGE_SIZE)]
-    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 30 * US  # the normal cost was paid
+    assert calls == [("writer", PAGE_SIZE + ONE_PAGE_META, PAGE_SIZE + ONE_PAGE_META)]
+    assert seen["now"] == 30 * US and task.sleep_ns["fs"] == 0  # the normal (CPU) cost was paid
     st = kernel.btrfs.statistics()
     assert (st.bytes_may_use, st.bytes_pinned, st.delalloc_pages) == (0, 0, 0)
     assert kernel.writeback.statistics().nr_dirty == 0
@@ -128,39 +157,41 @@ def test_reserve_fail_hook_is_consulted_only_for_successful_reservations():
     assert seen["short"] == VmFaultResult.SIGBUS and asked == []
     ok.spawn("writer", program(ok, "ok"))
     run_strict(ok.engine)
-    assert seen["ok"] == VmFaultResult.LOCKED and asked == [PAGE_SIZE]
-    assert ok.btrfs.statistics().bytes_may_use == PAGE_SIZE
+    assert seen["ok"] == VmFaultResult.LOCKED and asked == [PAGE_SIZE + ONE_PAGE_META]
+    assert ok.btrfs.statistics().bytes_may_use == PAGE_SIZE + ONE_PAGE_META
 
 
 def test_set_extent_delalloc_replaces_and_finished_reservations_are_pinned():
-    """Re-marking a page delalloc releases its earlier reservation; ``take_delalloc`` clears it and
-    ``pin_reserved`` moves bytes from ``bytes_may_use`` to ``bytes_pinned`` (free space unchanged)."""
+    """Re-marking a page delalloc releases its earlier data reservation; ``take_delalloc`` clears it, and
+    removing its ordered extent pins the data and releases the extent's metadata."""
     space = FakeBtrfsKernel().btrfs.space
     assert isinstance(space, BtrfsSpaceInfo)
     for _ in range(2):
-        assert space._try_reserve(PAGE_SIZE)
+        space.bytes_may_use += PAGE_SIZE
+        space.inode_rsv(1).csum_bytes += PAGE_SIZE
         space.btrfs_set_extent_delalloc(1, 5, PAGE_SIZE)
-    assert (space.bytes_may_use, space.delalloc) == (PAGE_SIZE, {(1, 5): PAGE_SIZE})
-    free = space.free_bytes()
+    rsv = space.inode_rsv(1)
+    assert (space.bytes_may_use, space.delalloc, rsv.outstanding_extents, rsv.csum_bytes) == (PAGE_SIZE, {(1, 5): PAGE_SIZE}, 1, PAGE_SIZE)
+    rsv.reserved = rsv.size()
+    space.bytes_may_use += rsv.reserved
     assert space.take_delalloc(1, 5) == PAGE_SIZE and space.take_delalloc(1, 5) == 0
-    space.pin_reserved(PAGE_SIZE)
-    assert (space.bytes_may_use, space.bytes_pinned, space.free_bytes()) == (0, PAGE_SIZE, free)
+    space.btrfs_add_ordered_extent(1)
+    assert rsv.outstanding_extents == 1
+    space.btrfs_remove_ordered_extent(1, PAGE_SIZE, PAGE_SIZE, pin=True)
+    assert (space.bytes_may_use, space.bytes_pinned, rsv.reserved, rsv.outstanding_extents) == (0, PAGE_SIZE, 0, 0)
 
 
-def test_commit_transaction_unpins_and_writes_metadata():
-    """``btrfs_commit_transaction`` costs ``commit_cost`` (``fs``) plus a waited REQ_META write and unpins what was pinned."""
-    kernel = FakeBtrfsKernel(btrfs=BtrfsConfig(commit_cost=2 * MS), service_ns=MS)
-    space = kernel.btrfs.space
-    space.bytes_pinned = 3 * PAGE_SIZE
-    seen = {}
-
-    async def program(current: FakeTask) -> None:
-        seen["unpinned"] = await space.btrfs_commit_transaction(current)
-        seen["now"] = current.actor.now_ns
-
-    task = kernel.spawn("committer", program)
-    run_strict(kernel.engine)
-    assert seen == {"unpinned": 3 * PAGE_SIZE, "now": 3 * MS}
-    assert space.bytes_pinned == 0 and task.sleep_ns["fs"] == 2 * MS and task.sleep_ns["io"] == MS
-    (bio,) = kernel.events("block_bio_queue")
-    assert bio["op"] == "WRITE" and bio["nr_sector"] == COMMIT_META_BYTES // 512
+def test_a_run_split_in_two_counts_two_outstanding_extents():
+    """``btrfs_split_delalloc_extent``: taking the middle page of a run leaves two extents; merging rejoins them."""
+    space = FakeBtrfsKernel().btrfs.space
+    for index in (1, 2, 3):
+        space.btrfs_set_extent_delalloc(1, index, PAGE_SIZE)
+    rsv = space.inode_rsv(1)
+    assert rsv.outstanding_extents == 1
+    space.take_delalloc(1, 2)
+    assert rsv.outstanding_extents == 2
+    space.btrfs_set_extent_delalloc(1, 2, PAGE_SIZE)
+    assert rsv.outstanding_extents == 1
+    for index in (1, 2, 3):
+        space.take_delalloc(1, index)
+    assert rsv.outstanding_extents == 0 and rsv.size() == 0

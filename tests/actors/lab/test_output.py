@@ -31,7 +31,7 @@ def _records() -> list[dict[str, Any]]:
         (2500, "sda", "iolatency_scale", {"dev": "8:0", "what": "scale_cookie", "blkcg": "", "by": "batch", "direction": -1,
                                           "old": 100, "new": 99, "max_depth": None, "use_delay": None, "scale_cookie": 99, "scale_grp": "batch"}),
         (3000, "app.t0", "rq_qos_throttle_done", {"dev": "8:0", "bio": 1, "blkcg": "batch", "waited_ns": 1000}),
-        (3000, "app.t0", "mmap_sem_held_across_io", {"kind": "throttle", "ns": 1000, "held": ["app:read"]}),
+        (3000, "app.t0", "mmap_sem_held_across_throttle", {"kind": "throttle", "ns": 1000, "held": ["app:read"]}),
         (3000, "sda", "block_rq_issue", {"dev": "8:0", "bio": 1, "op": "READ", "nr_sector": 8, "blkcg": "batch"}),
         (3500, "app.t1", "mmap_lock_start_locking", {"mm": "app", "write": True, "waiters": 0}),
         (4000, "app.t2", "block_bio_queue", {"dev": "8:0", "bio": 3, "op": "WRITE", "nr_sector": 8, "blkcg": "", "comm": "app.t2", "pid": 103}),
@@ -145,6 +145,7 @@ def test_perfetto_draws_holds_waits_bios_throttles_flows_and_counters() -> None:
     assert sorted((e["ph"], e["id"]) for e in events if e["ph"] in "sf") == [("f", "bio:1"), ("s", "bio:1")]
     (inversion,) = [e for e in events if e["ph"] == "X" and e["cat"] == "inversion"]
     assert (round(inversion["ts"] * 1000), round(inversion["dur"] * 1000)) == (2000, 1000)
+    assert inversion["name"] == "throttle under mmap_sem"
     counters = [(e["name"], e["args"]) for e in events if e["ph"] == "C"]
     assert {e["pid"] for e in events if e["ph"] == "C" and e["name"].startswith("io.latency")} == {pid_of["sda"]}
     assert ("io.latency batch", {"depth": 1, "use_delay": 0}) in counters

@@ -55,7 +55,7 @@ def _records() -> list[dict[str, Any]]:
         (2500, "app.t1", "mmap_lock_start_locking", {"mm": "app", "write": True, "waiters": 0}),
         (2600, "mon.m", "mmap_lock_start_locking", {"mm": "app", "write": False, "waiters": 1}),
         (3000, "app.t0", "rq_qos_throttle_done", {"dev": "8:0", "bio": 1, "waited_ns": 1000}),
-        (3000, "app.t0", "mmap_sem_held_across_io", {"kind": "throttle", "ns": 1000, "held": ["app:read"]}),
+        (3000, "app.t0", "mmap_sem_held_across_throttle", {"kind": "throttle", "ns": 1000, "held": ["app:read"]}),
         (3000, "sda", "block_rq_issue", {"dev": "8:0", "bio": 1}),
         (3100, "flush", "block_bio_queue", {"dev": "8:0", "bio": 2, "op": "WRITE"}),
         (5000, "sda", "block_rq_complete", {"dev": "8:0", "bio": 1}),

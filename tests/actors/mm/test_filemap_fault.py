@@ -147,8 +147,8 @@ def _inversion(policy: str, throttled: bool):
     return run_policy(config, policy)
 
 
-def _held_across_io_kinds(result) -> collections.Counter:
-    return collections.Counter(r["kind"] for r in result.trace.records() if r["event"] == "mmap_sem_held_across_io")
+def _held_across_kinds(result) -> collections.Counter:
+    return collections.Counter(r["kind"] for r in result.trace.records() if r["event"].startswith("mmap_sem_held_across_"))
 
 
 def _monitor_max(result) -> int:
@@ -159,12 +159,12 @@ def test_behaviour_04_baseline_fault_sleeps_in_io_latency_throttle_holding_mmap_
     """4.19: the faulter is throttled inside submit_bio with its mmap_sem read-held, and the /proc reader's latency grows with that throttling."""
     throttled, free = _inversion("v4.19", True), _inversion("v4.19", False)
     assert throttled.results["counters"]["throttled_bios"] > 0
-    assert _held_across_io_kinds(throttled)["throttle"] > 0
+    assert _held_across_kinds(throttled)["throttle"] > 0
     under_sem = _while_holding(throttled.trace.records(), ("rq_qos_throttle",))
     assert {actor for actor, _ in under_sem} <= {"batch0.faulter", "batch1.faulter"} and under_sem
-    longest_throttle = max(r["ns"] for r in throttled.trace.records() if r["event"] == "mmap_sem_held_across_io")
+    longest_throttle = max(r["ns"] for r in throttled.trace.records() if r["event"] == "mmap_sem_held_across_throttle")
     assert max(m["hold_max_ns"] for name, m in throttled.results["mmap_sem"].items() if name.startswith("batch")) >= longest_throttle
-    assert _held_across_io_kinds(free)["throttle"] == 0
+    assert _held_across_kinds(free)["throttle"] == 0
     assert _monitor_max(throttled) > _monitor_max(free)
 
 
@@ -173,7 +173,7 @@ def test_behaviour_06_v3_submits_readahead_after_up_read_so_throttling_misses_mm
     throttled, free = _inversion("v3", True), _inversion("v3", False)
     records = list(throttled.trace.records())
     assert throttled.results["counters"]["throttled_bios"] > 0
-    assert _held_across_io_kinds(throttled)["throttle"] == 0
+    assert _held_across_kinds(throttled)["throttle"] == 0
     assert not _while_holding(records, ("block_bio_queue", "rq_qos_throttle", "mm_readahead"))
     faulter_retries = [r for r in records if r["event"] == "fault_done" and r["attempts"] > 1]
     assert faulter_retries and _records_of(records, "maybe_unlock_mmap_for_io")

@@ -107,23 +107,30 @@ def test_send_sigkill_ends_a_killable_mmap_sem_wait() -> None:
     assert victim.fatal_signal_pending()
 
 
-def test_io_sleep_while_holding_mmap_sem_is_counted_as_held_across_io() -> None:
-    """account_sleep of kind io/throttle counts mmap_sem_held_across_io only while the task holds an mmap_sem."""
+def test_sleeps_while_holding_mmap_sem_are_counted_by_kind() -> None:
+    """account_sleep counts io, throttle and fs sleeps each in its own held-across counter, only while an mmap_sem is held."""
     kernel = _idle_kernel()
     mm = kernel.mms["p"]
 
     async def body(current: TaskStruct) -> None:
         current.account_sleep("io", 5)  # no sem held
+        current.account_sleep("fs", 3)
         await down_read(current, mm)
         current.account_sleep("io", 7)
         current.account_sleep("throttle", 11)
-        current.account_sleep("fs", 13)  # not an IO sleep
+        current.account_sleep("fs", 13)
+        current.account_sleep("fs", 2)
+        current.account_sleep("mmap_sem", 17)  # waiting for a sem is not held across
         up_read(current, mm)
 
     kernel.spawn_task(TaskStruct(kernel, "p.t", "t", 901, mm.pid, mm, ""), body)
     kernel.engine.run()
-    assert kernel.counters["mmap_sem_held_across_io"] == 2
-    assert kernel.counters["mmap_sem_held_across_io_ns"] == 18
+    c = kernel.counters
+    assert (c["mmap_sem_held_across_io"], c["mmap_sem_held_across_io_ns"]) == (1, 7)
+    assert (c["mmap_sem_held_across_throttle"], c["mmap_sem_held_across_throttle_ns"]) == (1, 11)
+    assert (c["mmap_sem_held_across_fs_sleep"], c["mmap_sem_held_across_fs_sleep_ns"]) == (2, 15)
+    events = [r["event"] for r in kernel.engine.trace.records() if r["event"].startswith("mmap_sem_held_across")]
+    assert events == ["mmap_sem_held_across_io", "mmap_sem_held_across_throttle"] + ["mmap_sem_held_across_fs_sleep"] * 2
 
 
 def _iomax_config(mem_reader: bool) -> dict[str, Any]:
