@@ -36,6 +36,7 @@ Emulation notes:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult
@@ -236,7 +237,12 @@ def zap_anon_range(current: TaskStruct, vma: VmAreaStruct) -> None:
     """
     mm = vma.vm_mm
     swap = current.kernel.swap
-    for address in range(vma.vm_start, vma.vm_end):
+    start, end = vma.vm_start, vma.vm_end
+    if end - start <= len(mm.ptes) + len(mm.swap_ptes):
+        addresses: Iterable[int] = range(start, end)
+    else:  # what is mapped or swapped, not the VMA's size; ascending as the walk meets them
+        addresses = sorted({a for table in (mm.ptes, mm.swap_ptes) for a in table if start <= a < end})
+    for address in addresses:
         pte = mm.ptes.get(address)
         if pte is not None and pte.page.flags & PageFlag.SWAPBACKED:
             pte.page.rmap.remove(pte)

@@ -317,8 +317,8 @@ def claims_no_throttle_control(runs: Runs, scenarios) -> None:
 
 def claims_swap_inversion(runs: Runs, scenarios) -> None:
     old, v51, new = runs["v4.19"], runs["v5.1"], runs["v6.1"]
-    assert old["trace_digest"] == v51["trace_digest"], "5.1 changed filemap_fault only; no file faults here"
-    for run in (old, new):
+    # 5.1's filemap_fault rework does not touch anonymous faults: what differs from v4.19 is io.latency's 5.4 rules
+    for run in (old, v51, new):
         assert counter(run, "pswpout") > 0 and counter(run, "pswpin") > 0
         assert counter(run, "memcg_reclaim_under_mmap_sem") == counter(run, "memcg_direct_reclaim") > 0, run["policy"]
         assert counter(run, "swapin_submit_under_mmap_sem_ns") > 0, run["policy"]
