@@ -69,9 +69,8 @@ def test_api_page_mentions_every_public_name() -> None:
 
 
 def test_readme_is_a_short_page_whose_links_resolve() -> None:
-    """README.md stays a user's page (at most 12 KB) and every relative link in it resolves, docs to come excepted."""
+    """README.md stays a user's page (at most 12 KB) and every relative link in it resolves."""
     text = README.read_text()
     assert len(text.encode()) <= 12 * 1024
-    to_come = {"docs/MODEL.md", "docs/REALKERNEL.md", "docs/PERFORMANCE.md"}  # written on other branches
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
-        assert (ROOT / target).exists() or target in to_come, target
+        assert (ROOT / target).exists(), target

@@ -172,7 +172,9 @@ def compare_command(emulated_dir: pathlib.Path, real_dir: pathlib.Path, baseline
     if is_matrix_dir(emulated_dir) or is_matrix_dir(real_dir):
         if baseline:
             _die("error: --baseline: a matrix names its own baseline case")
-        _compare_matrices(emulated_dir, real_dir, op=op, factor=factor, threshold_ns=threshold_ns, plots_out=plots_out, as_json=as_json)
+        given = {name: click.get_current_context().get_parameter_source(name) != click.core.ParameterSource.DEFAULT for name in ("op", "factor", "threshold")}
+        _compare_matrices(emulated_dir, real_dir, op=op if given["op"] else None, factor=factor if given["factor"] else None,
+                          threshold_ns=threshold_ns if given["threshold"] else None, plots_out=plots_out, as_json=as_json)  # fmt: skip
         return
     try:
         emulated, real = load_run_dir(emulated_dir), load_run_dir(real_dir)
@@ -205,14 +207,23 @@ def _print_pairs(console: Console, title: str, pairs: list[Pair], op: str) -> No
         console.print(f"  verdicts {'agree' if pair.agrees else 'DIFFER'}")
 
 
-def _compare_matrices(emulated_dir: pathlib.Path, real_dir: pathlib.Path, *, op: str, factor: float, threshold_ns: int, plots_out: pathlib.Path | None, as_json: bool) -> None:
-    """``emu compare`` of two matrix directories: case by case, the verdicts by the emulated matrix's baseline case, then one summary table."""
+def _compare_matrices(
+    emulated_dir: pathlib.Path, real_dir: pathlib.Path, *, op: str | None, factor: float | None, threshold_ns: int | None, plots_out: pathlib.Path | None, as_json: bool
+) -> None:
+    """``emu compare`` of two matrix directories: case by case, the verdicts by the emulated matrix's baseline case, then one summary table.
+
+    The matrix's own ``op``, ``factor`` and ``threshold`` apply unless the command line gives them.
+    """
     from actors.lab.matrix import load_matrix_dir
 
     try:
         emulated, real = load_matrix_dir(emulated_dir), load_matrix_dir(real_dir)
     except RunDirError as error:
         _die(f"error: {error}")
+    header = emulated.header
+    op = header["op"] if op is None else op
+    factor = header["factor"] if factor is None else factor
+    threshold_ns = header["threshold_ns"] if threshold_ns is None else threshold_ns
     if emulated.header["cases"] != real.header["cases"]:
         _die(f"error: {emulated_dir} and {real_dir} hold different cases: {', '.join(emulated.header['cases'])} vs {', '.join(real.header['cases'])}")
     baselines = (emulated.baseline, real.baseline) if emulated.baseline is not None and real.baseline is not None else None
@@ -226,15 +237,16 @@ def _compare_matrices(emulated_dir: pathlib.Path, real_dir: pathlib.Path, *, op:
             _print_pairs(console, name, pairs, op)
         rule = f"{factor:g}x the p99 of case {emulated.header['baseline']!r}" if baselines else f"a p99 of at least {format_ns(threshold_ns)}"
         summary = Table(title=f"{emulated.header['experiment']}: {op} p99 (samples); inversion = {rule}", title_justify="left", box=box.SIMPLE_HEAD)
-        for column, justify in (("case", "left"), ("emulated / real", "left"), ("p99 emu", "right"), ("p99 real", "right"), ("verdicts emu / real", "left")):
-            summary.add_column(column, justify=justify, no_wrap=column != "verdicts emu / real")
+        for column, justify in (("case", "left"), ("version", "left"), ("p99 emu", "right"), ("p99 real", "right"), ("verdict emu/real", "left")):
+            summary.add_column(column, justify=justify, no_wrap=column != "verdict emu/real", overflow="fold")
         for name, pairs in by_case.items():
             for pair in pairs:
                 e, r = pair.emulated_verdict, pair.real_verdict
                 counts = {p.column: p.count for _key, *sides in pair.ops if _key == op for p in sides}
                 cells = [f"{format_ns(v.p99_ns)} ({counts.get(v.column, 0)})" if v.p99_ns is not None else "-" for v in (e, r)]
-                agree = f"{e.verdict} / {r.verdict}" + ("" if pair.agrees else "  DIFFER")
-                summary.add_row(name, f"{pair.emulated} / {pair.real}", *cells, agree)
+                agree = f"{e.verdict}/{r.verdict}" + ("" if pair.agrees else " DIFFER")
+                same = pair.emulated.removeprefix("v") == pair.real.removeprefix("linux-")
+                summary.add_row(name, pair.emulated if same else f"{pair.emulated}/{pair.real}", *cells, agree)
         console.print(summary)
     if plots_out is not None:
         written = [p for name in by_case for p in write_cdfs(plots_out / name, emulated.cases[name], real.cases[name])]
