@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from actors.lab.config import ConfigError, load_config
+from actors.lab.config import ConfigError, ExperimentConfig, load_config
 from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_THRESHOLD_NS, Pair, compare, to_json, write_cdfs
 from actors.lab.realkernel import host
 from actors.lab.realkernel.host import KERNELS, RealKernelError
@@ -66,13 +66,7 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
         config = load_config(config_path)
     except ConfigError as error:
         _die("\n".join(error.problems))
-    try:  # what can be refused at once is refused before the progress display starts
-        translate(config)
-        host.check_tools()
-    except ConfigError as error:
-        _die("\n".join(error.problems))
-    except RealKernelError as error:
-        _die(f"error: {error}")
+    _refuse_early([config])
     out = out or pathlib.Path("runs") / f"{config.name}-real"
     versions = list(dict.fromkeys(kernels))
     console = Console(stderr=True, highlight=False)
@@ -100,6 +94,18 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
         click.echo(f"wrote {out}", err=True)
 
 
+def _refuse_early(configs: list[ExperimentConfig]) -> None:
+    """What can be refused at once (an op the probe cannot run, a missing tool) is refused before anything boots."""
+    try:
+        for config in configs:
+            translate(config)
+        host.check_tools()
+    except ConfigError as error:
+        _die("\n".join(error.problems))
+    except RealKernelError as error:
+        _die(f"error: {error}")
+
+
 def _kernel_run_matrix(matrix_path: pathlib.Path, versions: list[str], out: pathlib.Path | None, *, force: bool, fmt: str, quiet: bool) -> None:
     """``emu kernel-run MATRIX``: every case on every kernel into DIR/<case>, written whole; each report, then the verdicts."""
     from actors.lab.cli import recorded_answer
@@ -110,13 +116,9 @@ def _kernel_run_matrix(matrix_path: pathlib.Path, versions: list[str], out: path
 
     try:
         matrix = load_matrix(matrix_path)
-        for case in matrix.cases:  # what can be refused at once is refused before anything boots
-            translate(case.config)
-        host.check_tools()
     except ConfigError as error:
         _die("\n".join(error.problems))
-    except RealKernelError as error:
-        _die(f"error: {error}")
+    _refuse_early([case.config for case in matrix.cases])
     out = out or pathlib.Path("runs") / f"{matrix.name}-real"
     console = Console(stderr=True, highlight=False)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=quiet, transient=False)

@@ -164,3 +164,13 @@ def test_validate_checks_every_case(matrix: pathlib.Path) -> None:
     (matrix.parent / "many.toml").write_text("name = 3\n")
     bad = _run("validate", str(matrix))
     assert bad.exit_code == 2 and "many.toml" in bad.output
+
+
+def test_kernel_run_refuses_a_matrix_case_before_anything_boots(matrix: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A case the probe cannot run is one located line naming that case's config; nothing is written."""
+    many = matrix.parent / "many.toml"
+    many.write_text(many.read_text().replace('size = "1MiB"', 'size = "1MiB"\ncached = 0.5'))
+    result = _run("kernel-run", str(matrix), "--kernel", "6.1", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert f"{many}: files[0].cached: the guest's files start cold" in result.output
+    assert not (tmp_path / "out").exists()
