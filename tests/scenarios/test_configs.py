@@ -54,7 +54,11 @@ def expected_path(name: str) -> pathlib.Path:
 
 
 def _params() -> list[Any]:
-    return [pytest.param(name, id=name, marks=() if name in FAST else pytest.mark.slow) for name in CONFIGS]
+    """One param per config; with ``pytest -n``, a config's tests share a worker (and so its runs)."""
+    return [
+        pytest.param(name, id=name, marks=[pytest.mark.xdist_group(name), *(() if name in FAST else [pytest.mark.slow])])
+        for name in CONFIGS
+    ]
 
 
 # -- reading results ------------------------------------------------------------------
