@@ -59,7 +59,7 @@ def test_presets_pick_4_19_before_v5_1_and_5_4_from_it() -> None:
     """v2.6.36, v4.19 and the V3 variants run io.latency as merged; v5.1 and later the 5.4 text."""
     assert {name: p.iolatency for name, p in PRESETS.items()} == {
         "v2.6.36": "4.19", "v4.19": "4.19", "v3": "4.19", "v3-no-cached-page": "4.19",
-        "v5.1": "5.4", "v5.7": "5.4", "v5.10": "5.4", "v6.1": "5.4",
+        "v5.1": "5.4", "v5.7": "5.4", "v5.10": "5.4", "v6.1": "5.4", "v6.4": "5.4", "v6.12": "5.4",
     }  # fmt: skip
 
 
