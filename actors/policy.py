@@ -40,6 +40,13 @@ memcg_high_delay  0e4b01df8659 (5.4): over memory.high, the return to user
 swapin_charge     ``fault`` (up to 5.7: ``do_swap_page`` charges the page
                   after locking it); ``swapcache`` (5.8, 4c6355b25e8b: each
                   swap-cache page is charged when readahead allocates it)
+fault_accounting  ``4.19`` (GUP faults counted to the ``tsk`` passed in,
+                  none from ``access_remote_vm``); ``5.9`` (``mm_account_fault``
+                  counts each completed fault, GUP's too, to ``current``)
+swapin_sync       23955622ff8d (4.13) to its removal after 6.4: a swap-in whose
+                  adaptive readahead window is one page (random swap-ins)
+                  waits for its read inside ``swap_readpage``, mmap_sem
+                  held; off in ``v2.6.36`` (before it) and ``v6.12`` (after)
 iolatency         ``4.19`` (io.latency as merged: the mean rule on every
                   device, one-window verdicts, no slot hand-off to the woken
                   waiter); ``5.4`` (what v5.1 to v5.7 ship: the SSD p90 rule,
@@ -86,6 +93,8 @@ class Policy:
     memcg_high_delay: bool = False
     swapin_charge: Literal["fault", "swapcache"] = "fault"
     iolatency: Literal["4.19", "5.4"] = "4.19"
+    fault_accounting: Literal["4.19", "5.9"] = "4.19"
+    swapin_sync: bool = True
     description: str = ""
 
 
@@ -107,6 +116,7 @@ PRESETS: dict[str, Policy] = {
         Policy(
             name="v2.6.36",
             fault_retry="never",
+            swapin_sync=False,
             description="before d065bd810b6d: no ALLOW_RETRY, every wait under mmap_sem",
         ),
         Policy(name="v4.19", description="baseline: sem dropped only to wait for a locked page"),
@@ -126,9 +136,9 @@ PRESETS: dict[str, Policy] = {
         ),
         Policy(name="v5.1", filemap_fault="v5.1", iolatency="5.4", description="6b4c9f446981 as merged"),
         _V5_7,
-        attrs.evolve(_V5_7, name="v5.10", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
-        attrs.evolve(_V5_7, name="v6.1", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
-        attrs.evolve(_V5_7, name="v6.4", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
-        attrs.evolve(_V5_7, name="v6.12", swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
+        attrs.evolve(_V5_7, name="v5.10", fault_accounting="5.9", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
+        attrs.evolve(_V5_7, name="v6.1", fault_accounting="5.9", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_7, name="v6.4", fault_accounting="5.9", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
+        attrs.evolve(_V5_7, name="v6.12", fault_accounting="5.9", swapin_sync=False, swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
     )
 }

@@ -455,6 +455,8 @@ class PolicyConfig:
     memcg_high_delay: bool | None = None
     swapin_charge: Literal["fault", "swapcache"] | None = None
     iolatency: Literal["4.19", "5.4"] | None = None
+    fault_accounting: Literal["4.19", "5.9"] | None = None
+    swapin_sync: bool | None = None
 
 
 @attrs.frozen(kw_only=True)

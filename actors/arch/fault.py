@@ -173,6 +173,8 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
         kernel.violation("page_ref_leak", task=current.comm, page=vmf.cached_page.name, address=address, cause=bad_area or "exit")
     if major:
         kernel.counters["major_faults"] += 1
+    # 4.19 __do_page_fault: major if any attempt was; 5.9 mm_account_fault: the last attempt's, or TRIED
+    current.account_fault(bool(major) or (policy.fault_accounting == "5.9" and bool(flags & FaultFlag.TRIED)))
     current.fault_done(
         start_ns, sleeps_before, address=address, flags=flag_names(flags), attempts=attempts, major=bool(major), signal=signal, **extra
     )

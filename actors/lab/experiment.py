@@ -147,6 +147,7 @@ def finish_policy(kernel: Kernel, policy: str, stats: RunStats) -> RunResult:
         "mmap_sem": mmap_sem_summary(kernel),
         "iolatency": iolatency_summary(kernel),
     }
+    results["faults"] = fault_summary(kernel)
     if kernel.memcg.limited or kernel.swap is not None:
         results["memcg"] = memcg_summary(kernel, engine.now_ns)
     if kernel.swap is not None:
@@ -254,6 +255,17 @@ def counters(kernel: Kernel) -> dict[str, int]:
     out["runqueue_waits"] = sched.nr_waits
     out["runqueue_wait_ns"] = sched.wait_ns
     return out
+
+
+def fault_summary(kernel: Kernel) -> dict[str, dict[str, int]]:
+    """Each thread's ``min_flt`` and ``maj_flt`` (as ``/proc/<pid>/task/<tid>/stat``), summed over processes, by thread name."""
+    out: dict[str, dict[str, int]] = {}
+    for task in kernel.tasks:
+        if task.mm is not None:
+            counts = out.setdefault(task.thread, {"min_flt": 0, "maj_flt": 0})
+            counts["min_flt"] += task.min_flt
+            counts["maj_flt"] += task.maj_flt
+    return dict(sorted(out.items()))
 
 
 def mmap_sem_summary(kernel: Kernel) -> dict[str, dict[str, int]]:

@@ -12,7 +12,9 @@ Mirrors mm/memory.c at v4.19:
   file page of a ``MAP_PRIVATE`` mapping, a shared swap-cache page);
 * ``do_swap_page()``: look the entry up in the swap cache, else
   ``swapin_readahead`` (the reads are *submitted* with mmap_sem held, and
-  under io.latency the submitter sleeps in the throttle holding it), then
+  under io.latency the submitter sleeps in the throttle holding it; a
+  one-page readahead window, which random swap-ins have, waits for the read
+  itself with the sem held, policy ``swapin_sync``), then
   ``lock_page_or_retry``: with ``ALLOW_RETRY`` the sem is dropped to wait
   for the page's read and the fault returns ``VM_FAULT_RETRY``; the retry
   finds the page in the swap cache. Then the charge (up to 5.7), the PTE,
@@ -177,7 +179,7 @@ async def do_swap_page(current: TaskStruct, vmf: VmFault, entry: int) -> VmFault
     mm = vma.vm_mm
     memcg = mm_memcg(current, mm)
     ret = VmFaultResult(0)
-    page = swap.lookup_swap_cache(entry)
+    page = swap.lookup_swap_cache(entry, fault=True)
     if page is None:
         start = current.actor.now_ns
         entered = kernel.psi.memstall_enter(current)  # a swap-in read is a refault (see actors.sched.psi)

@@ -42,6 +42,12 @@ async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, loc
     ``locked = None`` (``get_user_pages_remote`` from ``access_remote_vm``)
     means no ``FAULT_FLAG_ALLOW_RETRY``: the fault never drops the sem.
     ``remote``: ``FOLL_REMOTE`` → ``FAULT_FLAG_REMOTE`` (another task's mm).
+    Fault accounting follows ``policy.fault_accounting``: 4.19's
+    ``faultin_page`` counts every attempt to the ``tsk`` it is given, and
+    ``access_remote_vm`` gives none; from 5.9 ("mm: clean up the last pieces
+    of page fault accountings", Peter Xu) ``handle_mm_fault`` counts a
+    completed fault to ``current``, the reader of /proc/<pid>/mem or cmdline
+    included.
     """
     flags = FaultFlag.REMOTE if remote else FaultFlag(0)
     if locked is not None:
@@ -51,6 +57,11 @@ async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, loc
     ret = await handle_mm_fault(current, vma, address, flags)
     if ret & VM_FAULT_ERROR:
         return -Errno.EFAULT
+    if current.kernel.policy.fault_accounting == "5.9":
+        if not ret & VmFaultResult.RETRY:  # mm_account_fault(): the caller of GUP, once the fault completes
+            current.account_fault(bool(ret & VmFaultResult.MAJOR))
+    elif not remote:  # 4.19: counted to the tsk passed in, NULL from access_remote_vm; retries too
+        current.account_fault(bool(ret & VmFaultResult.MAJOR))
     if ret & VmFaultResult.RETRY:
         if locked is not None:
             locked[0] = False

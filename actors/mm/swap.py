@@ -6,11 +6,22 @@ Mirrors, at v4.19:
   ``get_swap_page`` (next-fit from ``cluster_next``), ``swap_duplicate``,
   ``swap_free``, ``try_to_free_swap``, ``vm_swap_full`` (over half used);
 * mm/swap_state.c: the swap cache (``add_to_swap_cache``,
-  ``delete_from_swap_cache``, ``lookup_swap_cache``) and
-  ``swap_cluster_readahead``: the aligned block of ``2**page_cluster``
-  slots around the faulting one, each slot in use and not cached read
-  into a new locked swap-cache page, under one plug (``swapin_readahead``
-  with the default non-VMA readahead; ``page_cluster`` default 3);
+  ``delete_from_swap_cache``, ``lookup_swap_cache``, which counts a fault's
+  hit on a read-ahead page in ``swapin_readahead_hits``), ``swapin_nr_pages``
+  (the adaptive window: ``hits + 2`` rounded up to a power of two, one page
+  when there were no hits and the slot is not next to the previous one,
+  never below half the last window, at most ``2**page_cluster``) and
+  ``swap_cluster_readahead``: the aligned block of that many slots around
+  the faulting one, each slot in use and not cached read into a new locked
+  swap-cache page, under one plug (``swapin_readahead`` with the non-VMA
+  readahead; ``page_cluster`` default 3). A window of one page skips the
+  block and reads the slot with ``do_poll``: ``swap_readpage(page,
+  synchronous=true)`` waits for the read itself, inside the fault and with
+  its mmap_sem held, where a read-ahead fault would drop the sem in
+  ``lock_page_or_retry`` (23955622ff8d, 4.13; removed after 6.4 by "swap:
+  remove remnants of polling from read_swap_cache_async", Suren
+  Baghdasaryan, 2023; policy ``swapin_sync``). Random swap-ins have no hits,
+  so their window falls to one page and every one of them is synchronous;
 * mm/page_io.c: ``swap_writepage`` (``REQ_OP_WRITE | REQ_SWAP``, charged to
   the page's memcg by ``bio_associate_blkcg_from_page``: io.latency issues it
   as root, ``bio_issue_as_root_blkg``) and ``swap_readpage`` (a plain read
@@ -40,7 +51,7 @@ from actors.block.bio import Bio
 from actors.block.blkdev import blk_finish_plug, blk_start_plug, submit_bio
 from actors.kernel_types import BlkStatus, PageFlag, ReqFlag, ReqOp
 from actors.mm.memcontrol import mem_cgroup_charge
-from actors.mm.page import Page, end_page_writeback, get_page, page_endio, page_lock_handoff, put_page, unlock_page
+from actors.mm.page import Page, end_page_writeback, get_page, page_endio, page_lock_handoff, put_page, unlock_page, wait_on_page_locked
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
@@ -66,6 +77,10 @@ class SwapInfo:
         self.cache: dict[int, Page] = {}
         #: ``swap_cgroup``: the memcg that owned each slot's page when it was swapped out.
         self.swap_cgroup: dict[int, MemCgroup] = {}
+        #: ``swapin_nr_pages()``'s statics: ``swapin_readahead_hits``, ``prev_offset``, ``last_readahead_pages``.
+        self.readahead_hits = 0
+        self.prev_offset = 0
+        self.last_readahead_pages = 0
 
     def get_swap_page(self) -> int:
         """``get_swap_page()`` → ``scan_swap_map_slots()``: a free slot (next-fit), marked ``SWAP_HAS_CACHE``; 0 if full."""
@@ -121,12 +136,40 @@ class SwapInfo:
         self._maybe_free(offset)
         put_page(page)
 
-    def lookup_swap_cache(self, offset: int) -> Page | None:
-        """``lookup_swap_cache()``: the cached page of the slot with a reference, or ``None``."""
+    def lookup_swap_cache(self, offset: int, *, fault: bool = False) -> Page | None:
+        """``lookup_swap_cache()``: the cached page of the slot with a reference, or ``None``.
+
+        *fault*: the lookup of ``do_swap_page``, whose hit on a read-ahead
+        page (``TestClearPageReadahead``) counts in ``swapin_readahead_hits``.
+        """
         page = self.cache.get(offset)
         if page is not None:
             get_page(page)
+            if fault and page.flags & PageFlag.READAHEAD:
+                page.flags &= ~PageFlag.READAHEAD
+                self.readahead_hits += 1
         return page
+
+    def swapin_nr_pages(self, offset: int) -> int:
+        """``swapin_nr_pages()`` → ``__swapin_nr_pages()`` (mm/swap_state.c, v4.19; the same text to 6.12)."""
+        max_pages = 1 << self.page_cluster
+        if max_pages <= 1:
+            return 1
+        hits, self.readahead_hits = self.readahead_hits, 0
+        pages = hits + 2
+        if pages == 2:
+            if offset not in (self.prev_offset + 1, self.prev_offset - 1):
+                pages = 1
+        else:
+            roundup = 4
+            while roundup < pages:
+                roundup <<= 1
+            pages = roundup
+        pages = max(min(pages, max_pages), self.last_readahead_pages // 2)  # "Don't shrink readahead too fast"
+        if not hits:
+            self.prev_offset = offset
+        self.last_readahead_pages = pages
+        return pages
 
     def try_to_free_swap(self, page: Page) -> bool:
         """``try_to_free_swap()``: leave the swap cache if no PTE holds the slot any more and no write is in flight."""
@@ -169,8 +212,14 @@ def swap_writepage(current: TaskStruct, swap: SwapInfo, page: Page) -> Bio:
     return bio
 
 
-async def swap_readpage(current: TaskStruct, swap: SwapInfo, page: Page) -> None:
-    """``swap_readpage()`` (mm/page_io.c, v4.19): read a locked swap-cache page; the completion unlocks it."""
+async def swap_readpage(current: TaskStruct, swap: SwapInfo, page: Page, *, synchronous: bool = False) -> None:
+    """``swap_readpage()`` (mm/page_io.c, v4.19): read a locked swap-cache page; the completion unlocks it.
+
+    *synchronous* (``do_poll``): wait here for the read to complete (the
+    kernel sleeps until ``end_swap_bio_read`` clears ``bio->bi_private``;
+    here, until the completion unlocks the page), an IO sleep under whatever
+    the caller holds.
+    """
     kernel = current.kernel
     kernel.count("pswpin")
 
@@ -189,14 +238,19 @@ async def swap_readpage(current: TaskStruct, swap: SwapInfo, page: Page) -> None
     )
     page_lock_handoff(current, page, bio)
     await submit_bio(current, bio)
+    if synchronous:
+        await wait_on_page_locked(current, page)
 
 
 async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: int, memcg: MemCgroup | None) -> Page | None:
-    """``swap_cluster_readahead()`` (mm/swap_state.c, v4.19): read the slot's aligned cluster, return the slot's page.
+    """``swap_cluster_readahead()`` (mm/swap_state.c, v4.19): read the slot's aligned window, return the slot's page.
 
-    Every slot of ``[offset & ~mask, offset | mask]`` that is in use and not
-    cached gets a new page, locked, in the swap cache, and a read; the
-    faulting slot's page comes back with a reference (``read_swap_cache_async``).
+    ``mask = swapin_nr_pages(offset) - 1``. Every slot of ``[offset & ~mask,
+    offset | mask]`` that is in use and not cached gets a new page, locked,
+    in the swap cache, and a read, the neighbours marked ``PG_readahead``;
+    the faulting slot's page comes back with a reference
+    (``read_swap_cache_async``). A one-page window reads only the slot, and
+    with policy ``swapin_sync`` waits for it (``do_poll``, see the module).
     With ``swapin_charge = "swapcache"`` each new page is charged first
     (to the slot's recorded memcg, else *memcg*); a page whose charge fails
     is not read, and the fault's own failure returns ``None`` (OOM). The
@@ -204,11 +258,14 @@ async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: in
     them like the faulting page, so its readahead can end in the OOM too).
     """
     kernel = current.kernel
-    mask = (1 << swap.page_cluster) - 1
+    mask = swap.swapin_nr_pages(offset) - 1
+    do_poll = not mask and kernel.policy.swapin_sync
     start = max(offset & ~mask, 1)
     end = min(offset | mask, swap.max - 1)
     charge = kernel.policy.swapin_charge == "swapcache"
-    blk_start_plug(current)
+    plugged = bool(mask)  # a one-page window skips the plugged block (goto skip)
+    if plugged:
+        blk_start_plug(current)
     target = None
     for slot in range(start, end + 1):
         if slot != offset and (not swap.swap_count(slot) or slot in swap.cache):
@@ -223,7 +280,8 @@ async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: in
                 page.locker = None
                 put_page(page)
                 if slot == offset:
-                    blk_finish_plug(current)
+                    if plugged:
+                        blk_finish_plug(current)
                     return None
                 continue
             if slot in swap.cache or (slot != offset and not swap.swap_count(slot)):
@@ -235,12 +293,15 @@ async def swap_cluster_readahead(current: TaskStruct, swap: SwapInfo, offset: in
                     target = swap.lookup_swap_cache(slot)
                 continue
             swap.add_to_swap_cache(page, slot)
-            await swap_readpage(current, swap, page)
+            if slot != offset:
+                page.flags |= PageFlag.READAHEAD  # SetPageReadahead(); count_vm_event(SWAP_RA)
+            await swap_readpage(current, swap, page, synchronous=do_poll)
         if slot == offset:
             target = page
         else:
             put_page(page)
-    blk_finish_plug(current)  # swap_read_unplug()
+    if plugged:
+        blk_finish_plug(current)  # swap_read_unplug()
     return target
 
 

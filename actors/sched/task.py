@@ -203,14 +203,17 @@ class TaskStruct:
     def sleep_totals(self) -> tuple[int, ...]:
         return tuple(self.sleep_ns.values())
 
+    def account_fault(self, major: bool) -> None:
+        """``current->maj_flt++`` or ``min_flt++`` (what ``getrusage`` and /proc/<pid>/stat report)."""
+        if major:
+            self.maj_flt += 1
+        else:
+            self.min_flt += 1
+
     def fault_done(self, start_ns: int, before: tuple[int, ...], **fields: object) -> None:
         """The canonical per-fault record, with the fault's waits broken down."""
         after = self.sleep_totals()
         waits = {f"{kind}_wait_ns": a - b for kind, a, b in zip(self.sleep_ns, after, before, strict=True)}
-        if fields.get("major"):
-            self.maj_flt += 1
-        else:
-            self.min_flt += 1
         signal = fields.pop("signal")
         self.actor.log.info(
             "fault_done",

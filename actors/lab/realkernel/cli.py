@@ -31,6 +31,7 @@ from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_TH
 from actors.lab.realkernel import host
 from actors.lab.realkernel.host import KERNELS, RealKernelError
 from actors.lab.realkernel.spec import translate
+from actors.lab.realkernel.stacks_view import stacks_table
 from actors.lab.report import FORMATS, build_report, print_report
 from actors.lab.rundir import RunDirError, load_run_dir
 from emu import format_ns, parse_duration
@@ -90,6 +91,9 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
     except KeyboardInterrupt:
         _die("interrupted: nothing written", 130)
     print_report(build_report(document, answer=config.report.answer), fmt)
+    table = stacks_table(document["runs"]) if fmt == "table" else None
+    if table is not None:
+        Console(highlight=False).print(table)
     if not quiet:
         click.echo(f"wrote {out}", err=True)
 
@@ -204,6 +208,14 @@ def _print_pairs(console: Console, title: str, pairs: list[Pair], op: str) -> No
         for key, e, r in pair.ops:
             table.add_row(key, f"{e.count}/{r.count}", *(f"{format_ns(getattr(e, f))}/{format_ns(getattr(r, f))}" for f in ("p50_ns", "p99_ns", "max_ns")))
         console.print(table)
+        if pair.faults:
+            faults = Table(title="faults per thread (its own, and GUP's in a /proc target's mm)", title_justify="left", box=box.SIMPLE_HEAD)
+            faults.add_column("thread")
+            for header in ("minor", "major"):
+                faults.add_column(f"{header}\nemu/real", justify="right", no_wrap=True)
+            for thread, e, r in pair.faults:
+                faults.add_row(thread, f"{e['min_flt']:,}/{r['min_flt']:,}", f"{e['maj_flt']:,}/{r['maj_flt']:,}")
+            console.print(faults)
         for side, v in (("emulated", pair.emulated_verdict), ("real", pair.real_verdict)):
             console.print(f"  verdict ({side} {v.column}, {op}): {v.verdict} ({v.reference})")
         console.print(f"  verdicts {'agree' if pair.agrees else 'DIFFER'}")

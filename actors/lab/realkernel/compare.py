@@ -6,7 +6,10 @@ write them). Emulated policies are paired with real kernels by version
 is compared with every kernel, and so is every kernel left unpaired.
 
 For each pair and each ``<task>/<op>`` both have: the sample counts and the
-p50, p99 and max of each side.
+p50, p99 and max of each side; and for each thread both have, its minor and
+major fault counts (``faults``: the emulator's ``current->min_flt`` and
+``maj_flt``, the guest's ``/proc/self/task/<tid>/stat``), so a latency that
+differs can be traced to faults one side takes and the other does not.
 
 The verdict of a run (``inversion`` or ``none``) is read off one op, the
 monitor's (``--op``, default ``monitor/proc_read``): with baselines (the same
@@ -63,6 +66,8 @@ class Pair:
     emulated: str
     real: str
     ops: list[tuple[str, Side, Side]]
+    #: (thread, emulated, real), each ``{"min_flt": n, "maj_flt": n}``.
+    faults: list[tuple[str, dict[str, int], dict[str, int]]]
     emulated_verdict: Verdict
     real_verdict: Verdict
 
@@ -133,9 +138,11 @@ def compare(
             se, sr = _side(e, key), _side(r, key)
             if se is not None and sr is not None and not key.endswith("/think"):
                 ops.append((key, se, sr))
+        real_faults = r.results.get("faults", {})
+        faults = [(thread, counts, real_faults[thread]) for thread, counts in e.results.get("faults", {}).items() if thread in real_faults]
         out.append(
             Pair(
-                emulated=e.policy, real=r.policy, ops=ops,
+                emulated=e.policy, real=r.policy, ops=ops, faults=faults,
                 emulated_verdict=verdict(e, op, baselines[0] if baselines else None, factor=factor, threshold_ns=threshold_ns),
                 real_verdict=verdict(r, op, baselines[1] if baselines else None, factor=factor, threshold_ns=threshold_ns),
             )
@@ -150,6 +157,7 @@ def to_json(pairs: list[Pair]) -> list[dict[str, Any]]:
             "emulated": p.emulated,
             "real": p.real,
             "ops": {key: {"emulated": attrs.asdict(e), "real": attrs.asdict(r)} for key, e, r in p.ops},
+            "faults": {thread: {"emulated": e, "real": r} for thread, e, r in p.faults},
             "verdict": {"emulated": attrs.asdict(p.emulated_verdict), "real": attrs.asdict(p.real_verdict), "agree": p.agrees},
         }
         for p in pairs

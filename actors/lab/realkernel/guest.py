@@ -64,7 +64,7 @@ echo {read_ahead_kb} > /sys/block/vda/queue/read_ahead_kb
 echo "{booted} $(uname -r)"
 /probe /spec /tmp/out
 rc=$?
-(for f in /tmp/out/*.samples; do echo "F ${{f##*/}}"; cat "$f"; done; echo "@@END rc=$rc") > /tmp/results
+(for f in /tmp/out/*.samples /tmp/out/kernel.vmstat /tmp/out/kernel.stacks; do [ -f "$f" ] || continue; echo "F ${{f##*/}}"; cat "$f"; done; echo "@@END rc=$rc") > /tmp/results
 dd if=/tmp/results of=/dev/vdb bs=1M conv=fsync 2>/dev/null
 sync
 echo "{done} rc=$rc"

@@ -24,7 +24,18 @@
  * "every" schedule, the first op of an iteration counts from the intended
  * start) to its end; ops ending after the horizon are not recorded. Each
  * process writes OUTDIR/<proc>.samples: "S THREAD OP LATENCY_NS END_NS" lines,
- * then "E THREAD INFLIGHT" per thread. Errors go to stderr as "probe error: ...", progress as "probe: ...".
+ * then "E THREAD INFLIGHT" and "R THREAD MINFLT MAJFLT" per thread (the thread's
+ * fault counts at the horizon, fields 10 and 12 of /proc/self/task/TID/stat:
+ * faults it took in its own mm and, through GUP, in a /proc/<pid>/mem or
+ * cmdline target's). The parent writes OUTDIR/kernel.vmstat: "V NAME DELTA" for
+ * each /proc/vmstat counter of VMSTAT_NAMES the kernel has, from the start of
+ * the run to its end, and OUTDIR/kernel.stacks: every SAMPLE_NS the parent reads
+ * each thread's state and, when it sleeps, its kernel stack
+ * (/proc/PID/task/TID/stack, the top STACK_FRAMES frames), and writes
+ * "W THREAD COUNT STATE:frame;frame;..." per distinct (thread, state, stack),
+ * "W THREAD COUNT R:" for the samples that found it runnable: where the time
+ * of each thread went, an off-CPU profile. Errors go to stderr as
+ * "probe error: ...", progress as "probe: ...".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,9 +47,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +79,8 @@ struct thread {
     struct sample *samples; size_t n, cap; int inflight; uint64_t rng; int proc;
     long long seq_cursor[MAX_MAPS];
     void *last_region; size_t last_length;
+    volatile pid_t tid;
+    volatile int counted; long long minflt, majflt; /* set by the thread as it ends */
 };
 struct map { char path[256]; long long length; int shared, writable, advice, prot; void *addr; };
 struct proc { char name[64], cgroup[256]; int nmaps, nthreads; struct map maps[MAX_MAPS]; struct thread threads[MAX_THREADS]; };
@@ -273,8 +290,7 @@ static void run_op(struct thread *t, struct op *o) {
     }
 }
 
-static void *thread_main(void *arg) {
-    struct thread *t = arg;
+static void run_thread(struct thread *t) {
     long long origin = shm->t0 + t->start, deadline = shm->t0 + horizon;
     sleep_until(origin);
     for (long long it = 0; t->iterations == 0 || it < t->iterations; it++) {
@@ -286,7 +302,7 @@ static void *thread_main(void *arg) {
         }
         for (int i = 0; i < t->nops; i++) {
             long long start = now_ns();
-            if (start >= deadline) return NULL;
+            if (start >= deadline) return;
             if (intended >= 0) { start = intended; intended = -1; }
             t->inflight = 1;
             run_op(t, &t->ops[i]);
@@ -294,7 +310,125 @@ static void *thread_main(void *arg) {
             if (t->ops[i].kind != OP_THINK) record(t, t->ops[i].kind, start, now_ns(), deadline);
         }
     }
+}
+
+static void *thread_main(void *arg) {
+    struct thread *t = arg;
+    struct rusage usage;
+    t->tid = (pid_t)syscall(SYS_gettid);
+    prctl(PR_SET_NAME, t->name); /* the comm the stack sampler names it by (first 15 characters) */
+    run_thread(t);
+    if (!getrusage(RUSAGE_THREAD, &usage)) {
+        t->minflt = usage.ru_minflt;
+        t->majflt = usage.ru_majflt;
+        __sync_synchronize(); /* the counts before the flag the writer of the samples reads */
+        t->counted = 1;
+    }
     return NULL;
+}
+
+/* "R THREAD MINFLT MAJFLT": what the thread counted as it ended, else (still in an op) its
+ * /proc/self/task/TID/stat. */
+static void thread_faults(FILE *out, const struct thread *t) {
+    char path[64], line[1024], *after;
+    unsigned long long minflt, majflt;
+    FILE *stat;
+    if (t->counted) {
+        fprintf(out, "R %s %lld %lld\n", t->name, t->minflt, t->majflt);
+        return;
+    }
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)t->tid);
+    if (!t->tid || !(stat = fopen(path, "r"))) return;
+    after = fgets(line, sizeof line, stat) ? strrchr(line, ')') : NULL; /* the comm may hold spaces */
+    fclose(stat);
+    if (after && sscanf(after + 1, " %*c %*d %*d %*d %*d %*d %*u %llu %*u %llu", &minflt, &majflt) == 2)
+        fprintf(out, "R %s %llu %llu\n", t->name, minflt, majflt);
+}
+
+/* The /proc/vmstat counters kernel.vmstat reports (those a kernel lacks are left out). */
+static const char *vmstat_names[] = {
+    "pgfault", "pgmajfault", "pswpin", "pswpout", "pgscan_direct", "pgsteal_direct", "allocstall_normal",
+    "allocstall_movable", "workingset_refault_anon", "workingset_refault_file", "thp_fault_alloc",
+    "vma_lock_success", "vma_lock_abort", "vma_lock_retry", "vma_lock_miss",
+};
+#define NVMSTAT (sizeof vmstat_names / sizeof vmstat_names[0])
+
+static int read_vmstat(long long values[NVMSTAT]) {
+    char name[64];
+    long long value;
+    int found = 0;
+    FILE *f = fopen("/proc/vmstat", "r");
+    if (!f) return 0;
+    for (size_t i = 0; i < NVMSTAT; i++) values[i] = -1;
+    while (fscanf(f, "%63s %lld", name, &value) == 2)
+        for (size_t i = 0; i < NVMSTAT; i++)
+            if (!strcmp(name, vmstat_names[i])) { values[i] = value; found++; }
+    fclose(f);
+    return found;
+}
+
+#define SAMPLE_NS 2000000LL
+#define STACK_FRAMES 6
+#define MAX_STACKS 2048
+struct stack_count { char thread[16]; char key[384]; long long count; };
+static struct stack_count stacks[MAX_STACKS];
+static int nstacks;
+
+/* One sample of one thread: its state from stat and, unless runnable, the top of its kernel stack. */
+static void sample_thread(const char *task_dir) {
+    char path[512], line[1024], key[384], comm[16] = "", *open_paren, *close_paren;
+    FILE *f;
+    int len;
+    snprintf(path, sizeof path, "%s/stat", task_dir);
+    if (!(f = fopen(path, "r"))) return;
+    open_paren = fgets(line, sizeof line, f) ? strchr(line, '(') : NULL;
+    fclose(f);
+    close_paren = open_paren ? strrchr(line, ')') : NULL;
+    if (!close_paren || close_paren[1] != ' ') return;
+    snprintf(comm, sizeof comm, "%.*s", (int)(close_paren - open_paren - 1), open_paren + 1);
+    len = snprintf(key, sizeof key, "%c:", close_paren[2]);
+    if (close_paren[2] != 'R') {
+        snprintf(path, sizeof path, "%s/stack", task_dir);
+        if ((f = fopen(path, "r"))) {
+            for (int frame = 0; frame < STACK_FRAMES && fgets(line, sizeof line, f); frame++) {
+                char *name = strchr(line, ']'), *plus;
+                if (!name) break;
+                name += name[1] == ' ' ? 2 : 1;
+                if ((plus = strchr(name, '+'))) *plus = 0;
+                name[strcspn(name, "\n")] = 0;
+                len += snprintf(key + len, sizeof key - (size_t)len, "%s%s", frame ? ";" : "", name);
+                if (len >= (int)sizeof key) { key[sizeof key - 1] = 0; break; }
+            }
+            fclose(f);
+        }
+    }
+    for (int i = 0; i < nstacks; i++)
+        if (!strcmp(stacks[i].thread, comm) && !strcmp(stacks[i].key, key)) { stacks[i].count++; return; }
+    if (nstacks == MAX_STACKS) return;
+    snprintf(stacks[nstacks].thread, sizeof stacks[nstacks].thread, "%s", comm);
+    snprintf(stacks[nstacks].key, sizeof stacks[nstacks].key, "%s", key);
+    stacks[nstacks++].count = 1;
+}
+
+/* Until the horizon, every SAMPLE_NS: each thread of every process (see the header). */
+static void sample_stacks(void) {
+    char dir[64], pid[16], task_dir[384];
+    for (long long next = shm->t0; next < shm->t0 + horizon; next += SAMPLE_NS) {
+        sleep_until(next);
+        for (int i = 0; i < nprocs; i++) {
+            DIR *tasks;
+            struct dirent *entry;
+            snprintf(pid, sizeof pid, "%d", (int)shm->pids[i]);
+            snprintf(dir, sizeof dir, "/proc/%s/task", pid);
+            if (!(tasks = opendir(dir))) continue;
+            while ((entry = readdir(tasks))) {
+                if (entry->d_name[0] == '.' || !strcmp(entry->d_name, pid)) continue; /* the process's own thread waits for the horizon */
+                snprintf(task_dir, sizeof task_dir, "%s/%s", dir, entry->d_name);
+                sample_thread(task_dir);
+            }
+            closedir(tasks);
+        }
+    }
 }
 
 static void child(int index, const char *outdir) {
@@ -336,6 +470,7 @@ static void child(int index, const char *outdir) {
         for (size_t k = 0; k < n; k++)
             fprintf(out, "S %s %s %lld %lld\n", t->name, op_names[t->samples[k].op], t->samples[k].lat, t->samples[k].end - shm->t0);
         fprintf(out, "E %s %d\n", t->name, t->inflight);
+        thread_faults(out, t);
     }
     if (fclose(out)) die(path);
     _exit(0);
@@ -355,8 +490,11 @@ int main(int argc, char **argv) {
         shm->pids[i] = pid;
     }
     while (shm->ready < nprocs) usleep(1000);
+    long long before[NVMSTAT], after[NVMSTAT];
+    int have_vmstat = read_vmstat(before);
     shm->t0 = now_ns() + 100000000LL;
     fprintf(stderr, "probe: %d processes started, horizon %lld ns\n", nprocs, horizon);
+    sample_stacks();
     for (int i = 0; i < nprocs; i++) {
         int status;
         if (waitpid(shm->pids[i], &status, 0) < 0) die("waitpid");
@@ -364,6 +502,24 @@ int main(int argc, char **argv) {
             fprintf(stderr, "probe error: process %s failed (status %d)\n", procs[i].name, status);
             return 3;
         }
+    }
+    if (have_vmstat && read_vmstat(after)) {
+        char path[512];
+        FILE *out;
+        snprintf(path, sizeof path, "%s/kernel.vmstat", argv[2]);
+        if (!(out = fopen(path, "w"))) die(path);
+        for (size_t i = 0; i < NVMSTAT; i++)
+            if (before[i] >= 0 && after[i] >= 0) fprintf(out, "V %s %lld\n", vmstat_names[i], after[i] - before[i]);
+        if (fclose(out)) die(path);
+    }
+    {
+        char path[512];
+        FILE *out;
+        snprintf(path, sizeof path, "%s/kernel.stacks", argv[2]);
+        if (!(out = fopen(path, "w"))) die(path);
+        for (int i = 0; i < nstacks; i++)
+            fprintf(out, "W %s %lld %s\n", stacks[i].thread, stacks[i].count, stacks[i].key);
+        if (fclose(out)) die(path);
     }
     fprintf(stderr, "probe: done\n");
     return 0;

@@ -93,14 +93,13 @@ def kernel_run(
                 lines = boot(args, boot_timeout=BOOT_TIMEOUT, run_timeout=run_timeout(config.horizon), on_phase=lambda p, v=kernel.version: on_phase(v, p))
                 on_phase(kernel.version, "collect")
                 text = results.read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-                samples, inflight, status = parse_results(text)
-                entry = run_entry(kernel.version, kernel.release, samples, inflight, config.horizon, config.seed)
-                entry["kernel"]["probe_status"] = status
+                guest = parse_results(text, tuple(t.name for p in config.processes for t in p.threads))
+                entry = run_entry(kernel.version, kernel.release, guest, config.horizon, config.seed)
                 runs.append(entry)
                 run_dir = staging / policy_dir_name(entry["policy"])
                 run_dir.mkdir()
                 (run_dir / CONSOLE_LOG).write_text("\n".join(lines) + "\n")
-                (run_dir / SAMPLES).write_bytes(orjson.dumps({"policy": entry["policy"], "samples": {f"{t}/{o}": v for (t, o), v in sorted(samples.items())}}))
+                (run_dir / SAMPLES).write_bytes(orjson.dumps({"policy": entry["policy"], "samples": {f"{t}/{o}": v for (t, o), v in sorted(guest.samples.items())}}))
         document = {"schema": 1, "experiment": config.name, "config_sha256": _digest(config), "runs": runs}
         (staging / RESULTS).write_bytes(dumps_json(document))
         shutil.copyfile(config.source, staging / CONFIG_COPY)

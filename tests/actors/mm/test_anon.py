@@ -41,17 +41,52 @@ def test_reads_map_the_zero_page_and_writes_copy_it_into_charged_pages() -> None
     assert results["invariants"]["violations"] == []
 
 
-def test_a_swap_in_drops_the_sem_to_wait_for_its_read_and_retries() -> None:
-    """4.19 do_swap_page: readahead submitted under the sem, then lock_page_or_retry drops it; the retry finds the page."""
+def _random_swapins(policy: dict | None = None):
     program = [{"op": "touch", "mapping": "heap", "pattern": "random", "write": True}]
-    result = run_policy(config_from_dict(_config(program, heap="4MiB", memory_max="1MiB", iterations=0, horizon="300ms")), "v4.19")
-    records = [r for r in result.trace.records() if r["event"] == "fault_done"]
-    majors = [r for r in records if r["major"]]
-    assert majors and all(r["attempts"] == 2 for r in majors)  # RETRY after waiting on the locked swap-cache page
+    config = _config(program, heap="4MiB", memory_max="1MiB", iterations=0, horizon="300ms")
+    name = "v4.19"
+    if policy is not None:
+        config["policy"] = [policy]
+        config["policies"] = [name := policy["name"]]
+    result = run_policy(config_from_dict(config), name)
+    majors = [r for r in result.trace.records() if r["event"] == "fault_done" and r["major"]]
+    return result, majors
+
+
+def test_random_swap_ins_read_one_page_and_wait_for_it_holding_the_sem() -> None:
+    """4.19: random swap-ins get no readahead hits, so swapin_nr_pages falls to one page and the read is do_poll: swap_readpage waits for it inside the fault, sem held, no RETRY."""
+    result, majors = _random_swapins()
     counters = result.results["counters"]
-    assert counters["pswpin"] >= len(majors) and counters["fault_retries"] == len(majors)
+    assert len(majors) > 100
+    assert sum(r["attempts"] == 1 for r in majors) >= 0.95 * len(majors)  # at most the first few read a window
+    assert counters["pswpin"] <= 1.05 * len(majors)  # one read a fault: no readahead
+    assert counters["mmap_sem_held_across_io"] >= 0.95 * len(majors)
+    assert result.results["faults"]["faulter"]["maj_flt"] == len(majors)
+    assert result.results["invariants"]["violations"] == []
+
+
+def test_without_the_polled_read_a_swap_in_drops_the_sem_and_retries() -> None:
+    """swapin_sync off (v6.12, and before 4.13): the one-page read is submitted, then lock_page_or_retry drops the sem to wait for it; the retry finds the page."""
+    result, majors = _random_swapins({"name": "no-poll", "base": "v4.19", "swapin_sync": False})
+    counters = result.results["counters"]
+    assert majors and all(r["attempts"] == 2 for r in majors)
+    assert counters["fault_retries"] == len(majors)
+    assert counters["mmap_sem_held_across_io"] < 0.1 * len(majors)  # only reclaim's waits for its swap writes
     assert counters["swapin_submit_under_mmap_sem_ns"] > 0
     assert result.results["invariants"]["violations"] == []
+
+
+def test_sequential_swap_ins_grow_the_readahead_window() -> None:
+    """Swapped out in order and read back in order: the hits on read-ahead pages grow the window to 2**page_cluster, so most faults find their page read ahead."""
+    program = [
+        {"op": "touch", "mapping": "heap", "pattern": "sequential", "pages": 1024, "write": True},
+        {"op": "touch", "mapping": "heap", "pattern": "sequential", "pages": 1024},
+    ]
+    results = run_policy(config_from_dict(_config(program, heap="4MiB", memory_max="1MiB", horizon="2s")), "v4.19").results
+    counters = results["counters"]
+    assert counters["pswpin"] >= 500
+    assert counters["major_faults"] <= counters["pswpin"] // 4  # eight-page windows: one fault reads for seven more
+    assert results["invariants"]["violations"] == []
 
 
 def test_munmap_of_swapped_memory_frees_every_slot() -> None:

@@ -74,3 +74,41 @@ def test_behaviour_11_fix_alone_is_what_stops_the_livelock() -> None:
     results = run_policy(config, "v5.1-zero-ra-fix", keep_trace=False).results
     assert results["end"] == "finished"
     assert results["latency"]["mlock/populate"]["count"] == 1
+
+
+def _reader_dict() -> dict:
+    """``faulter`` touches two pages of ``f``; ``reader``, another process, reads 4 absent pages of it through /proc/<faulter>/mem."""
+    return {
+        "name": "gup-accounting",
+        "horizon": "200ms",
+        "device": {"latency": "1ms", "jitter_pct": 0},
+        "files": [{"name": "f", "size": "1MiB"}],
+        "processes": [
+            {
+                "name": "target",
+                "mappings": [{"name": "m", "file": "f", "read_ahead_kb": 0}],
+                "threads": [{"name": "faulter", "iterations": 2, "program": [{"op": "touch", "mapping": "m", "pattern": "sequential"}]}],
+            },
+            {
+                "name": "other",
+                "threads": [
+                    {
+                        "name": "reader", "iterations": 1, "start": "50ms",
+                        "program": [{"op": "proc_read", "target": "target", "file": "mem", "target_mapping": "m", "pages": 4, "pattern": "sequential"}],
+                    }
+                ],
+            },
+        ],
+    }  # fmt: skip
+
+
+def test_gup_faults_count_to_the_reader_from_5_9_and_to_nobody_before() -> None:
+    """4.19's access_remote_vm passes no task to faultin_page, so the reader's faults in the target's mm count nowhere; from 5.9 mm_account_fault counts them to the reader."""
+    config = config_from_dict(_reader_dict())
+    old = run_policy(config, "v4.19", keep_trace=False).results
+    new = run_policy(config, "v5.10", keep_trace=False).results
+    for results in (old, new):
+        assert results["faults"]["faulter"] == {"min_flt": 0, "maj_flt": 2}  # two page reads (no readahead)
+        assert results["counters"]["proc_mem_faults"] == 2  # pages 2 and 3: the faulter mapped 0 and 1
+    assert old["faults"]["reader"] == {"min_flt": 0, "maj_flt": 0}
+    assert new["faults"]["reader"] == {"min_flt": 0, "maj_flt": 2}  # each waits for the disk

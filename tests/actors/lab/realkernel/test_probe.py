@@ -11,7 +11,7 @@ import pytest
 
 from actors.lab.config import load_config
 from actors.lab.realkernel.probe import build_probe
-from actors.lab.realkernel.samples import parse_results
+from actors.lab.realkernel.samples import GuestResults, parse_results
 from actors.lab.realkernel.spec import GUEST_DATA, translate
 
 CASES = pathlib.Path(__file__).resolve().parents[4] / "configs" / "realkernel"
@@ -25,7 +25,7 @@ def probe() -> pathlib.Path:
     return build_probe(gcc)
 
 
-def _run(probe: pathlib.Path, case: str, tmp_path: pathlib.Path) -> dict[tuple[str, str], list[int]]:
+def _run(probe: pathlib.Path, case: str, tmp_path: pathlib.Path) -> GuestResults:
     config = attrs.evolve(load_config(CASES / f"{case}.toml"), horizon=300_000_000, cgroups=[])
     config = attrs.evolve(config, processes=[attrs.evolve(p, cgroup="") for p in config.processes])
     spec = translate(config).spec.replace(f"{GUEST_DATA}/", f"{tmp_path}/")
@@ -36,19 +36,24 @@ def _run(probe: pathlib.Path, case: str, tmp_path: pathlib.Path) -> dict[tuple[s
     done = subprocess.run([str(probe), str(tmp_path / "spec"), str(tmp_path / "out")], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "probe error" not in done.stderr
-    text = "".join(f"F {p.name}\n" + p.read_text() for p in sorted((tmp_path / "out").glob("*.samples"))) + "@@END rc=0\n"
-    samples, _inflight, status = parse_results(text)
-    assert status == 0
-    return samples
+    text = "".join(f"F {p.name}\n" + p.read_text() for p in sorted((tmp_path / "out").iterdir())) + "@@END rc=0\n"
+    guest = parse_results(text)
+    assert guest.status == 0
+    return guest
 
 
 def test_probe_runs_every_thread_of_the_plain_case(probe: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    samples = _run(probe, "plain", tmp_path)
+    guest = _run(probe, "plain", tmp_path)
+    samples = guest.samples
     assert set(samples) == {("monitor", "proc_read"), ("faulter", "touch"), ("mapper", "mmap"), ("mapper", "munmap")}
     assert 25 <= len(samples[("monitor", "proc_read")]) <= 30  # every 10 ms for 300 ms
     assert all(0 < ns < 300_000_000 for values in samples.values() for ns in values)
+    # every thread's fault counts; the faulter's touches of a fresh file fault (major or minor by the host's fs)
+    assert set(guest.faults) == {"monitor", "faulter", "mapper"}
+    assert guest.faults["faulter"]["min_flt"] + guest.faults["faulter"]["maj_flt"] >= len(samples[("faulter", "touch")])
+    assert guest.vmstat["pgfault"] > 0  # the host's /proc/vmstat, over the run
 
 
 def test_probe_reads_its_own_mem(probe: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    samples = _run(probe, "mem-nolimit", tmp_path)
-    assert len(samples[("memreader", "proc_read")]) >= 3
+    guest = _run(probe, "mem-nolimit", tmp_path)
+    assert len(guest.samples[("memreader", "proc_read")]) >= 3

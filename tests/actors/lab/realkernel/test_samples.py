@@ -12,20 +12,33 @@ DISK = """F monitor.samples
 S monitor proc_read 1000 5000
 S monitor proc_read 3000 15000
 E monitor 0
+R monitor 12 1
 F batch.samples
 S faulter touch 20000 30000
 S mapper mmap 500 40000
 E faulter 1
 E mapper 0
+R faulter 40 300
+R mapper 7 0
+F kernel.vmstat
+V pgmajfault 301
+V pswpin 0
 @@END rc=0
 """
 
 
 def test_parse_results() -> None:
-    samples, inflight, status = parse_results(DISK)
-    assert samples == {("monitor", "proc_read"): [1000, 3000], ("faulter", "touch"): [20000], ("mapper", "mmap"): [500]}
-    assert inflight == {"monitor": 0, "faulter": 1, "mapper": 0}
-    assert status == 0
+    guest = parse_results(DISK)
+    assert guest.samples == {("monitor", "proc_read"): [1000, 3000], ("faulter", "touch"): [20000], ("mapper", "mmap"): [500]}
+    assert guest.inflight == {"monitor": 0, "faulter": 1, "mapper": 0}
+    assert guest.faults == {"faulter": {"min_flt": 40, "maj_flt": 300}, "mapper": {"min_flt": 7, "maj_flt": 0}, "monitor": {"min_flt": 12, "maj_flt": 1}}
+    assert guest.vmstat == {"pgmajfault": 301, "pswpin": 0}
+    assert guest.status == 0
+
+
+def test_threads_of_one_name_are_summed() -> None:
+    two = DISK.replace("R mapper 7 0\n", "R mapper 7 0\nR mapper 3 2\n")
+    assert parse_results(two).faults["mapper"] == {"min_flt": 10, "maj_flt": 2}
 
 
 def test_no_end_marker_is_refused() -> None:
@@ -39,13 +52,14 @@ def test_a_line_that_is_not_the_probes() -> None:
 
 
 def test_run_entry_is_a_report_column() -> None:
-    samples, inflight, _ = parse_results(DISK)
-    entry = run_entry("6.1", "6.1.0-57-amd64", samples, inflight, 3_000_000_000, 1)
+    entry = run_entry("6.1", "6.1.0-57-amd64", parse_results(DISK), 3_000_000_000, 1)
     assert entry["policy"] == "linux-6.1"
     assert entry["latency"]["monitor/proc_read"] == {
         "count": 2, "min_ns": 1000, "p50_ns": 1000, "p90_ns": 3000, "p99_ns": 3000, "p999_ns": 3000, "max_ns": 3000, "mean_ns": 2000,
     }  # fmt: skip
     assert entry["counters"] == {"ops_in_flight_at_horizon": 1}
+    assert entry["faults"]["monitor"] == {"min_flt": 12, "maj_flt": 1} and entry["vmstat"]["pgmajfault"] == 301
+    assert entry["kernel"]["probe_status"] == 0
     report = build_report({"schema": 1, "experiment": "x", "runs": [entry, {**entry, "policy": "linux-5.10"}]})
     assert [row.policy for row in report.rows] == ["linux-6.1", "linux-5.10"]
     assert report.ops == ["faulter/touch", "mapper/mmap", "monitor/proc_read"]  # sorted, as the emulator writes them
