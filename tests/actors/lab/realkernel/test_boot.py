@@ -46,6 +46,10 @@ def test_io_under_mmap_lock_stalls_the_monitor_on_linux_6_1(tools: None, tmp_pat
         # loaded host slows the TCG guest (CI saw 134): a floor, not the expected figure
         assert monitor["count"] >= 50
         p99[case] = monitor["p99_ns"]
+        assert run["faults"]["faulter"]["maj_flt"] > 0  # random touches of a cold file
+        assert set(run["stacks"]) == set(run["faults"]) and run["vmstat"]["pgmajfault"] > 0
+        if case == "iomax-mem":  # 5.9+: the GUP faults of a /proc/self/mem read count to the reader
+            assert run["faults"]["memreader"]["maj_flt"] > 0
         loaded = load_run_dir(out)  # a run directory emu report reads
         assert [r.policy for r in loaded.runs] == ["linux-6.1"] and loaded.runs[0].samples is not None
         assert "@@FAULTPATH BOOTED 6.1." in (out / "linux-6.1" / "console.log").read_text()  # the init script saw uname -r

@@ -18,13 +18,13 @@ CASES = pathlib.Path(__file__).resolve().parents[4] / "configs" / "realkernel"
 MS = 1_000_000
 
 
-def _run_dir(path: pathlib.Path, runs: dict[str, list[int]]) -> pathlib.Path:
-    """A run directory whose runs have these monitor/proc_read samples (ns)."""
+def _run_dir(path: pathlib.Path, runs: dict[str, list[int]], faults: dict[str, dict[str, int]] | None = None) -> pathlib.Path:
+    """A run directory whose runs have these monitor/proc_read samples (ns) and, if given, these per-thread faults."""
     path.mkdir()
     entries = []
     for policy, values in runs.items():
         values = sorted(values)
-        entries.append({"policy": policy, "counters": {}, "mmap_sem": {}, "latency": {"monitor/proc_read": {
+        entries.append({"policy": policy, "counters": {}, "mmap_sem": {}, "faults": faults or {}, "latency": {"monitor/proc_read": {
             "count": len(values), "p50_ns": values[len(values) // 2], "p99_ns": values[-1], "max_ns": values[-1]}}})  # fmt: skip
         (path / policy).mkdir()
         (path / policy / "latency-samples.json").write_bytes(orjson.dumps({"samples": {"monitor/proc_read": values}}))
@@ -61,6 +61,17 @@ def test_compare_command_prints_both_sides_and_draws_cdfs(tmp_path: pathlib.Path
     assert (tmp_path / "plots" / "compare-cdf-monitor-proc_read.png").stat().st_size > 1000
     data = json.loads(CliRunner().invoke(main, ["compare", str(e), str(r), "--json"]).output)
     assert data[0]["ops"]["monitor/proc_read"]["real"]["p99_ns"] == 400 * MS
+
+
+def test_compare_puts_each_threads_faults_side_by_side(tmp_path: pathlib.Path) -> None:
+    """Threads both sides have are paired; one only the real kernel has (the probe's own) is left out."""
+    e = _run_dir(tmp_path / "e", {"v6.1": [MS]}, {"faulter": {"min_flt": 9566, "maj_flt": 150}, "monitor": {"min_flt": 0, "maj_flt": 0}})
+    r = _run_dir(tmp_path / "r", {"linux-6.1": [MS]}, {"faulter": {"min_flt": 9600, "maj_flt": 119}, "sleeper": {"min_flt": 2, "maj_flt": 0}})
+    [pair] = compare(load_run_dir(e), load_run_dir(r))
+    assert pair.faults == [("faulter", {"min_flt": 9566, "maj_flt": 150}, {"min_flt": 9600, "maj_flt": 119})]
+    result = CliRunner().invoke(main, ["compare", str(e), str(r)], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "9,566/9,600" in result.output and "150/119" in result.output
 
 
 def test_compare_refuses_a_directory_that_is_not_a_run(tmp_path: pathlib.Path) -> None:
