@@ -229,7 +229,7 @@ def run(
             with _interruptible(claim):
                 result = _run_all(config, config_path, names, seed, tie_seed, out, jobs=jobs or cores(), quiet=quiet, verbose=verbose)
             try:
-                warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces)
+                warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces, jobs=jobs or cores())
             except OutputError as error:
                 print_report(build_report(result.to_json(), answer=config.report.answer), fmt)
                 _die(f"error: {error}", EXIT_FAILED)

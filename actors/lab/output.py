@@ -32,15 +32,18 @@ reported before any work) and takes an exclusive ``flock`` on
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
 import gzip
 import importlib
+import multiprocessing
 import os
 import pathlib
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -205,7 +208,7 @@ class TraceFiles:
 
 
 def write_run_dir(
-    out: pathlib.Path, result: ExperimentResult, *, plots: bool, force: bool = False, traces: TraceFiles = TraceFiles()
+    out: pathlib.Path, result: ExperimentResult, *, plots: bool, force: bool = False, traces: TraceFiles = TraceFiles(), jobs: int = 1
 ) -> list[str]:
     """Write the run directory of *result* at *out*, atomically.
 
@@ -215,6 +218,9 @@ def write_run_dir(
         plots: also draw the plots (``actors.lab.plots.write_plots(dir, result)``).
         force: replace a run directory of another experiment (``check_out_dir``).
         traces: which trace files to write (``TraceFiles``).
+        jobs: write each policy's trace files and timeline in up to this many
+            forked processes, while this one draws the latency CDFs (the
+            files are the same bytes as with 1).
 
     Returns:
         Warnings for the user (a plot writer that failed); empty when all went well.
@@ -233,9 +239,7 @@ def write_run_dir(
         raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
     try:
         (tmp / INCOMPLETE).write_bytes(b"emu run is writing this directory; if no emu run is, it was interrupted\n")
-        _write_contents(tmp, result, traces)
-        if plots:
-            warnings.extend(_write_plots(tmp, result))
+        warnings.extend(_write_contents(tmp, result, traces, plots=plots, jobs=jobs))
         (tmp / INCOMPLETE).unlink()
         move_into_place(tmp, _absolute(out))
     except OSError as error:
@@ -248,18 +252,57 @@ def write_run_dir(
     return warnings
 
 
-def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles = TraceFiles()) -> None:
+def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
+    """Every file of the run directory into *root*; the plot writers' warnings."""
+    global _SHARED  # noqa: PLW0603 - read by the forked writers, never written after the fork
     (root / RESULTS).write_bytes(dumps_json(result.to_json()))
     with contextlib.suppress(OSError):
         shutil.copyfile(result.config.source, root / CONFIG_COPY)
     (root / REPLAY).write_bytes(dumps_json(replay_info(result)))
     for run in result.runs:
-        run_dir = root / policy_dir_name(run.policy)
-        run_dir.mkdir(exist_ok=True)
-        if traces.jsonl:
-            run.trace.write_jsonl(run_dir / TRACE_JSONL)
-        if traces.perfetto != "none":
-            write_perfetto(run_dir, result, run, traces)
+        (root / policy_dir_name(run.policy)).mkdir(exist_ok=True)
+    indices = range(len(result.runs))
+    jobs = min(jobs, len(result.runs))
+    if jobs <= 1:
+        warnings = [w for index in indices for w in _write_run_files(root, result, index, traces, plots)]
+        return warnings + (_write_plots(root, result) if plots else [])
+    _SHARED = result
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_run_files_job, root, index, traces, plots) for index in indices]
+            cdf_warnings = _write_plots(root, result) if plots else []
+            return [w for future in futures for w in future.result()] + cdf_warnings
+    finally:
+        _SHARED = None
+
+
+#: The result the forked writers of ``_write_contents`` read (inherited at the fork, never pickled).
+_SHARED: ExperimentResult | None = None
+
+
+def _run_files_job(root: pathlib.Path, index: int, traces: TraceFiles, plots: bool) -> list[str]:
+    """``_write_run_files`` in a forked writer: Ctrl-C ends it silently (the parent reports it), as a run's worker."""
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+    assert _SHARED is not None
+    return _write_run_files(root, _SHARED, index, traces, plots)
+
+
+def _write_run_files(root: pathlib.Path, result: ExperimentResult, index: int, traces: TraceFiles, plots: bool) -> list[str]:
+    """The files of ``result.runs[index]``: its trace, its Perfetto file, its timeline; the timeline writer's warning."""
+    run = result.runs[index]
+    run_dir = root / policy_dir_name(run.policy)
+    if traces.jsonl:
+        run.trace.write_jsonl(run_dir / TRACE_JSONL)
+    if traces.perfetto != "none":
+        write_perfetto(run_dir, result, run, traces)
+    if not plots:
+        return []
+    plots_module = importlib.import_module("actors.lab.plots")
+    try:
+        plots_module.write_timeline(root, plots_module.plot_runs(result), index)
+    except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run
+        return [f"timeline of {run.policy} failed: {type(error).__name__}: {error}"]
+    return []
 
 
 def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResult, traces: TraceFiles) -> None:
@@ -292,9 +335,10 @@ def _maybe_gzip(raw: Any, compress: bool) -> Iterator[Any]:
 
 
 def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:
+    """The samples files and the latency CDFs (the timelines are ``_write_run_files``')."""
     plots = importlib.import_module("actors.lab.plots")  # matplotlib loads only when plots are drawn
     try:
-        plots.write_plots(root, result)
+        plots.write_plots(root, result, timelines=False)
     except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run
         return [f"plots failed: {type(error).__name__}: {error}"]
     return []

@@ -122,7 +122,7 @@ def plot_runs(result: Any) -> list[PlotRun]:
     return runs
 
 
-def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, int] | None = None) -> list[pathlib.Path]:
+def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, int] | None = None, timelines: bool = True) -> list[pathlib.Path]:
     """Draw every plot of *result* into *run_dir*; see the module docstring.
 
     Args:
@@ -130,6 +130,8 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
         result: an ``ExperimentResult`` or an ``actors.lab.report.RunDirectory``.
         window: the timeline's ``(start_ns, end_ns)``; default: around each
             policy's worst stall.
+        timelines: also draw each policy's timeline (``write_timeline``; off
+            when another process draws them).
 
     Returns:
         The files written, in order.
@@ -150,15 +152,22 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
             path = run_dir / f"latency-cdf-{_slug(key)}.png"
             _save(latency_cdf_figure(key, runs), path)
             written.append(path)
-        focus = focus_task([run.results for run in runs])
-        for index, run in enumerate(runs):
-            intervals = timeline_intervals(run.records())
-            end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
-            chosen = window or default_window(intervals, focus, end_ns)
-            path = run_dir / f"timeline-{_slug(run.policy)}.png"
-            _save(timeline_figure(run.policy, intervals, chosen, focus=focus, colour=_COLOURS[index % len(_COLOURS)]), path)
-            written.append(path)
+    if timelines:
+        written.extend(write_timeline(run_dir, runs, index, window=window) for index in range(len(runs)))
     return written
+
+
+def write_timeline(run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None) -> pathlib.Path:
+    """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*)."""
+    run = runs[index]
+    focus = focus_task([r.results for r in runs])
+    intervals = timeline_intervals(run.records())
+    end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
+    chosen = window or default_window(intervals, focus, end_ns)
+    path = pathlib.Path(run_dir) / f"timeline-{_slug(run.policy)}.png"
+    with rc_context(_RC):
+        _save(timeline_figure(run.policy, intervals, chosen, focus=focus, colour=_COLOURS[index % len(_COLOURS)]), path)
+    return path
 
 
 def _slug(name: str) -> str:

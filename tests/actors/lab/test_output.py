@@ -345,30 +345,43 @@ def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 
-def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
-    """``actors.lab.plots.write_plots(run_dir, result)`` is called inside the directory before it appears."""
-    import sys
+def _fake_plots(calls: list, *, broken: bool = False):
+    """An ``actors.lab.plots`` stand-in recording what it was asked to draw (or raising, if *broken*)."""
     import types
 
-    calls = []
-
-    def write_plots(run_dir: pathlib.Path, result) -> None:
-        calls.append(result)
+    def write_plots(run_dir: pathlib.Path, result, *, timelines: bool = True) -> None:
+        if broken:
+            raise ValueError("no data to plot")
+        calls.append(("cdfs", result, timelines))
         (pathlib.Path(run_dir) / "latency_cdf.png").write_bytes(b"png")
 
-    monkeypatch.setitem(sys.modules, "actors.lab.plots", types.SimpleNamespace(write_plots=write_plots))
-    assert write_run_dir(tmp_path / "out", tiny_result, plots=True) == []
-    assert calls == [tiny_result] and (tmp_path / "out" / "latency_cdf.png").exists()
+    def write_timeline(run_dir: pathlib.Path, runs: list, index: int) -> None:
+        if broken:
+            raise ValueError("no intervals")
+        calls.append(("timeline", runs[index], index))
+        (pathlib.Path(run_dir) / f"timeline-{index}.png").write_bytes(b"png")
+
+    return types.SimpleNamespace(write_plots=write_plots, write_timeline=write_timeline, plot_runs=lambda result: list(result.runs))
 
 
-def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
-    """A plot writer that raises leaves the results in place and returns a warning."""
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Path, tiny_result, monkeypatch, jobs: int) -> None:
+    """The CDFs (``write_plots`` without timelines) and each policy's timeline are drawn inside the directory before it appears, in this process or in forked writers."""
     import sys
-    import types
 
-    def write_plots(run_dir, result) -> None:
-        raise ValueError("no data to plot")
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "actors.lab.plots", _fake_plots(calls))
+    assert write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs) == []
+    assert ("cdfs", tiny_result, False) in calls and (tmp_path / "out" / "latency_cdf.png").exists()
+    assert all((tmp_path / "out" / f"timeline-{i}.png").exists() for i in range(len(tiny_result.runs)))
 
-    monkeypatch.setitem(sys.modules, "actors.lab.plots", types.SimpleNamespace(write_plots=write_plots))
-    (warning,) = write_run_dir(tmp_path / "out", tiny_result, plots=True)
-    assert "no data to plot" in warning and (tmp_path / "out" / "results.json").exists()
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_result, monkeypatch, jobs: int) -> None:
+    """A plot writer that raises leaves the results in place and returns a warning: one per timeline, one for the CDFs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "actors.lab.plots", _fake_plots([], broken=True))
+    warnings = write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs)
+    assert len(warnings) == len(tiny_result.runs) + 1 and "no data to plot" in warnings[-1]
+    assert all("no intervals" in w for w in warnings[:-1]) and (tmp_path / "out" / "results.json").exists()
