@@ -25,9 +25,11 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from rich.console import Console
 
+from actors.lab.config import load_config
 from actors.lab.experiment import run_policy
 from actors.lab.matrix import is_matrix_file, load_matrix
 from actors.lab.report import build_report, print_report
@@ -445,7 +447,24 @@ def claims_realkernel_swap_iomax(runs: Runs, scenarios) -> None:
     assert p99(runs["v6.12"], REALKERNEL_OP) < 1_000_000  # per-VMA locks, and the swap-in waits in folio_lock_or_retry
 
 
+def claims_dirty_throttle_inversion(runs: Runs, scenarios) -> None:
+    for policy in ("v4.19", "v5.1"):  # balance_dirty_pages in the write fault, mmap_sem held
+        run = runs[policy]
+        assert counter(run, "throttled_bios") > 0 and counter(run, "balance_dirty_pages_pauses") > 0, policy
+        assert counter(run, "mmap_sem_held_across_io") >= counter(run, "balance_dirty_pages_pauses"), policy
+        assert p99(run, "monitor/proc_read") >= 100_000_000, policy
+    new = runs["v5.7"]  # 89b15332af7c: the same pauses, without the sem
+    assert counter(new, "balance_dirty_pages_pauses") > 0 and counter(new, "mmap_sem_held_across_io") == 0
+    assert p99(new, "monitor/proc_read") < 1_000_000
+    # the cause is io.latency throttling the batch group's writeback: without the target nothing pauses
+    config = load_config(CONFIG_DIR / "dirty-throttle-inversion.toml")
+    unthrottled = attrs.evolve(config, cgroups=[attrs.evolve(c, io_latency=None) for c in config.cgroups])
+    control = run_policy(unthrottled, "v4.19", keep_trace=False).results
+    assert control["counters"].get("balance_dirty_pages_pauses", 0) == 0 == control["counters"]["throttled_bios"]
+
+
 CLAIMS: dict[str, Callable[[Runs, Any], None]] = {
+    "dirty-throttle-inversion": claims_dirty_throttle_inversion,
     "realkernel/swap-control": claims_realkernel_swap_control,
     "realkernel/swap-iomax": claims_realkernel_swap_iomax,
     "realkernel/plain": claims_realkernel_plain_faults,
