@@ -10,7 +10,7 @@ the others are measured against::
     baseline = "iomax-faults"        # optional: verdicts by ratio to this case
     op = "monitor/proc_read"         # the op whose p99 gives each verdict
     factor = 10                      # with a baseline: inversion at >= 10x its p99
-    threshold = "20ms"               # without: inversion at a p99 >= 20 ms
+    threshold = "20ms"               # an inversion's p99 is at least this (with or without a baseline)
 
     [[cases]]
     name = "plain"
@@ -255,5 +255,5 @@ def verdicts(loaded: MatrixDirectory) -> list[CaseVerdict]:
 def verdict_rule(header: dict[str, Any]) -> str:
     """The rule the verdicts follow, in words."""
     if header.get("baseline"):
-        return f"inversion: {header['op']} p99 at least {header['factor']:g}x that of case {header['baseline']!r} in the same column"
+        return f"inversion: {header['op']} p99 at least {header['factor']:g}x that of case {header['baseline']!r} in the same column, and at least {format_ns(header['threshold_ns'])}"
     return f"inversion: {header['op']} p99 at least {format_ns(header['threshold_ns'])}"

@@ -10,6 +10,7 @@ clock: every method takes the caller's ``now_ns``.
 Theory of operation::
 
     down_read  ── no writer holder and wait list empty ───────────► holder
+               ── 5.3: no holder and no HANDOFF ── may steal ──────► holder
     down_write ── no holder (5.3: and no HANDOFF) ── may steal ───► holder
          │ otherwise
          ▼
@@ -25,7 +26,14 @@ Rules kept (invariants):
 * Never a reader together with a writer; at most one writer.
 * A queued waiter blocks new readers, even while only readers hold the sem
   (v4.19: the waiting bias makes the count negative; v5.3:
-  ``RWSEM_READ_FAILED_MASK`` includes ``RWSEM_FLAG_WAITERS``/``HANDOFF``).
+  ``RWSEM_READ_FAILED_MASK`` includes ``RWSEM_FLAG_WAITERS``/``HANDOFF``),
+  with one exception from v5.3: a reader in ``down_read``'s slowpath takes
+  a lock nobody holds, ahead of the woken writer at the head, unless
+  HANDOFF is set (5.3-5.10: reader optimistic spinning,
+  ``rwsem_try_read_lock_unqueued``; 5.11+: reader optimistic lock stealing,
+  1a728dff855a, after 617f3ef95177 removed reader spinning). The woken
+  writer's retry then fails; past the timeout it sets HANDOFF, so the next
+  release is its.
 * Readers are granted at wake time, writers only woken: between the wake and
   the retry the lock is free and an arriving writer may steal it; a woken
   writer whose retry fails stays at the head and sleeps until the next wake.
@@ -40,13 +48,17 @@ Rules kept (invariants):
 
 Emulation notes:
     Optimistic spinning takes no time here: an arriving writer steals a free
-    lock at once or queues; v5.3 reader spinning (and reader stealing) is not
-    modelled, so a reader never passes a non-empty wait list. RT writers (who
+    lock at once or queues, and so does an arriving reader under v5.3 (the
+    kernel's reader also spins while a running writer owns the lock; here a
+    reader takes only a free lock, and ``down_read_trylock`` never passes a
+    waiter, as ``__down_read_trylock``'s cmpxchg from the unlocked value
+    does not). RT writers (who
     set HANDOFF immediately in v5.3) are not modelled. The count word layout
     (biases, flag bits) is replaced by explicit holder and waiter lists. v5.3
-    sets HANDOFF from the waiter's own context after it observes the timeout;
-    here it is set at the wake-up (or failed retry) that the waiter would
-    observe, so the first steal after the timeout is already refused.
+    sets HANDOFF for a head writer from the writer's own context, when a
+    retry fails after the timeout (``rwsem_try_write_lock``), and for a head
+    reader in the waker's ``rwsem_mark_wake``; so does the model, and the
+    first steal after a writer's timeout still succeeds, the next is refused.
     ``RWSEM_WAIT_TIMEOUT`` is ``DIV_ROUND_UP(HZ, 250)`` jiffies, 4 ms for
     HZ=250 and HZ=1000. Spurious wake-ups do not happen.
 """
@@ -151,6 +163,7 @@ class RwsemStatistics:
         contended: acquisitions that had to queue first.
         wait_total_ns, wait_max_ns: queue-to-acquire time of those.
         hold_max_ns: longest completed hold (acquire to release).
+        read_steals: v5.3 readers that took a free lock ahead of a woken writer (``rwsem_rlock_steal``).
     """
 
     readers: tuple[str, ...]
@@ -164,6 +177,7 @@ class RwsemStatistics:
     wait_total_ns: int
     wait_max_ns: int
     hold_max_ns: int
+    read_steals: int = 0
 
 
 @typing.final
@@ -189,6 +203,7 @@ class RwSemaphore:
     _seq: int = attrs.field(init=False, default=0)
     _handoff: bool = attrs.field(init=False, default=False)
     _read_acquires: int = attrs.field(init=False, default=0)
+    _read_steals: int = attrs.field(init=False, default=0)
     _write_acquires: int = attrs.field(init=False, default=0)
     _contended: int = attrs.field(init=False, default=0)
     _wait_total_ns: int = attrs.field(init=False, default=0)
@@ -217,6 +232,10 @@ class RwSemaphore:
             caller parks until a release returns it as granted.
         """
         if self.down_read_trylock(owner, now_ns):
+            return True
+        if self.semantics is RwsemSemantics.V5_3 and self._writer is None and not self._readers and not self._handoff:
+            self._read_steals += 1  # lockevent rwsem_rlock_steal: ahead of the woken writer at the head
+            self._grant_read(owner, now_ns, queued_ns=None)
             return True
         self._enqueue(owner, False, now_ns)
         return False
@@ -379,6 +398,7 @@ class RwSemaphore:
             wait_total_ns=self._wait_total_ns,
             wait_max_ns=self._wait_max_ns,
             hold_max_ns=self._hold_max_ns,
+            read_steals=self._read_steals,
         )
 
     def wait_list(self) -> list[RwsemWaiter]:
@@ -408,8 +428,8 @@ class RwSemaphore:
         head = self._head()
         if head is None:
             return []
-        if wake_type is _RwsemWakeType.ANY and self._timed_out(head, now_ns):
-            self._handoff = True
+        if wake_type is _RwsemWakeType.ANY and not head.write and self._timed_out(head, now_ns):
+            self._handoff = True  # v5.3 rwsem_mark_wake, for a reader at the head; a writer sets it itself (down_write_retry)
         if head.write:
             if head.woken or self._readers or self._writer is not None:
                 return []

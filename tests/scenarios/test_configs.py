@@ -32,6 +32,7 @@ from rich.console import Console
 from actors.lab.config import load_config
 from actors.lab.experiment import run_policy
 from actors.lab.matrix import is_matrix_file, load_matrix
+from actors.lab.realkernel.compare import DEFAULT_THRESHOLD_NS
 from actors.lab.report import build_report, print_report
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -216,7 +217,9 @@ def claims_seed_inversion_vma(runs: Runs, scenarios) -> None:
         assert run["invariants"]["violations"] == [], policy
     # 6.4: file VMAs are not locked by VMA; every fault aborts the try and runs as in v5.1
     assert counter(v64, "vma_lock_abort") == counter(v64, "faults") and counter(v64, "vma_lock_success") == 0
-    assert reads["v6.4"] == reads["v5.1"] and p99(v64, key) == p99(v51, key)
+    # (the same mmap_lock traffic up to the rwsem: 5.3's readers may take a free lock ahead of a woken writer)
+    assert abs(reads["v6.4"] - reads["v5.1"]) <= 0.01 * reads["v5.1"], reads
+    assert 0.95 * p99(v51, key) <= p99(v64, key) <= 1.05 * p99(v51, key), (p99(v51, key), p99(v64, key))
     # 6.12: faults under the VMA lock; a major one retries under mmap_lock once, a minor one never takes it
     assert counter(v612, "vma_lock_success") > 0
     assert counter(v612, "vma_lock_retry") >= 0.9 * counter(v612, "major_faults")
@@ -385,10 +388,11 @@ REALKERNEL_OP, REALKERNEL_FACTOR = "monitor/proc_read", 10
 
 
 def _no_inversion(runs: Runs, scenarios) -> None:
-    """A realkernel case without the /proc/self/mem reader under io.max: the monitor's p99 under 10x the baseline's."""
+    """A realkernel case without the /proc/self/mem reader under io.max: no inversion by the matrix's rule (10x the baseline's p99 and 20 ms)."""
     base = scenarios.runs("realkernel/iomax-faults")
     for policy, run in runs.items():
-        assert p99(run, REALKERNEL_OP) < REALKERNEL_FACTOR * p99(base[policy], REALKERNEL_OP), policy
+        ratio = p99(run, REALKERNEL_OP) / p99(base[policy], REALKERNEL_OP)
+        assert ratio < REALKERNEL_FACTOR or p99(run, REALKERNEL_OP) < DEFAULT_THRESHOLD_NS, policy
 
 
 def claims_realkernel_plain_faults(runs: Runs, scenarios) -> None:

@@ -249,7 +249,8 @@ def _compare_matrices(
         for name, pairs in by_case.items():
             console.rule(f"case {name}", align="left")
             _print_pairs(console, name, pairs, op)
-        rule = f"{factor:g}x the p99 of case {emulated.header['baseline']!r}" if baselines else f"a p99 of at least {format_ns(threshold_ns)}"
+        floor = f"a p99 of at least {format_ns(threshold_ns)}"
+        rule = f"{factor:g}x the p99 of case {emulated.header['baseline']!r} and {floor}" if baselines else floor
         summary = Table(title=f"{emulated.header['experiment']}: {op} p99 (samples); inversion = {rule}", title_justify="left", box=box.SIMPLE_HEAD)
         for column, justify in (("case", "left"), ("version", "left"), ("p99 emu", "right"), ("p99 real", "right"), ("verdict emu/real", "left")):
             summary.add_column(column, justify=justify, no_wrap=column != "verdict emu/real", overflow="fold")

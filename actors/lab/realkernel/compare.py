@@ -17,10 +17,13 @@ experiment without the mechanism under test, one run directory per side: for
 ``configs/realkernel/iomax-mem.toml`` the plain-fault case under the same
 io.max, ``iomax-faults.toml``), a run shows an inversion when that op's p99 is at
 least ``factor`` (10) times the baseline's p99 of the same column (same
-policy or kernel; otherwise the baseline's first run); without baselines,
-when the p99 is at least ``threshold`` (20 ms: above the guest's timing
-noise under TCG, about 10-55 ms at worst, and far above an uncontended
-/proc read). The pair agrees when both verdicts are the same.
+policy or kernel; otherwise the baseline's first run) *and* at least
+``threshold``; without baselines, when the p99 is at least ``threshold``
+(20 ms: above the guest's timing noise under TCG, about 10-55 ms at worst,
+and far above an uncontended /proc read). The threshold applies to both
+sides alike: a wait the real guest could not show above its noise is no
+inversion on the emulated side either, however many times the emulator's
+noise-free baseline it is. The pair agrees when both verdicts are the same.
 
 With ``plots_out``, one PNG per op: the CDFs of every emulated and real run
 overlaid (from the runs' ``latency-samples.json``).
@@ -114,10 +117,10 @@ def verdict(run: LoadedRun, op: str, baseline: RunDirectory | None, *, factor: f
     base = _side(base_run, op) if base_run is not None else None
     if base is None:
         return Verdict(column=run.policy, verdict="no samples", p99_ns=side.p99_ns, reference=f"the baseline has no {op} samples")
-    found = side.p99_ns >= factor * max(base.p99_ns, 1)
+    found = side.p99_ns >= factor * max(base.p99_ns, 1) and side.p99_ns >= threshold_ns
     return Verdict(
         column=run.policy, verdict="inversion" if found else "none", p99_ns=side.p99_ns,
-        reference=f"{side.p99_ns / max(base.p99_ns, 1):.1f}x the baseline's p99 {format_ns(base.p99_ns)} ({base_run.policy})",
+        reference=f"{side.p99_ns / max(base.p99_ns, 1):.1f}x the baseline's p99 {format_ns(base.p99_ns)} ({base_run.policy}); floor {format_ns(threshold_ns)}",
     )  # fmt: skip
 
 

@@ -167,17 +167,21 @@ def test_down_write_trylock_steals_with_waiters_4_19_only() -> None:
 
 
 def test_handoff_after_4ms_blocks_stealing_5_3() -> None:
-    """v5.3 sets RWSEM_FLAG_HANDOFF for a head writer that waited 4 ms, so no writer can steal."""
+    """v5.3: a head writer that waited 4 ms sets RWSEM_FLAG_HANDOFF itself, when its retry finds the lock stolen; from then on no writer (or reader) can steal."""
     sem = RwSemaphore("mm.mmap_sem", V5_3)
     sem.down_read("r", 0)
     sem.down_write("w1", 0)
     assert sem.up_read("r", 5 * MS) == woken("w1")
+    assert not sem.statistics().handoff  # the waker does not set it for a writer
+    assert sem.down_write("thief", 5 * MS)  # the first steal after the timeout still succeeds
+    assert not sem.down_write_retry("w1", 5 * MS)
     assert sem.statistics().handoff
-    assert not sem.down_write("thief", 5 * MS)
-    assert not sem.down_write_trylock("other", 5 * MS)
-    assert sem.down_write_retry("w1", 5 * MS)
+    assert sem.up_write("thief", 6 * MS) == woken("w1")
+    assert not sem.down_write("other", 6 * MS)
+    assert not sem.down_write_trylock("late", 6 * MS)
+    assert sem.down_write_retry("w1", 6 * MS)
     stats = sem.statistics()
-    assert (stats.writer, stats.handoff, stats.waiters) == ("w1", False, (("thief", "W"),))
+    assert (stats.writer, stats.handoff, stats.waiters) == ("w1", False, (("other", "W"),))
 
 
 def test_handoff_set_by_failed_retry_after_timeout_5_3() -> None:
@@ -293,8 +297,10 @@ def test_cancel_wait_of_head_writer_clears_handoff_5_3() -> None:
     sem.down_write("w1", 0)
     sem.down_read("r1", 1 * MS)
     assert sem.up_write("w0", 5 * MS) == woken("w1")
+    assert sem.down_write("thief", 5 * MS) and not sem.down_write_retry("w1", 5 * MS)
     assert sem.statistics().handoff
-    assert sem.cancel_wait("w1", 5 * MS) == granted("r1")
+    assert sem.up_write("thief", 6 * MS) == woken("w1")
+    assert sem.cancel_wait("w1", 6 * MS) == granted("r1")
     assert not sem.statistics().handoff
 
 
@@ -349,8 +355,8 @@ class RwsemModel:
     def acquire(self, owner: str, write: bool, now: int, block: bool) -> bool:
         if write:
             ok = self.free() and not self.handoff and (block or not (self.v5_3 and self.queue))
-        else:
-            ok = self.writer is None and not self.queue
+        else:  # v5.3: down_read (not trylock) takes a free lock ahead of the woken head writer, unless HANDOFF
+            ok = self.writer is None and (not self.queue or (block and self.v5_3 and self.free() and not self.handoff))
         if ok:
             self.take(owner, write, now, None)
         elif block:
@@ -392,7 +398,7 @@ class RwsemModel:
         if not self.queue:
             return []
         head = self.queue[0]
-        self.handoff |= self.v5_3 and any_waker and now - head[2] >= 4 * MS
+        self.handoff |= self.v5_3 and any_waker and not head[1] and now - head[2] >= 4 * MS
         if head[1]:
             if head[3] or not self.free():
                 return []
@@ -446,8 +452,9 @@ class RwsemMachine(RuleBasedStateMachine):
         queue_was_empty = not self.sem.statistics().waiters
         got = getattr(self.sem, op)(owner, self.now)
         assert got == self.model.acquire(owner, op.startswith("down_write"), self.now, not op.endswith("trylock"))
-        if got and op.startswith("down_read"):
-            assert queue_was_empty  # no reader admitted past a queued waiter
+        if got and op.startswith("down_read") and not queue_was_empty:  # only a v5.3 steal passes a waiter
+            stats = self.sem.statistics()
+            assert self.semantics is V5_3 and op == "down_read" and stats.readers == (owner,) and stats.woken is not None
 
     @precondition(lambda self: self.running())
     @rule(data=st.data())
@@ -565,3 +572,29 @@ TestRwsemMachine419 = RwsemMachine419.TestCase
 TestRwsemMachine419.settings = MACHINE_SETTINGS
 TestRwsemMachine53 = RwsemMachine53.TestCase
 TestRwsemMachine53.settings = MACHINE_SETTINGS
+
+
+def test_reader_takes_a_free_lock_ahead_of_the_woken_writer_5_3() -> None:
+    """5.3+ (reader spinning, then 5.11's reader lock stealing): between a writer's wake and its retry, an arriving reader takes the free lock; the writer's retry fails and, past 4 ms of waiting, sets HANDOFF, which stops the next reader."""
+    sem = RwSemaphore("mm.mmap_sem", V5_3)
+    assert sem.down_read("memreader", 0)
+    assert not sem.down_write("mapper", 1_000)
+    assert sem.up_read("memreader", 100 * MS) == woken("mapper")
+    assert sem.down_read("memreader", 100 * MS + 1_000)  # the woken writer has not run yet
+    assert not sem.down_read_trylock("monitor", 100 * MS + 1_000)  # a trylock never passes a waiter
+    assert not sem.down_write_retry("mapper", 100 * MS + 5_000)
+    stats = sem.statistics()
+    assert stats.read_steals == 1 and stats.handoff and stats.readers == ("memreader",)
+    assert sem.up_read("memreader", 200 * MS) == woken("mapper")
+    assert not sem.down_read("memreader", 200 * MS + 1_000)  # HANDOFF: it queues behind the writer
+    assert sem.down_write_retry("mapper", 200 * MS + 5_000)
+
+
+def test_no_reader_steal_in_4_19() -> None:
+    """4.19's readers queue behind any waiter, a woken writer included."""
+    sem = RwSemaphore("mm.mmap_sem", V4_19)
+    assert sem.down_read("memreader", 0)
+    assert not sem.down_write("mapper", 1_000)
+    assert sem.up_read("memreader", 100 * MS) == woken("mapper")
+    assert not sem.down_read("memreader", 100 * MS + 1_000)
+    assert sem.down_write_retry("mapper", 100 * MS + 5_000) and sem.statistics().read_steals == 0

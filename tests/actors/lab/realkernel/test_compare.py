@@ -45,7 +45,9 @@ def test_verdicts_against_a_baseline(tmp_path: pathlib.Path) -> None:
     base_r = load_run_dir(_run_dir(tmp_path / "br", {"linux-6.1": [MS, 2 * MS]}))
     [pair] = compare(emulated, real, baselines=(base_e, base_r))
     assert (pair.emulated_verdict.verdict, pair.real_verdict.verdict, pair.agrees) == ("inversion", "none", False)
-    assert pair.emulated_verdict.reference == "150.0x the baseline's p99 2 ms (v6.1)"
+    assert pair.emulated_verdict.reference == "150.0x the baseline's p99 2 ms (v6.1); floor 20 ms"
+    floor = compare(emulated, real, baselines=(base_e, base_r), threshold_ns=400 * MS)  # 150x, but under the floor
+    assert floor[0].emulated_verdict.verdict == "none"
     [pair] = compare(emulated, real)  # no baseline: the 20 ms threshold
     assert (pair.emulated_verdict.verdict, pair.real_verdict.verdict) == ("inversion", "none")
 
