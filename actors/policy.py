@@ -8,7 +8,8 @@ series (docs/DESIGN.md, "Kernel variants" and "Kernel notes"):
 switch            values
 ================  ============================================================
 rwsem             ``4.19`` (writer preference, wake the readers at the head);
-                  ``5.3`` (handoff after 4 ms, wake up to 256 readers)
+                  ``5.3`` (handoff after 4 ms, wake up to 256 readers; a
+                  reader takes a free lock ahead of a woken writer)
 fault_retry       ``never`` (before d065bd810b6d: faults never set
                   ALLOW_RETRY); ``once`` (4.19 x86: the second attempt has
                   ALLOW_RETRY cleared and TRIED set); ``many`` (5.7+,
@@ -57,7 +58,9 @@ iolatency         ``4.19`` (io.latency as merged: the mean rule on every
 ``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
 does not change who holds mmap_lock across IO here. 5.8 renamed mmap_sem to
 mmap_lock behind wrappers (da1c55f1b272); 5.11 removed reader optimistic
-spinning from the rwsem (617f3ef95177), which the rwsem model never had;
+spinning from the rwsem (617f3ef95177) for reader lock stealing
+(1a728dff855a), which the "5.3" rwsem model stands in for (a reader takes a
+free lock ahead of a woken writer);
 5.16 moved filemap_fault to folios (``lock_folio_maybe_drop_mmap``, the
 same rules); 5.15 added ``mapping->invalidate_lock`` (730633f0b7f9), taken
 shared by a fault that reads a page and exclusively by truncate, not
