@@ -134,6 +134,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "per_vma_lock_unknown": ("policy[0].per_vma_lock", "all"),
     "per_vma_lock_needs_v51_filemap": ("policy[0].per_vma_lock", 'needs filemap_fault = "v5.1", got \'4.19\''),
     "unknown_iolatency_rules": ("policy[0].iolatency", "5.0"),
+    "unknown_fault_accounting": ("policy[0].fault_accounting", "5.10"),
+    "swapin_sync_not_bool": ("policy[0].swapin_sync", "yes"),
     "unknown_fs_kind": ("files[0].fs", "ext9"),
     "unknown_touch_pattern": ("processes[0].threads[0].program[0].pattern", "zigzag"),
     # cross-references
