@@ -476,6 +476,9 @@ def report(run_dir: pathlib.Path, fmt: str, plots_out: pathlib.Path | None, wind
     if plots_out is not None:
         _check_plots_out(loaded, plots_out, window)
     print_report(build_report(loaded.document, answer=recorded_answer(loaded)), fmt)
+    from actors.lab.realkernel.stacks_view import print_stacks
+
+    print_stacks(loaded.document["runs"], fmt)  # a real kernel's run: where its threads' time went
     if plots_out is None:
         return
     from actors.lab.plots import write_plots

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.lab.matrix import MatrixDirectory, verdict_rule, verdicts
+from actors.lab.realkernel.stacks_view import print_stacks
 from actors.lab.report import FEW_SAMPLES, Report, build_report, print_report, report_json
 from actors.lab.rundir import RunDirectory
 from emu import format_ns
@@ -60,4 +61,5 @@ def print_matrix(loaded: MatrixDirectory, fmt: str, answer_of: Callable[[RunDire
         else:
             console.rule(f"case {name}", align="left")
         print_report(report, fmt, console=console if fmt != "wide" else None)
+        print_stacks(loaded.cases[name].document["runs"], fmt, console=console)
     console.print(verdict_table(loaded))

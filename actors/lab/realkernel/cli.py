@@ -31,7 +31,7 @@ from actors.lab.realkernel.compare import DEFAULT_FACTOR, DEFAULT_OP, DEFAULT_TH
 from actors.lab.realkernel import host
 from actors.lab.realkernel.host import KERNELS, RealKernelError
 from actors.lab.realkernel.spec import translate
-from actors.lab.realkernel.stacks_view import stacks_table
+from actors.lab.realkernel.stacks_view import print_stacks
 from actors.lab.report import FORMATS, build_report, print_report
 from actors.lab.rundir import RunDirError, load_run_dir
 from emu import format_ns, parse_duration
@@ -91,9 +91,7 @@ def kernel_run_command(config_path: pathlib.Path, kernels: tuple[str, ...], out:
     except KeyboardInterrupt:
         _die("interrupted: nothing written", 130)
     print_report(build_report(document, answer=config.report.answer), fmt)
-    table = stacks_table(document["runs"]) if fmt == "table" else None
-    if table is not None:
-        Console(highlight=False).print(table)
+    print_stacks(document["runs"], fmt)
     if not quiet:
         click.echo(f"wrote {out}", err=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from actors.lab.realkernel.samples import STACK_SAMPLE_NS
@@ -52,3 +53,10 @@ def stacks_table(runs: list[dict[str, Any]], *, top: int = 3) -> Table | None:
                 first = rank == 0
                 table.add_row(run["policy"] if first else "", thread if first else "", counts if first else "", f"{100 * count / total:.0f}% of {total}", describe(key))
     return table
+
+
+def print_stacks(runs: list[dict[str, Any]], fmt: str, *, console: Console | None = None) -> None:
+    """Print the table after a ``table`` report of real runs (other formats, and emulated runs, print nothing)."""
+    table = stacks_table(runs) if fmt == "table" else None
+    if table is not None:
+        (console or Console(highlight=False)).print(table)

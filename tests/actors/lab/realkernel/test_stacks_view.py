@@ -36,3 +36,21 @@ def test_the_table_gives_each_threads_top_stacks_as_shares() -> None:
 
 def test_no_table_for_emulated_runs() -> None:
     assert stacks_table([{"policy": "v6.1", "faults": {}}]) is None
+
+
+def test_emu_report_of_a_real_run_prints_where_the_time_went(tmp_path) -> None:
+    """``emu report DIR`` of a kernel-run directory shows the stacks table after the report."""
+    import orjson
+    from click.testing import CliRunner
+
+    from actors.lab.cli import main
+    from actors.lab.realkernel.samples import parse_results, run_entry
+
+    disk = "F a.samples\nS faulter touch 1000 2000\nE faulter 0\nR faulter 9061 128\nF kernel.stacks\nW faulter 1095 D:swap_readpage;swap_cluster_readahead;do_swap_page\nW faulter 405 R:\n@@END rc=0\n"
+    entry = run_entry("6.1", "6.1.0-57-amd64", parse_results(disk, ("faulter",)), 3_000_000_000, 1)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "results.json").write_bytes(orjson.dumps({"schema": 1, "experiment": "x", "runs": [entry]}))
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "real")], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "where each thread's time went" in result.output and "D swap_readpage < swap_cluster_readahead < do_swap_page" in result.output
+    assert "73% of 1500" in result.output and "9,061/128" in result.output
