@@ -42,3 +42,23 @@ class Streams:
             stream = random.Random(derive_seed(self.seed, owner, purpose))
             self._streams[key] = stream
         return stream
+
+
+def randbelow_many(stream: random.Random, n: int, count: int) -> list[int]:
+    """*count* draws of ``stream.randrange(n)``, the same numbers at about half the cost.
+
+    CPython's ``randrange(n)`` (3.11 to 3.13, ``_randbelow_with_getrandbits``)
+    draws ``getrandbits(n.bit_length())`` until the value is below *n*; this
+    does the same without the per-call argument checks. A test holds it to
+    ``randrange`` so a Python that draws differently is caught.
+    """
+    getrandbits = stream.getrandbits
+    k = n.bit_length()
+    out = []
+    append = out.append
+    for _ in range(count):
+        r = getrandbits(k)
+        while r >= n:
+            r = getrandbits(k)
+        append(r)
+    return out

@@ -44,8 +44,17 @@ Emulation notes:
     * Files are fully allocated overwrites: no holes, no compression, no
       inline extents, no checksums verified; sectorsize = PAGE_SIZE, so the
       EOF-page reservation trim never trims.
-    * ``sb_start_pagefault`` and ``lock_extent_bits`` cost nothing (the
-      extent lock is never contended: writeback's range lock is not modelled).
+    * ``sb_start_pagefault`` and the extent locks (``lock_extent_bits`` in
+      mkwrite, ``lock_extent`` in readpages, writepage_delalloc's range lock)
+      cost nothing and are never waited for. At v4.19 every path here that
+      holds an extent range locked also holds the pages of that range locked:
+      readpages from before submit to ``end_bio_extent_readpage``,
+      ``find_lock_delalloc_range`` until ``extent_clear_unlock_delalloc``
+      unlocks the pages and the range together, mkwrite after ``lock_page``.
+      A waiter for the range has therefore already waited for its page lock;
+      only paths not modelled (direct IO, hole punching, fiemap, relocation)
+      hold a range without its pages. The ordered-extent waits those locks
+      guard are modelled (mkwrite, readpages).
     * Tree blocks, once read, stay cached.
 """
 
@@ -185,11 +194,24 @@ class BtrfsFs:
         return 0
 
     async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
-        """``extent_readpages()``: insert locked, look the extents up, then contiguous-run bios."""
+        """``extent_readpages()``: insert locked, wait out ordered extents, look the extents up, then contiguous-run bios.
+
+        ``__do_contiguous_readpages()`` (v4.19) locks each run's extent range
+        and, while an ordered extent overlaps it, unlocks, waits for that
+        extent (``btrfs_start_ordered_extent(inode, ordered, 1)``) and tries
+        again, with the fault's mmap_sem held if the caller holds it. A page
+        read here was not cached, so this waits only for a page written back
+        and then evicted before its ordered extent finished. Simplified: the
+        waits come before any bio of the call (the kernel waits run by run).
+        """
         mapping = file.f_mapping
         inserted = [page for page in pages if add_to_page_cache_lru(current, page, mapping, page.index)]
         if not inserted:
             return
+        for page in inserted:
+            while (ordered := self.ordered.btrfs_lookup_ordered_range(mapping.host.ino, page.index)) is not None:
+                self.kernel.count("btrfs_readpages_ordered_wait")
+                await self.ordered.btrfs_start_ordered_extent(current, ordered, True)
         await self.btrfs_get_extent(current, mapping.host, [page.index for page in inserted])
         run: list[Page] = []
         for page in inserted:

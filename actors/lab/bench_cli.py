@@ -196,3 +196,25 @@ def scenario(config_path: pathlib.Path, policies: tuple[str, ...], repeats: int,
         part = "" if phase == "total" else f" {shares[phase]:5.1%}"
         click.echo(f"{phase:>10}: {row['median']:8.3f} s{part}  (min {row['min']:.3f}, max {row['max']:.3f}; median of {repeats})")
     click.echo("digests: " + " ".join(f"{policy}={digest}" for policy, digest in digests.items()))
+
+
+@bench_command.command()
+@click.option("--processes", type=click.IntRange(1), default=100, show_default=True, help="Processes, each mapping the whole file.")
+@click.option("--file-mib", type=click.IntRange(1), default=4096, show_default=True, help="The fully cached file's size in MiB.")
+@click.option("--hot-pages", type=click.IntRange(1), default=4096, show_default=True, help="Pages of each process's hot set.")
+@click.option("--horizon", "horizon_s", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="Virtual seconds to run.")
+@click.option("--cpus", type=click.IntRange(1), default=8, show_default=True, help="[machine] cpus.")
+@_json
+def warm(processes: int, file_mib: int, hot_pages: int, horizon_s: float, cpus: int, as_json: bool) -> None:
+    """A warm page cache at scale: steps against the livelock guard's budget, and wall time."""
+    from actors.lab.bench_warm import bench_warm
+
+    record = bench_warm(processes, file_mib, hot_pages, horizon_s, cpus)
+    if as_json:
+        click.echo(orjson.dumps({"name": "warm", "processes": processes, "file_mib": file_mib, **record}).decode())
+        return
+    click.echo(
+        f"warm: {processes} processes on a cached {file_mib} MiB file, {cpus} CPUs: {record['end']} at {record['virtual_s']:g} virtual s; "
+        f"{record['steps']:,} steps of the guard's {record['max_steps']:,}; {record['faults']:,} faults, "
+        f"{record['cpu_s']:.2f} CPU s; {record['wall_s']:.1f} s wall"
+    )

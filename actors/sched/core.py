@@ -20,6 +20,10 @@ How paths spend CPU:
   sleep (adding a page to the cache, mapping a PTE in fault-around); the
   time is paid at the task's next ``cpu_work``, which on these paths is the
   bio submission or the end of the fault attempt, still under the same locks.
+* ``await cpu_work(current, "access", n=k)``: a run of *k* user accesses that
+  need no fault, as one burst; ``burst_limit`` caps *k* at what fits in one
+  ``sysctl_sched_min_granularity``, the shortest stretch CFS lets a task
+  run before a waiter may preempt it.
 * ``await wakeup(current)``: after every blocking wait (mmap_sem, page lock,
   request tag, io.latency throttle, IO completion): the wake-up latency, a
   delay that holds no CPU.
@@ -67,6 +71,16 @@ COST_NAMES = (
 )
 
 
+#: kernel/sched/fair.c (v4.19) ``normalized_sysctl_sched_min_granularity``: 0.75 ms,
+#: scaled by ``1 + ilog2(min(cpus, 8))`` (``get_update_sysctl_factor``, SCHED_TUNABLESCALING_LOG).
+MIN_GRANULARITY_NS = 750_000
+
+
+def min_granularity_ns(cpus: int) -> int:
+    """``sysctl_sched_min_granularity`` on *cpus* CPUs (``cpus = 0``, no contention, counts as one)."""
+    return MIN_GRANULARITY_NS * max(1, min(cpus, 8)).bit_length()
+
+
 def resolve_costs(costs: CostsConfig) -> dict[str, int]:
     """Each cost in ns after ``scale`` (what ``emu validate`` prints and the run uses)."""
     return {name: int(getattr(costs, name) * costs.scale) for name in COST_NAMES}
@@ -96,12 +110,18 @@ class Scheduler:
     def __init__(self, engine: emu.Engine, machine: MachineConfig, costs: CostsConfig) -> None:
         self.cpus = machine.cpus
         self.costs = resolve_costs(costs)
+        self.min_granularity_ns = min_granularity_ns(machine.cpus)
         self._running = 0
         self._queue = emu.WaitQueue(engine, "run queue", self._holders)
         self._nr_waits = self._wait_ns = self._cpu_ns = 0
 
     def _holders(self) -> list[str]:
         return [f"{self._running}/{self.cpus} CPUs busy"]
+
+    def burst_limit(self, what: str) -> int:
+        """How many *what* fit in one ``sysctl_sched_min_granularity`` burst (at least one)."""
+        cost = self.costs[what]
+        return max(1, self.min_granularity_ns // cost) if cost else _UNLIMITED
 
     def cost(self, *whats: str | None, n: int = 1) -> int:
         """The sum of the named costs, *n* times each (``None`` names nothing)."""
@@ -138,6 +158,16 @@ class Scheduler:
     def statistics(self) -> SchedStatistics:
         return SchedStatistics(cpus=self.cpus, running=self._running, waiting=len(self._queue),
                                nr_waits=self._nr_waits, wait_ns=self._wait_ns, cpu_ns=self._cpu_ns)  # fmt: skip
+
+
+#: ``burst_limit`` of a cost of zero: any run fits.
+_UNLIMITED = 1 << 62
+
+
+def burst_limit(current: Any, what: str) -> int:
+    """How many *what* one ``cpu_work`` burst of *current* may batch (``Scheduler.burst_limit``)."""
+    sched = _scheduler(current)
+    return _UNLIMITED if sched is None else sched.burst_limit(what)
 
 
 def _scheduler(current: Any) -> Scheduler | None:

@@ -45,6 +45,7 @@ Emulation notes:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -67,7 +68,7 @@ from actors.mm.mmap import (
     vma_start_write,
 )
 from actors.mm.page import Page, wake_fatal
-from actors.sched.core import cpu_work, wakeup
+from actors.sched.core import burst_limit, cpu_work, wakeup
 from actors.schema import (
     OP_NAMES,
     Io,
@@ -82,6 +83,7 @@ from actors.schema import (
     Truncate,
 )
 from emu import WaitQueue
+from emu.rng import randbelow_many
 
 if TYPE_CHECKING:
     from actors.kernel import Kernel
@@ -297,10 +299,18 @@ class Workload:
             self.cursor[key] = (first + op.pages) % size
             return [vma.vm_start + (first + i) % size for i in range(op.pages)]
         span = size if op.pattern == "random" else min(op.hot_pages, size)
-        return [vma.vm_start + self.rng.randrange(span) for _ in range(op.pages)]
+        start = vma.vm_start
+        return [start + r for r in randbelow_many(self.rng, span, op.pages)]
 
     async def touch(self, op: Touch) -> bool:
-        """User accesses to pages of a mapping; each unusable PTE means a fault."""
+        """User accesses to pages of a mapping; each unusable PTE means a fault.
+
+        A run of accesses whose PTEs are usable when it starts is one CPU
+        burst of ``access`` each, cut at ``burst_limit`` (the scheduler's
+        minimum granularity): what each access costs is unchanged, but a
+        PTE zapped during the burst (reclaim, a racing munmap) is seen only
+        by the next run, at most one granularity late.
+        """
         current = self.current
         mm = current.mm
         vma = current.kernel.mapping_vma(current.mm, op.mapping)
@@ -313,7 +323,17 @@ class Workload:
                 return True
             current.killed_by = "SIGSEGV"
             return False
-        for address in self._pages(op, vma):
+        addresses = self._pages(op, vma)
+        limit = burst_limit(current, "access")
+        i = 0
+        while i < len(addresses):
+            run = _resident_run(mm.ptes, addresses, i, op.write, limit)
+            if run:  # accesses that need no fault: one burst for the run, no engine step per page
+                await cpu_work(current, "access", n=run)
+                i += run
+                continue
+            address = addresses[i]
+            i += 1
             await cpu_work(current, "access")
             while True:
                 pte = mm.ptes.get(address)
@@ -382,6 +402,18 @@ class Workload:
             # flush_tlb_mm_range(): an IPI to each other CPU in mm_cpumask, waited for
             await cpu_work(current, "tlb_shootdown", n=current.kernel.other_cpus(current))
         up_write(current, mm)
+
+
+def _resident_run(ptes: dict, addresses: list[int], start: int, write: bool, limit: int) -> int:
+    """How many of *addresses* from *start* on (at most *limit*) have a PTE that serves the access."""
+    get = ptes.get
+    n = 0
+    for address in itertools.islice(addresses, start, start + limit):
+        pte = get(address)
+        if pte is None or (write and not pte.write):
+            break
+        n += 1
+    return n
 
 
 async def truncate(current: TaskStruct, op: Truncate) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import hypothesis
+from hypothesis import strategies as st
+
 from emu import Engine, Streams, derive_seed
+from emu.rng import randbelow_many
 from emu.testing import run_strict
 
 
@@ -73,3 +79,11 @@ def test_an_extra_draw_in_one_actor_leaves_the_others_unchanged(make_engine) -> 
     extra = _draws(make_engine, ["a", "b", "c"], extra_draw="a")
     assert extra["b"] == base["b"] and extra["c"] == base["c"]
     assert extra["a"] != base["a"]
+
+
+@hypothesis.given(seed=st.integers(0, 2**64 - 1), n=st.integers(1, 2**40), count=st.integers(0, 50))
+def test_randbelow_many_draws_what_randrange_draws(seed: int, n: int, count: int) -> None:
+    """The batched draws are ``randrange``'s, number for number, and leave the stream where it would."""
+    batched, reference = random.Random(seed), random.Random(seed)
+    assert randbelow_many(batched, n, count) == [reference.randrange(n) for _ in range(count)]
+    assert batched.getrandbits(64) == reference.getrandbits(64)

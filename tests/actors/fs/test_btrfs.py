@@ -473,3 +473,26 @@ def test_full_run_is_deterministic_with_the_flusher_and_btrfs():
     config = _write_fault_config()
     assert run_policy(config, "v3").results["trace_digest"] == run_policy(config, "v3").results["trace_digest"]
 
+
+
+def test_readpages_waits_for_an_ordered_extent_over_an_evicted_page():
+    """A page written back and evicted before its ordered extent finished: readpages waits for the
+    extent (``__do_contiguous_readpages``), holding what the caller holds, then reads the page."""
+    kernel = FakeBtrfsKernel(service_ns=MS)
+    ordered = kernel.btrfs.ordered
+    seen = {}
+
+    async def program(current: FakeTask) -> None:
+        oe = ordered.btrfs_add_ordered_extent(current, [kernel.page(5)])
+        del kernel.inode.i_mapping.pages[5]  # reclaimed once its writeback ended
+        kernel.engine.call_later(2 * MS, ordered.btrfs_finish_ordered_io, oe)
+        await kernel.btrfs.readpages(current, kernel.file, [Page(None, 5), Page(None, 6)])
+        seen["submitted"] = current.actor.now_ns
+        seen["ordered"] = kernel.btrfs.ordered_extent(1, 5)
+
+    task = kernel.spawn("reader", program)
+    run_strict(kernel.engine)
+    assert seen == {"submitted": 3 * MS, "ordered": None}  # the 2 ms wait, then the tree-block read (1 ms)
+    assert kernel.counters["btrfs_readpages_ordered_wait"] == 1 and task.sleep_ns["io"] == 3 * MS  # both waits are IO sleeps
+    assert [e["oe"] for e in kernel.events("btrfs_ordered_extent_start")] == [1]
+    assert [b["nr_sector"] for b in kernel.events("block_bio_queue")] == [NODESIZE // 512, PAGE_SIZE // 512]  # page 6 was cached: only page 5 is read

@@ -635,3 +635,12 @@ def test_replay_of_a_failing_run_prints_the_replay_command(run_dir: pathlib.Path
     result = _run("replay", str(run_dir), "--policy", "v5.1")
     assert result.exit_code == 1 and "HungTaskError" in result.stderr
     assert f"replay: emu run {run_dir / 'config.toml'} --policy v5.1 --seed 3 --out {run_dir}-replay" in result.stderr
+
+
+def test_bench_warm_runs_a_cached_file_without_a_step_per_access() -> None:
+    """Four processes' warm touches for 10 ms on two CPUs: far fewer steps than the accesses they make."""
+    record = orjson.loads(_run("bench", "warm", "--processes", "4", "--file-mib", "16", "--hot-pages", "1024", "--horizon", "0.01", "--cpus", "2", "--json").stdout)
+    assert record["end"] == "horizon" and record["faults"] == 4 * 1024 // 16  # fault-around maps 16 PTEs a fault
+    accesses = record["cpu_s"] * 1e9 / 50  # at most: the CPU time at 50 ns an access
+    assert accesses > 300_000 and record["steps"] < accesses / 100
+    assert _run("bench", "warm", "--horizon", "0").exit_code == 2

@@ -11,7 +11,7 @@ import emu
 from actors.lab.config import config_from_dict
 from actors.lab.experiment import run_policy
 from actors.schema import CostsConfig, MachineConfig
-from actors.sched.core import COST_NAMES, Scheduler, charge, cpu_work, resolve_costs, wakeup
+from actors.sched.core import COST_NAMES, Scheduler, charge, cpu_work, min_granularity_ns, resolve_costs, wakeup
 
 US = 1_000
 MS = 1_000_000
@@ -172,3 +172,65 @@ def test_one_cpu_makes_two_faulting_threads_wait_for_each_other() -> None:
     assert one["counters"]["runqueue_waits"] >= 10 and two["counters"]["runqueue_waits"] == 0
     mean_one, mean_two = (r["latency"]["t1/touch"]["mean_ns"] for r in (one, two))
     assert mean_two == 100_000 and 1.8 * mean_two <= mean_one <= 2 * mean_two
+
+
+@pytest.mark.parametrize(("cpus", "granularity"), [(0, 750 * US), (1, 750 * US), (2, 1_500 * US), (4, 2_250 * US), (8, 3 * MS), (64, 3 * MS)])
+def test_min_granularity_scales_with_the_log_of_the_cpus(cpus: int, granularity: int) -> None:
+    """sysctl_sched_min_granularity: 0.75 ms times 1 + ilog2(min(cpus, 8)), as fair.c's log scaling gives."""
+    assert min_granularity_ns(cpus) == granularity
+
+
+def test_burst_limit_is_what_one_granularity_holds() -> None:
+    """50 ns accesses on 2 CPUs: 1.5 ms / 50 ns = 30,000 a burst; a free cost has no limit; at least one."""
+    engine, kernel = _machine(2)
+    assert kernel.sched.burst_limit("access") == 30_000
+    _engine, free = _machine(2, access=0)
+    assert free.sched.burst_limit("access") > 10**18
+    _engine, slow = _machine(1, access=1 * MS)
+    assert slow.sched.burst_limit("access") == 1
+
+
+def _warm_config(machine: dict[str, Any], pages: int, threads: int = 1, iterations: int = 2) -> Any:
+    """Threads touching all *pages* of a fully cached file *iterations* times: the first pass faults, the others are warm."""
+    return config_from_dict(
+        {
+            "name": "warm",
+            "horizon": "1s",
+            "machine": machine,
+            "costs": {"wakeup": 0},
+            "device": {"latency": "1ms", "jitter_pct": 0},
+            "files": [{"name": "f", "size": f"{pages * 4}KiB", "cached": 1.0}],
+            "processes": [
+                {
+                    "name": "p",
+                    "mappings": [{"name": "m", "file": "f"}],
+                    "threads": [
+                        {"name": f"t{i}", "iterations": iterations, "program": [{"op": "touch", "mapping": "m", "pattern": "sequential", "pages": pages}]}
+                        for i in range(threads)
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def test_warm_touches_cost_the_same_time_in_one_burst_per_granularity() -> None:
+    """A warm pass over 65,536 resident pages costs 65,536 x 50 ns of CPU, in ceil(65,536 / 15,000)
+    bursts on one CPU (0.75 ms each): a handful of engine steps where each page used to be one."""
+    pages = 65_536
+    run = run_policy(_warm_config({"cpus": 1}, pages), "v4.19", keep_trace=False)
+    touch = run.results["latency"]["t0/touch"]
+    assert touch["count"] == 2 and run.results["counters"]["major_faults"] == 0
+    assert touch["min_ns"] == pages * 50  # the warm pass: every access, none faulting
+    cold = run_policy(_warm_config({"cpus": 1}, pages, iterations=1), "v4.19", keep_trace=False)
+    assert run.stats.steps - cold.stats.steps <= -(-pages // 15_000) + 2  # the warm pass: its bursts and the op's end
+
+
+def test_two_warm_threads_on_one_cpu_take_turns_by_granularity() -> None:
+    """Two threads' warm passes on one CPU interleave in 0.75 ms bursts, so each pass takes about twice its CPU time."""
+    pages = 60_000  # 3 ms of accesses: four bursts each
+    results = run_policy(_warm_config({"cpus": 1}, pages, threads=2), "v4.19", keep_trace=False).results
+    for name in ("t0", "t1"):
+        warm = results["latency"][f"{name}/touch"]["min_ns"]
+        assert 2 * pages * 50 - 750 * US <= warm <= 2 * pages * 50 + 750 * US
+    assert results["counters"]["runqueue_waits"] >= 7
