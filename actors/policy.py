@@ -48,6 +48,11 @@ swapin_sync       23955622ff8d (4.13) to its removal after 6.4: a swap-in whose
                   adaptive readahead window is one page (random swap-ins)
                   waits for its read inside ``swap_readpage``, mmap_sem
                   held; off in ``v2.6.36`` (before it) and ``v6.12`` (after)
+page_wait         ``4.19`` (a woken page waiter re-checks the bit and queues
+                  again at the tail if it lost); ``5.9`` (2a9127fcf229 in
+                  5.8 and 5ef64cc8987a in 5.9: a woken non-exclusive waiter
+                  is done, and a ``lock_page`` waiter that has queued
+                  ``sysctl_page_lock_unfairness`` (5) times is handed the lock)
 iolatency         ``4.19`` (io.latency as merged: the mean rule on every
                   device, one-window verdicts, no slot hand-off to the woken
                   waiter); ``5.4`` (what v5.1 to v5.7 ship: the SSD p90 rule,
@@ -98,6 +103,7 @@ class Policy:
     iolatency: Literal["4.19", "5.4"] = "4.19"
     fault_accounting: Literal["4.19", "5.9"] = "4.19"
     swapin_sync: bool = True
+    page_wait: Literal["4.19", "5.9"] = "4.19"
     description: str = ""
 
 
@@ -139,9 +145,9 @@ PRESETS: dict[str, Policy] = {
         ),
         Policy(name="v5.1", filemap_fault="v5.1", iolatency="5.4", description="6b4c9f446981 as merged"),
         _V5_7,
-        attrs.evolve(_V5_7, name="v5.10", fault_accounting="5.9", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
-        attrs.evolve(_V5_7, name="v6.1", fault_accounting="5.9", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
-        attrs.evolve(_V5_7, name="v6.4", fault_accounting="5.9", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
-        attrs.evolve(_V5_7, name="v6.12", fault_accounting="5.9", swapin_sync=False, swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
+        attrs.evolve(_V5_7, name="v5.10", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
+        attrs.evolve(_V5_7, name="v6.1", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_7, name="v6.4", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
+        attrs.evolve(_V5_7, name="v6.12", fault_accounting="5.9", page_wait="5.9", swapin_sync=False, swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
     )
 }

@@ -457,6 +457,7 @@ class PolicyConfig:
     iolatency: Literal["4.19", "5.4"] | None = None
     fault_accounting: Literal["4.19", "5.9"] | None = None
     swapin_sync: bool | None = None
+    page_wait: Literal["4.19", "5.9"] | None = None
 
 
 @attrs.frozen(kw_only=True)

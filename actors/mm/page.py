@@ -7,11 +7,23 @@ half of mm/filemap.c (``wait_on_page_bit_common``, ``unlock_page``,
 
 Waiting: a page grows a wait queue when someone first waits on it and drops
 it when the last waiter leaves (the kernel hashes pages into a shared table;
-a per-page queue wakes the same waiters in the same order). ``unlock_page``
-wakes every non-exclusive waiter (``wait_on_page_locked``) and the first
-exclusive one (``lock_page``), as ``__wake_up_locked_key_bookmark`` does with
-``nr_exclusive = 1``; a woken locker retries ``trylock_page`` and queues again
-at the tail if somebody took the lock first.
+a per-page queue wakes the same waiters in the same order). Each waiter
+waits for one bit. ``unlock_page`` and ``end_page_writeback`` walk the queue
+as ``wake_up_page_bit`` does (``__wake_up_common`` with ``nr_exclusive =
+1``): waiters for the other bit are skipped, each non-exclusive waiter for
+the bit (``wait_on_page_locked``, ``wait_on_page_writeback``) is woken, and
+the walk stops at the first exclusive one (``lock_page``), woken too.
+Waiters queued behind it stay queued until the next unlock. What a woken
+waiter does depends on ``policy.page_wait``:
+
+* ``4.19`` (to 5.7): ``wait_on_page_bit_common`` re-checks the bit; a
+  non-exclusive waiter that finds it set again, or a locker whose
+  ``trylock_page`` loses to a newcomer, queues again at the tail.
+* ``5.9`` (2a9127fcf229, v5.8, with 5ef64cc8987a's
+  ``sysctl_page_lock_unfairness``, v5.9): a woken non-exclusive waiter
+  returns without re-checking; a locker races for the lock as before the
+  first ``PAGE_LOCK_UNFAIRNESS`` times it queues, and from then on the
+  waker takes the lock on its behalf (``WQ_FLAG_CUSTOM``) before waking it.
 
 Accounting: every sleep on a page is reported to the task as an ``io`` sleep
 (``account_sleep``), so the task can count sleeps taken while it holds an
@@ -41,6 +53,15 @@ if TYPE_CHECKING:
     from actors.sched.task import TaskStruct
 
 _LOCKED = PageFlag.LOCKED
+_BIT_NAMES = {PageFlag.LOCKED: "PG_locked", PageFlag.WRITEBACK: "PG_writeback"}
+
+#: ``sysctl_page_lock_unfairness`` (5ef64cc8987a, v5.9; default 5): how many
+#: times a ``lock_page`` waiter queues and races for the lock before the waker
+#: takes it on the waiter's behalf.
+PAGE_LOCK_UNFAIRNESS = 5
+
+#: The wake value of a waiter the waker took PG_locked for (5.9 rules).
+LOCK_HANDED = "page lock handed over"
 
 
 class Page:
@@ -173,21 +194,26 @@ def _check_holder(kernel: Kernel, page: Page, who: str, where: str) -> None:
 def _unlock(page: Page) -> None:
     page.flags &= ~_LOCKED
     page.locker = None
-    _wake_page(page, exclusive_too=True)
+    _wake_page(page, _LOCKED)
 
 
-def _wake_page(page: Page, *, exclusive_too: bool) -> None:
+def _wake_page(page: Page, bit: int) -> None:
+    """``wake_up_page_bit()`` (v4.19; the walk is the same in 5.9): wake the waiters for *bit* up to the first exclusive one."""
     wq = page.wq
     if wq is None:
         return
-    woke_exclusive = not exclusive_too
     for key in wq:
-        _name, exclusive = key
-        if not exclusive:
-            wq.wake(key)
-        elif not woke_exclusive:
-            wq.wake(key)
-            woke_exclusive = True
+        _comm, exclusive, waits_for, handoff = key
+        if waits_for != bit:
+            continue  # wake_page_function: another bit of the page
+        if handoff:  # 5.9: the waker takes the bit for the waiter (WQ_FLAG_CUSTOM, then WQ_FLAG_DONE)
+            page.flags |= bit
+            page.locker = _comm
+            wq.wake(key, LOCK_HANDED)
+            return
+        wq.wake(key)
+        if exclusive:
+            return
 
 
 def _holders(page: Page):
@@ -197,17 +223,18 @@ def _holders(page: Page):
     return holders
 
 
-async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str, killable: bool) -> bool:
-    """Sleep on the page's queue until woken; ``False`` if a fatal signal ended it."""
+async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, bit: int, killable: bool, handoff: bool = False) -> Any:
+    """Sleep on the page's queue for *bit* until woken; the wake value (``FATAL_WAKE``: a fatal signal ended it;
+    ``LOCK_HANDED``: the waker took PG_locked for us, *handoff* waits only)."""
     if killable and current.fatal_signal_pending():
-        return False
+        return FATAL_WAKE
     if page.wq is None:
-        page.wq = WaitQueue(current.actor.engine, f"page {page.name} ({what})", _holders(page))
+        page.wq = WaitQueue(current.actor.engine, f"page {page.name} ({_BIT_NAMES[bit]})", _holders(page))
     wq = page.wq
     start = current.actor.now_ns
     current.killable_queue = wq if killable else None
     try:
-        value = await wq.wait(current.actor, (current.comm, exclusive))
+        value = await wq.wait(current.actor, (current.comm, exclusive, bit, handoff))
     finally:
         current.killable_queue = None
         if not len(wq) and page.wq is wq:
@@ -215,7 +242,29 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, what: str,
     if value != FATAL_WAKE:
         await wakeup(current)
     current.account_sleep("io", current.actor.now_ns - start)
-    return value != FATAL_WAKE
+    return value
+
+
+def _returns_when_woken(current: TaskStruct) -> bool:
+    """5.9 rules: a woken non-exclusive waiter is done, without looking at the bit again."""
+    return current.kernel.policy.page_wait == "5.9"
+
+
+async def _lock_page_slow(current: TaskStruct, page: Page, killable: bool) -> bool:
+    """``wait_on_page_bit_common(..., EXCLUSIVE)`` for PG_locked: ``True`` once it is ours, ``False`` on a fatal signal."""
+    _check_not_own_lock(current, page)
+    unfairness = PAGE_LOCK_UNFAIRNESS if current.kernel.policy.page_wait == "5.9" else None
+    while not trylock_page(page, current.comm):
+        handoff = False
+        if unfairness is not None:  # 5ef64cc8987a: "if (--unfairness < 0) wait->flags |= WQ_FLAG_CUSTOM"
+            unfairness -= 1
+            handoff = unfairness < 0
+        value = await _sleep_on(current, page, True, _LOCKED, killable, handoff)
+        if value == FATAL_WAKE:
+            return False
+        if value == LOCK_HANDED:
+            return True
+    return True
 
 
 def _check_not_own_lock(current: TaskStruct, page: Page) -> None:
@@ -231,9 +280,7 @@ def _check_not_own_lock(current: TaskStruct, page: Page) -> None:
 
 async def __lock_page(current: TaskStruct, page: Page) -> None:
     """``__lock_page()``: sleep until PG_locked is ours (uninterruptible)."""
-    _check_not_own_lock(current, page)
-    while not trylock_page(page, current.comm):
-        await _sleep_on(current, page, True, "PG_locked", killable=False)
+    await _lock_page_slow(current, page, killable=False)
 
 
 async def lock_page(current: TaskStruct, page: Page) -> None:
@@ -244,11 +291,7 @@ async def lock_page(current: TaskStruct, page: Page) -> None:
 
 async def __lock_page_killable(current: TaskStruct, page: Page) -> int:
     """``__lock_page_killable()``: 0 once locked, ``-EINTR`` on a fatal signal."""
-    _check_not_own_lock(current, page)
-    while not trylock_page(page, current.comm):
-        if not await _sleep_on(current, page, True, "PG_locked", killable=True):
-            return -Errno.EINTR
-    return 0
+    return 0 if await _lock_page_slow(current, page, killable=True) else -Errno.EINTR
 
 
 async def lock_page_killable(current: TaskStruct, page: Page) -> int:
@@ -261,27 +304,31 @@ async def lock_page_killable(current: TaskStruct, page: Page) -> int:
 async def wait_on_page_locked(current: TaskStruct, page: Page) -> None:
     """``wait_on_page_locked()``: wait for PG_locked to clear, without taking it."""
     while page.flags & _LOCKED:
-        await _sleep_on(current, page, False, "PG_locked", killable=False)
+        await _sleep_on(current, page, False, _LOCKED, killable=False)
+        if _returns_when_woken(current):
+            return
 
 
 async def wait_on_page_locked_killable(current: TaskStruct, page: Page) -> int:
     """``wait_on_page_locked_killable()``: 0, or ``-EINTR`` on a fatal signal."""
     while page.flags & _LOCKED:
-        if not await _sleep_on(current, page, False, "PG_locked", killable=True):
+        if await _sleep_on(current, page, False, _LOCKED, killable=True) == FATAL_WAKE:
             return -Errno.EINTR
+        if _returns_when_woken(current):
+            return 0
     return 0
 
 
 async def wait_on_page_writeback(current: TaskStruct, page: Page) -> None:
-    """``wait_on_page_writeback()``: wait for PG_writeback to clear."""
+    """``wait_on_page_writeback()``: wait for PG_writeback to clear (4.19's inner loop, 5.10's outer one: the same)."""
     while page.flags & PageFlag.WRITEBACK:
-        await _sleep_on(current, page, False, "PG_writeback", killable=False)
+        await _sleep_on(current, page, False, PageFlag.WRITEBACK, killable=False)
 
 
 def end_page_writeback(page: Page) -> None:
     """``end_page_writeback()``: clear PG_writeback and wake its waiters."""
     page.flags &= ~PageFlag.WRITEBACK
-    _wake_page(page, exclusive_too=False)
+    _wake_page(page, PageFlag.WRITEBACK)
 
 
 def wake_fatal(wq: WaitQueue, current: Any) -> None:

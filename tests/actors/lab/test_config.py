@@ -136,6 +136,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "unknown_iolatency_rules": ("policy[0].iolatency", "5.0"),
     "unknown_fault_accounting": ("policy[0].fault_accounting", "5.10"),
     "swapin_sync_not_bool": ("policy[0].swapin_sync", "yes"),
+    "unknown_page_wait": ("policy[0].page_wait", "5.8"),
     "unknown_fs_kind": ("files[0].fs", "ext9"),
     "unknown_touch_pattern": ("processes[0].threads[0].program[0].pattern", "zigzag"),
     # cross-references
