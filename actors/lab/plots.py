@@ -64,6 +64,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from actors.lab.drawn import DrawnRecords
 from actors.lab.report import reported_ops
 from actors.lab.rundir import SAMPLES, policy_dir_name
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
@@ -157,11 +158,20 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
     return written
 
 
-def write_timeline(run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None) -> pathlib.Path:
-    """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*)."""
+def write_timeline(
+    run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None, drawn: DrawnRecords | None = None
+) -> pathlib.Path:
+    """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*).
+
+    *drawn*: the run's records already decoded by ``actors.lab.drawn.drawn_records``
+    (with at least ``TIMELINE_EVENTS``); by default they are read from the run.
+    """
     run = runs[index]
     focus = focus_task([r.results for r in runs])
-    intervals = timeline_intervals(run.records())
+    if drawn is None:
+        intervals = timeline_intervals(run.records())
+    else:
+        intervals = timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns)
     end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
     chosen = window or default_window(intervals, focus, end_ns)
     path = pathlib.Path(run_dir) / f"timeline-{_slug(run.policy)}.png"
@@ -253,12 +263,24 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
 # -- timeline ----------------------------------------------------------------------
 
 Interval = tuple[int, int]
+#: The events ``timeline_intervals`` reads (of the others, only who logged them and when).
+TIMELINE_EVENTS = frozenset(
+    (
+        *("page_fault_user", "fault_done", "blkcg_maybe_throttle_current", "mmap_sem_held_across_io"),
+        *("mmap_lock_start_locking", "mmap_lock_acquire_returned", "mmap_lock_released", "rq_qos_throttle", "rq_qos_throttle_done"),
+        *("block_bio_queue", "block_rq_complete"),
+    )
+)
 
 
-def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Interval]]]:
+def timeline_intervals(
+    records: Iterable[dict[str, Any]], *, actors: Iterable[str] = (), end_ns: int = 0
+) -> dict[str, dict[str, list[Interval]]]:
     """Per task actor (``process.thread``), per kind (``KINDS``), its intervals in ns, sorted.
 
-    Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. Kernel actors (names
+    Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. When *records*
+    are only the drawn ones (``actors.lab.drawn.DrawnRecords``), *actors* and
+    *end_ns* say who logged the others and when the trace ends. Kernel actors (names
     without a dot: the device, the flusher) are left out. ``"fault"``
     intervals (``page_fault_user`` to ``fault_done``) are included too, for
     choosing the window; they are not drawn. So are ``"stall_break"``
@@ -275,7 +297,10 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
     bios: dict[Any, tuple[str, int, bool]] = {}  # bio → (actor, queued at, queued inside a fault)
     fault_bios: dict[str, list[tuple[int, Any]]] = {}  # actor → bios queued in its open fault
     last_wait_mm: dict[str, Any] = {}  # actor → mm of its last mmap_sem wait outside a fault
-    last = 0
+    last = end_ns
+    for actor in actors:
+        if "." in actor:
+            out[actor] = {}
 
     def stall_break(actor: str, ts: int) -> None:
         out.setdefault(actor, {}).setdefault("stall_break", []).append((ts, ts))
@@ -286,12 +311,15 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
 
     for record in records:
         ts = record["ts"]
-        last = max(last, ts)
+        if ts > last:
+            last = ts
         actor = record.get("actor") or ""
         event = record["event"]
         task = "." in actor
         if task and actor not in out:
             out[actor] = {}  # a row for every task, busy or not
+        if event not in TIMELINE_EVENTS:
+            continue
         if event == "block_rq_complete":
             opened = bios.pop(record.get("bio"), None)
             if opened is not None:
