@@ -69,6 +69,9 @@ from actors.lab.report import reported_ops
 from actors.lab.rundir import SAMPLES, policy_dir_name
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
 
+#: Resolution of a CDF's points on its log time axis (``_decimated``): 1,000 steps a decade, 4-25 per pixel column
+#: of a 480-pixel axes over 2-12 decades.
+CDF_BINS_PER_DECADE = 1000
 #: Default timeline window width.
 WINDOW_NS = 200 * NSEC_PER_MSEC
 #: Waits of one task closer than this are one stall (``worst_stall``), unless a stall break lies between.
@@ -239,11 +242,14 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
             style |= {"linestyle": (0, (4, 3)), "linewidth": 2.0}
             label += f"  (identical to {same})"
         drawn.append((run.policy, x, y))
-        cdf.step(x, y, where="post", label=label, **style)
+        shown = _decimated(x)
+        cdf.step(x[shown], y[shown], where="post", label=label, **style)
         # The tail: fraction of ops slower than x; the last sample has none.
         above = 1.0 - y
         keep = above > 0
-        tail.step(x[keep], above[keep], where="post", **style)
+        x, above = x[keep], above[keep]
+        shown = _decimated(x)
+        tail.step(x[shown], above[shown], where="post", **style)
     for ax in (cdf, tail):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10))
@@ -258,6 +264,23 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
     tail.set_ylabel("fraction of ops > latency")
     tail.set_title(f"{key}: tail (1 - CDF)")
     return figure
+
+
+def _decimated(x: np.ndarray) -> np.ndarray:
+    """Indices of sorted latencies *x* (>= 1) that draw the same step curve on a log axis.
+
+    Of each run of samples within 1/``CDF_BINS_PER_DECADE`` of a decade of
+    one another (a few per pixel column) the first and the last are kept: the
+    step between them is vertical at that resolution, and so is the curve
+    through the samples in between.
+    """
+    if x.size <= 2:
+        return np.arange(x.size)
+    bins = np.floor(np.log10(x) * CDF_BINS_PER_DECADE)
+    change = bins[1:] != bins[:-1]
+    keep = np.ones(x.size, dtype=bool)
+    keep[1:-1] = change[:-1] | change[1:]  # the last of a run, or the first of the next
+    return np.flatnonzero(keep)
 
 
 # -- timeline ----------------------------------------------------------------------
