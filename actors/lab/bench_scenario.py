@@ -25,6 +25,7 @@ from actors.lab.drawn import drawn_records
 from actors.lab.output import TraceFiles, _write_contents, write_perfetto
 from actors.lab.perfetto_export import DRAWN
 from actors.lab.rundir import policy_dir_name
+from emu.gcheap import frozen_heap
 
 PHASES = ("setup", "simulation", "results", "plots", "perfetto")
 
@@ -45,7 +46,7 @@ def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[s
         seconds["simulation"] += simulated - built
         seconds["results"] += clock() - simulated
     result = ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
-    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch, frozen_heap():  # as _write_contents for emu run
         root = pathlib.Path(scratch)
         start = clock()
         _write_contents(root, result, TraceFiles(perfetto="none"), plots=False, jobs=1)

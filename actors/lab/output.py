@@ -65,6 +65,7 @@ from actors.lab.rundir import (
     policy_dir_name,
 )
 from emu import PerfettoTrace
+from emu.gcheap import frozen_heap
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult, RunResult
@@ -254,7 +255,19 @@ def write_run_dir(
 
 
 def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
-    """Every file of the run directory into *root*; the plot writers' warnings."""
+    """Every file of the run directory into *root*; the plot writers' warnings.
+
+    Inside ``frozen_heap``, as a simulation: the outputs allocate millions of
+    short-lived objects (decoded records, Perfetto events, plot artists)
+    beside the runs' results, which the collector need not traverse again
+    and again; the forked writers inherit the frozen heap.
+    """
+    with frozen_heap():
+        return _write_files(root, result, traces, plots=plots, jobs=jobs)
+
+
+def _write_files(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
+    """``_write_contents`` without the heap settings."""
     global _SHARED  # noqa: PLW0603 - read by the forked writers, never written after the fork
     (root / RESULTS).write_bytes(dumps_json(result.to_json()))
     with contextlib.suppress(OSError):
@@ -277,7 +290,7 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceF
         _SHARED = None
 
 
-#: The result the forked writers of ``_write_contents`` read (inherited at the fork, never pickled).
+#: The result the forked writers of ``_write_files`` read (inherited at the fork, never pickled).
 _SHARED: ExperimentResult | None = None
 
 

@@ -390,3 +390,24 @@ def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_re
     warnings = write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs)
     assert len(warnings) == len(tiny_result.runs) + 1 and "no data to plot" in warnings[-1]
     assert all("no intervals" in w for w in warnings[:-1]) and (tmp_path / "out" / "results.json").exists()
+
+
+def test_outputs_are_written_inside_a_frozen_heap(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """The files are written with the set-up heap frozen and young collections rarer; the collector's settings come back after."""
+    import gc
+
+    import actors.lab.output
+    from emu.gcheap import RUN_THRESHOLD
+
+    seen = []
+    write_files = actors.lab.output._write_files
+
+    def spy(*args, **kwargs):
+        seen.append((gc.get_freeze_count() > 0, gc.get_threshold()))
+        return write_files(*args, **kwargs)
+
+    monkeypatch.setattr(actors.lab.output, "_write_files", spy)
+    before = gc.get_threshold()
+    assert write_run_dir(tmp_path / "out", tiny_result, plots=False) == []
+    assert seen == [(True, RUN_THRESHOLD)] and gc.get_threshold() == before
+    assert (tmp_path / "out" / "results.json").is_file()
