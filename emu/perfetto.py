@@ -9,8 +9,10 @@ Format reference: the "Trace Event Format" document (phases ``M`` metadata,
 
 Events are kept in order and rendered at the end (``to_json``/``write``),
 or, given a binary file, written as they come (``PerfettoTrace(out)`` then
-``close()``), so a trace of millions of events never sits in memory. Both
-give the same bytes. A gzip stream works as the file: ui.perfetto.dev opens
+``close()``), so a trace of millions of events never sits in memory: a
+streamed trace encodes and writes them ``STREAM_BATCH`` at a time (one
+``orjson.dumps`` of the batch, one ``write``: per event, both cost more
+than the encoding itself). Both give the same bytes. A gzip stream works as the file: ui.perfetto.dev opens
 ``.json.gz`` as it is.
 
 ``metadata`` goes into the format's ``otherData`` object (what the trace is
@@ -31,14 +33,17 @@ def _us(ns: int) -> float:
 
 
 _HEAD = b'{"traceEvents":['
+#: Events a streamed trace holds before encoding and writing them together.
+STREAM_BATCH = 4096
 
 
 class PerfettoTrace:
     """Trace events in order, as one JSON object.
 
     Args:
-        out: a binary file to stream the events to (finish with ``close``);
-            without it they are kept in ``events``.
+        out: a binary file to stream the events to (finish with ``close``;
+            ``events`` holds the batch not yet written); without it they
+            are all kept in ``events``.
         metadata: what the trace is of, as ``otherData`` (JSON values).
         window: ``(start_ns, end_ns)``: drop what lies wholly outside it.
     """
@@ -59,16 +64,25 @@ class PerfettoTrace:
         return self._window is None or (end_ns >= self._window[0] and ts_ns <= self._window[1])
 
     def _add(self, event: dict[str, Any]) -> None:
-        if self._out is None:
-            self.events.append(event)
+        self.events.append(event)
+        if self._out is not None and len(self.events) >= STREAM_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the held events of a streamed trace: ``[a,b]`` of the batch without its brackets, after a comma if events came before."""
+        if not self.events:
             return
-        self._out.write(b"," + orjson.dumps(event) if self._count else orjson.dumps(event))
-        self._count += 1
+        assert self._out is not None
+        body = orjson.dumps(self.events)[1:-1]
+        self._out.write(b"," + body if self._count else body)
+        self._count += len(self.events)
+        self.events.clear()
 
     def close(self) -> None:
         """End a streamed trace (the file itself stays open)."""
         if self._out is None:
             raise ValueError("close() ends a streamed trace; this one keeps its events (use write)")
+        self._flush()
         self._out.write(b"]," + orjson.dumps(self._tail)[1:])
         self._out = None
 

@@ -3,7 +3,9 @@
 The phases are those of ``emu run``: set-up (engine and kernel,
 ``build_policy``), simulation (``simulate``), then each output: results
 (``finish_policy``, results.json, trace.jsonl), plots and the Perfetto
-file, written into a scratch directory that is removed afterwards. Each
+file, written into a scratch directory that is removed afterwards. As in
+``emu run``, each policy's trace is decoded once for its Perfetto file and
+its timeline (``actors.lab.drawn``); that pass counts as Perfetto time. Each
 phase is summed over the config's policies; ``repeats`` runs of the whole
 give the median and the spread of each. Nothing here changes what a run
 does: the digests are printed so a before/after comparison can check them.
@@ -19,8 +21,11 @@ from typing import Any
 
 from actors.lab.config import ExperimentConfig
 from actors.lab.experiment import ExperimentResult, build_policy, config_digest, finish_policy, simulate
+from actors.lab.drawn import drawn_records
 from actors.lab.output import TraceFiles, _write_contents, write_perfetto
+from actors.lab.perfetto_export import DRAWN
 from actors.lab.rundir import policy_dir_name
+from emu.gcheap import frozen_heap
 
 PHASES = ("setup", "simulation", "results", "plots", "perfetto")
 
@@ -41,20 +46,24 @@ def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[s
         seconds["simulation"] += simulated - built
         seconds["results"] += clock() - simulated
     result = ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
-    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch, frozen_heap():  # as _write_contents for emu run
         root = pathlib.Path(scratch)
         start = clock()
         _write_contents(root, result, TraceFiles(perfetto="none"), plots=False, jobs=1)
         written = clock()
-        from actors.lab.plots import write_plots
+        from actors.lab.plots import TIMELINE_EVENTS, plot_runs, write_plots, write_timeline
 
-        write_plots(root, result)
-        drawn = clock()
-        for run in runs:
-            write_perfetto(root / policy_dir_name(run.policy), result, run, TraceFiles())
+        write_plots(root, result, timelines=False)
         seconds["results"] += written - start
-        seconds["plots"] += drawn - written
-        seconds["perfetto"] += clock() - drawn
+        seconds["plots"] += clock() - written
+        for index, run in enumerate(runs):
+            start = clock()
+            drawn = drawn_records(run.trace.records(), DRAWN | TIMELINE_EVENTS)
+            write_perfetto(root / policy_dir_name(run.policy), result, run, TraceFiles(), drawn=drawn)
+            exported = clock()
+            write_timeline(root, plot_runs(result), index, drawn=drawn)
+            seconds["perfetto"] += exported - start
+            seconds["plots"] += clock() - exported
     return seconds, {run.policy: run.results["trace_digest"] for run in runs}
 
 

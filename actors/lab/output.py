@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
-from actors.lab.perfetto_export import to_perfetto
+from actors.lab.drawn import DrawnRecords, drawn_records
+from actors.lab.perfetto_export import DRAWN, to_perfetto
 from actors.lab.rundir import (
     CONFIG_COPY,
     INCOMPLETE,
@@ -64,6 +65,7 @@ from actors.lab.rundir import (
     policy_dir_name,
 )
 from emu import PerfettoTrace
+from emu.gcheap import frozen_heap
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult, RunResult
@@ -253,7 +255,19 @@ def write_run_dir(
 
 
 def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
-    """Every file of the run directory into *root*; the plot writers' warnings."""
+    """Every file of the run directory into *root*; the plot writers' warnings.
+
+    Inside ``frozen_heap``, as a simulation: the outputs allocate millions of
+    short-lived objects (decoded records, Perfetto events, plot artists)
+    beside the runs' results, which the collector need not traverse again
+    and again; the forked writers inherit the frozen heap.
+    """
+    with frozen_heap():
+        return _write_files(root, result, traces, plots=plots, jobs=jobs)
+
+
+def _write_files(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
+    """``_write_contents`` without the heap settings."""
     global _SHARED  # noqa: PLW0603 - read by the forked writers, never written after the fork
     (root / RESULTS).write_bytes(dumps_json(result.to_json()))
     with contextlib.suppress(OSError):
@@ -276,7 +290,7 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceF
         _SHARED = None
 
 
-#: The result the forked writers of ``_write_contents`` read (inherited at the fork, never pickled).
+#: The result the forked writers of ``_write_files`` read (inherited at the fork, never pickled).
 _SHARED: ExperimentResult | None = None
 
 
@@ -293,20 +307,27 @@ def _write_run_files(root: pathlib.Path, result: ExperimentResult, index: int, t
     run_dir = root / policy_dir_name(run.policy)
     if traces.jsonl:
         run.trace.write_jsonl(run_dir / TRACE_JSONL)
-    if traces.perfetto != "none":
-        write_perfetto(run_dir, result, run, traces)
-    if not plots:
+    perfetto = traces.perfetto != "none"
+    plots_module = importlib.import_module("actors.lab.plots") if plots else None  # matplotlib loads only when plots are drawn
+    # Both draw from one decoding of the trace.
+    drawn = drawn_records(run.trace.records(), DRAWN | plots_module.TIMELINE_EVENTS) if perfetto and plots_module else None
+    if perfetto:
+        write_perfetto(run_dir, result, run, traces, drawn=drawn)
+    if plots_module is None:
         return []
-    plots_module = importlib.import_module("actors.lab.plots")
     try:
-        plots_module.write_timeline(root, plots_module.plot_runs(result), index)
+        plots_module.write_timeline(root, plots_module.plot_runs(result), index, drawn=drawn)
     except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run
         return [f"timeline of {run.policy} failed: {type(error).__name__}: {error}"]
     return []
 
 
-def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResult, traces: TraceFiles) -> None:
-    """Write *run*'s Perfetto timeline into *run_dir* (gzipped or plain, as *traces* says)."""
+def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResult, traces: TraceFiles, *, drawn: DrawnRecords | None = None) -> None:
+    """Write *run*'s Perfetto timeline into *run_dir* (gzipped or plain, as *traces* says).
+
+    *drawn*: the run's records already decoded by ``drawn_records`` (with at
+    least ``perfetto_export.DRAWN``); by default they are read from the trace.
+    """
     metadata = {
         "emulator": "faultpath",
         "experiment": result.config.name,
@@ -321,7 +342,8 @@ def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResu
     name = TRACE_PERFETTO_GZ if traces.perfetto == "gz" else TRACE_PERFETTO
     with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, traces.perfetto == "gz") as stream:
         trace = PerfettoTrace(stream, metadata=metadata, window=traces.window)
-        to_perfetto(run.trace.records(), depth_cap=result.config.device.nr_requests, out=trace, tasks=run.tasks).close()
+        records, end_ns = (run.trace.records(), 0) if drawn is None else (drawn.records, drawn.end_ns)
+        to_perfetto(records, depth_cap=result.config.device.nr_requests, out=trace, tasks=run.tasks, end_ns=end_ns).close()
 
 
 @contextlib.contextmanager

@@ -97,6 +97,7 @@ class _Ids:
         self.pids: dict[str, int] = {}
         self.tids: dict[tuple[str, str], int] = {}
         self.nthreads: dict[str, int] = {}
+        self.actors: dict[str, tuple[int, int]] = {}  # actor → (pid, tid), once named
         self.next_pid = 1
 
     def process(self, name: str) -> int:
@@ -124,16 +125,26 @@ class _Ids:
         return pid, tid
 
     def actor(self, actor: str) -> tuple[int, int]:
-        """(pid, tid) of an actor: a task's tgid and pid, or ``process.thread``, or a kernel actor alone in its process."""
+        """(pid, tid) of an actor: a task's tgid and pid, or ``process.thread``, or a kernel actor alone in its process.
+
+        The first call names the actor's process and thread; later ones
+        only look the pair up.
+        """
+        known = self.actors.get(actor)
+        if known is not None:
+            return known
         name = _process_of(actor)
         task = self.tasks.get(actor)
         if task is None:
-            return self.thread(name, actor)
-        pid = self.process(name)
-        if (name, actor) not in self.tids:
-            self.tids[(name, actor)] = task[1]
-            self.out.thread(pid, task[1], actor)
-        return pid, task[1]
+            ids = self.thread(name, actor)
+        else:
+            pid = self.process(name)
+            if (name, actor) not in self.tids:
+                self.tids[(name, actor)] = task[1]
+                self.out.thread(pid, task[1], actor)
+            ids = pid, task[1]
+        self.actors[actor] = ids
+        return ids
 
 
 def _process_of(actor: str) -> str:
@@ -142,9 +153,24 @@ def _process_of(actor: str) -> str:
     return process if dot else actor
 
 
-def _args(record: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    skip = ("seq", "ts", "actor", "event", *drop)
-    return {k: v for k, v in record.items() if k not in skip}
+#: Record keys that are not a slice's args.
+_NOT_ARGS = ("seq", "ts", "actor", "event")
+#: The events ``to_perfetto`` draws; it passes over the others (most of a trace: page-cache insertions, readahead, plugs).
+DRAWN = frozenset(
+    (
+        *("page_fault_user", "fault_done", "blkcg_maybe_throttle_current", "iolatency_scale", *_HELD_ACROSS),
+        *("mmap_lock_start_locking", "mmap_lock_acquire_returned", "mmap_lock_released", "rq_qos_throttle", "rq_qos_throttle_done"),
+        *("block_bio_queue", "block_rq_issue", "block_rq_complete"),
+    )
+)
+
+
+def _args(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields after seq, ts, actor and event, in their order."""
+    args = record.copy()
+    for key in _NOT_ARGS:
+        args.pop(key, None)
+    return args
 
 
 def to_perfetto(
@@ -153,6 +179,7 @@ def to_perfetto(
     depth_cap: int | None = None,
     out: PerfettoTrace | None = None,
     tasks: dict[str, tuple[int, int]] | None = None,
+    end_ns: int = 0,
 ) -> PerfettoTrace:
     """Draw *records* (trace records, in order) as a Perfetto timeline.
 
@@ -166,6 +193,9 @@ def to_perfetto(
         tasks: ``{actor: (tgid, pid)}`` of the run's tasks, so tracks carry
             the kernel's ids; without it every track is numbered by first
             appearance.
+        end_ns: the trace's last time when *records* are only the drawn
+            ones (``DrawnRecords.end_ns`` of ``actors.lab.drawn``): slices
+            still open end at the later of it and the last record.
 
     Returns:
         The timeline (*out*); ``.write(path)`` renders an in-memory one as
@@ -182,12 +212,15 @@ def to_perfetto(
     devices: dict[str | None, str] = {}  # dev "8:0" → the device actor
     scales: list[dict[str, Any]] = []
     hold_seq = 0
-    last_ts = 0
+    last_ts = end_ns
 
     for record in records:
         ts = record["ts"]
-        last_ts = max(last_ts, ts)
+        if ts > last_ts:
+            last_ts = ts
         event = record["event"]
+        if event not in DRAWN:
+            continue
         actor = record.get("actor") or "<engine>"
         if event == "page_fault_user":
             ids.actor(actor)

@@ -64,10 +64,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from actors.lab.drawn import DrawnRecords
 from actors.lab.report import reported_ops
 from actors.lab.rundir import SAMPLES, policy_dir_name
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
 
+#: Resolution of a CDF's points on its log time axis (``_decimated``): 1,000 steps a decade, 4-25 per pixel column
+#: of a 480-pixel axes over 2-12 decades.
+CDF_BINS_PER_DECADE = 1000
 #: Default timeline window width.
 WINDOW_NS = 200 * NSEC_PER_MSEC
 #: Waits of one task closer than this are one stall (``worst_stall``), unless a stall break lies between.
@@ -157,11 +161,20 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
     return written
 
 
-def write_timeline(run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None) -> pathlib.Path:
-    """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*)."""
+def write_timeline(
+    run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None, drawn: DrawnRecords | None = None
+) -> pathlib.Path:
+    """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*).
+
+    *drawn*: the run's records already decoded by ``actors.lab.drawn.drawn_records``
+    (with at least ``TIMELINE_EVENTS``); by default they are read from the run.
+    """
     run = runs[index]
     focus = focus_task([r.results for r in runs])
-    intervals = timeline_intervals(run.records())
+    if drawn is None:
+        intervals = timeline_intervals(run.records())
+    else:
+        intervals = timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns)
     end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
     chosen = window or default_window(intervals, focus, end_ns)
     path = pathlib.Path(run_dir) / f"timeline-{_slug(run.policy)}.png"
@@ -229,11 +242,14 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
             style |= {"linestyle": (0, (4, 3)), "linewidth": 2.0}
             label += f"  (identical to {same})"
         drawn.append((run.policy, x, y))
-        cdf.step(x, y, where="post", label=label, **style)
+        shown = _decimated(x)
+        cdf.step(x[shown], y[shown], where="post", label=label, **style)
         # The tail: fraction of ops slower than x; the last sample has none.
         above = 1.0 - y
         keep = above > 0
-        tail.step(x[keep], above[keep], where="post", **style)
+        x, above = x[keep], above[keep]
+        shown = _decimated(x)
+        tail.step(x[shown], above[shown], where="post", **style)
     for ax in (cdf, tail):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10))
@@ -250,15 +266,44 @@ def latency_cdf_figure(key: str, runs: list[PlotRun]) -> Figure:
     return figure
 
 
+def _decimated(x: np.ndarray) -> np.ndarray:
+    """Indices of sorted latencies *x* (>= 1) that draw the same step curve on a log axis.
+
+    Of each run of samples within 1/``CDF_BINS_PER_DECADE`` of a decade of
+    one another (a few per pixel column) the first and the last are kept: the
+    step between them is vertical at that resolution, and so is the curve
+    through the samples in between.
+    """
+    if x.size <= 2:
+        return np.arange(x.size)
+    bins = np.floor(np.log10(x) * CDF_BINS_PER_DECADE)
+    change = bins[1:] != bins[:-1]
+    keep = np.ones(x.size, dtype=bool)
+    keep[1:-1] = change[:-1] | change[1:]  # the last of a run, or the first of the next
+    return np.flatnonzero(keep)
+
+
 # -- timeline ----------------------------------------------------------------------
 
 Interval = tuple[int, int]
+#: The events ``timeline_intervals`` reads (of the others, only who logged them and when).
+TIMELINE_EVENTS = frozenset(
+    (
+        *("page_fault_user", "fault_done", "blkcg_maybe_throttle_current", "mmap_sem_held_across_io"),
+        *("mmap_lock_start_locking", "mmap_lock_acquire_returned", "mmap_lock_released", "rq_qos_throttle", "rq_qos_throttle_done"),
+        *("block_bio_queue", "block_rq_complete"),
+    )
+)
 
 
-def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Interval]]]:
+def timeline_intervals(
+    records: Iterable[dict[str, Any]], *, actors: Iterable[str] = (), end_ns: int = 0
+) -> dict[str, dict[str, list[Interval]]]:
     """Per task actor (``process.thread``), per kind (``KINDS``), its intervals in ns, sorted.
 
-    Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. Kernel actors (names
+    Every task actor that logged anything has an entry (maybe empty). Intervals still open at the last record end there. When *records*
+    are only the drawn ones (``actors.lab.drawn.DrawnRecords``), *actors* and
+    *end_ns* say who logged the others and when the trace ends. Kernel actors (names
     without a dot: the device, the flusher) are left out. ``"fault"``
     intervals (``page_fault_user`` to ``fault_done``) are included too, for
     choosing the window; they are not drawn. So are ``"stall_break"``
@@ -275,7 +320,10 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
     bios: dict[Any, tuple[str, int, bool]] = {}  # bio → (actor, queued at, queued inside a fault)
     fault_bios: dict[str, list[tuple[int, Any]]] = {}  # actor → bios queued in its open fault
     last_wait_mm: dict[str, Any] = {}  # actor → mm of its last mmap_sem wait outside a fault
-    last = 0
+    last = end_ns
+    for actor in actors:
+        if "." in actor:
+            out[actor] = {}
 
     def stall_break(actor: str, ts: int) -> None:
         out.setdefault(actor, {}).setdefault("stall_break", []).append((ts, ts))
@@ -286,12 +334,15 @@ def timeline_intervals(records: Iterable[dict[str, Any]]) -> dict[str, dict[str,
 
     for record in records:
         ts = record["ts"]
-        last = max(last, ts)
+        if ts > last:
+            last = ts
         actor = record.get("actor") or ""
         event = record["event"]
         task = "." in actor
         if task and actor not in out:
             out[actor] = {}  # a row for every task, busy or not
+        if event not in TIMELINE_EVENTS:
+            continue
         if event == "block_rq_complete":
             opened = bios.pop(record.get("bio"), None)
             if opened is not None:

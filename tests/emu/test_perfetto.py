@@ -99,3 +99,25 @@ def test_window_keeps_only_what_overlaps_it() -> None:
     trace.counter("n", 1, 2_500, {"v": 2})
     names = [e["name"] for e in orjson.loads(trace.to_json())["traceEvents"]]
     assert names == ["process_name", "thread_name", "across", "a-in", "a-in", "f-in", "f-in", "n"]
+
+
+def test_a_stream_written_in_batches_has_the_same_bytes(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events streamed a few at a time (``STREAM_BATCH``), with a partial last batch, are the bytes of the in-memory trace."""
+    import emu.perfetto
+
+    monkeypatch.setattr(emu.perfetto, "STREAM_BATCH", 3)
+
+    def draw(trace: PerfettoTrace) -> PerfettoTrace:
+        trace.process(1, "p")
+        trace.thread(1, 2, "t")
+        for i in range(4):
+            trace.complete("x", 1, 2, 1_000 * i, 500, args={"i": i})
+        trace.async_slice("bio", 1, 2, 0, 10_000, id="bio:1", cat="block")
+        return trace
+
+    path = tmp_path / "trace.json"
+    with open(path, "wb") as out:
+        streamed = draw(PerfettoTrace(out, metadata={"policy": "v4.19"}))
+        assert len(streamed.events) < 3  # the full batches are written already
+        streamed.close()
+    assert path.read_bytes() == draw(PerfettoTrace(metadata={"policy": "v4.19"})).to_json()

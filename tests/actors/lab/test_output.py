@@ -355,13 +355,15 @@ def _fake_plots(calls: list, *, broken: bool = False):
         calls.append(("cdfs", result, timelines))
         (pathlib.Path(run_dir) / "latency_cdf.png").write_bytes(b"png")
 
-    def write_timeline(run_dir: pathlib.Path, runs: list, index: int) -> None:
+    def write_timeline(run_dir: pathlib.Path, runs: list, index: int, *, drawn=None) -> None:
         if broken:
             raise ValueError("no intervals")
-        calls.append(("timeline", runs[index], index))
+        calls.append(("timeline", runs[index], index, drawn))
         (pathlib.Path(run_dir) / f"timeline-{index}.png").write_bytes(b"png")
 
-    return types.SimpleNamespace(write_plots=write_plots, write_timeline=write_timeline, plot_runs=lambda result: list(result.runs))
+    return types.SimpleNamespace(
+        write_plots=write_plots, write_timeline=write_timeline, plot_runs=lambda result: list(result.runs), TIMELINE_EVENTS=frozenset({"fault_done"})
+    )
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -374,6 +376,9 @@ def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Pat
     assert write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs) == []
     assert ("cdfs", tiny_result, False) in calls and (tmp_path / "out" / "latency_cdf.png").exists()
     assert all((tmp_path / "out" / f"timeline-{i}.png").exists() for i in range(len(tiny_result.runs)))
+    # The timeline draws from the records decoded once for it and the Perfetto file (in this process, when jobs is 1).
+    assert all(call[3].records and call[3].end_ns > 0 for call in calls if call[0] == "timeline")
+    assert jobs > 1 or sum(call[0] == "timeline" for call in calls) == len(tiny_result.runs)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -385,3 +390,24 @@ def test_broken_plots_cost_a_warning_not_the_run(tmp_path: pathlib.Path, tiny_re
     warnings = write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs)
     assert len(warnings) == len(tiny_result.runs) + 1 and "no data to plot" in warnings[-1]
     assert all("no intervals" in w for w in warnings[:-1]) and (tmp_path / "out" / "results.json").exists()
+
+
+def test_outputs_are_written_inside_a_frozen_heap(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
+    """The files are written with the set-up heap frozen and young collections rarer; the collector's settings come back after."""
+    import gc
+
+    import actors.lab.output
+    from emu.gcheap import RUN_THRESHOLD
+
+    seen = []
+    write_files = actors.lab.output._write_files
+
+    def spy(*args, **kwargs):
+        seen.append((gc.get_freeze_count() > 0, gc.get_threshold()))
+        return write_files(*args, **kwargs)
+
+    monkeypatch.setattr(actors.lab.output, "_write_files", spy)
+    before = gc.get_threshold()
+    assert write_run_dir(tmp_path / "out", tiny_result, plots=False) == []
+    assert seen == [(True, RUN_THRESHOLD)] and gc.get_threshold() == before
+    assert (tmp_path / "out" / "results.json").is_file()

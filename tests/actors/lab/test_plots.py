@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from actors.lab.plots import (
+    CDF_BINS_PER_DECADE,
     PlotRun,
+    _decimated,
     cdf_points,
     default_window,
     focus_task,
@@ -263,3 +265,17 @@ def test_identical_policies_are_told_apart_on_the_cdf() -> None:
     assert labels[1].endswith("(identical to v5.1)") and "identical" not in labels[0]
     first, second = figure.axes[0].get_lines()
     assert first.get_linestyle() == "-" and second.get_linestyle() != "-"
+
+
+def test_cdf_points_are_decimated_to_the_same_steps() -> None:
+    """Of samples closer than a bin (1/1000 of a decade) the first and last of each run are drawn; each dropped one lies between two kept ones of its bin."""
+    rng = np.random.default_rng(7)
+    x = np.sort(np.maximum(rng.lognormal(10, 2, 20_000).astype(np.int64), 1))
+    kept = _decimated(x)
+    assert kept[0] == 0 and kept[-1] == x.size - 1 and np.all(np.diff(kept) > 0) and kept.size < x.size // 2
+    bins = np.floor(np.log10(x) * CDF_BINS_PER_DECADE)
+    for i in np.setdiff1d(np.arange(x.size), kept):
+        before, after = kept[np.searchsorted(kept, i) - 1], kept[np.searchsorted(kept, i)]
+        assert bins[before] == bins[i] == bins[after]
+    assert list(_decimated(np.asarray([5, 5]))) == [0, 1] and list(_decimated(np.asarray([], dtype=np.int64))) == []
+    assert list(_decimated(np.asarray([1, 10, 100]))) == [0, 1, 2]
