@@ -252,7 +252,7 @@ async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False
     log = actor.log
     start_locking, acquire_returned, _ = _lock_formats(log, mm, False)
     log.info_format(start_locking, len(mm.wait))
-    now = actor.now_ns
+    now = actor.engine.now_ns
     if mm.mmap_sem.down_read(current.comm, now):
         log.info_format(acquire_returned, 0)
         _held(current, mm, "read")
@@ -277,7 +277,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     log = actor.log
     start_locking, acquire_returned, _ = _lock_formats(log, mm, True)
     log.info_format(start_locking, len(mm.wait))
-    now = actor.now_ns
+    now = actor.engine.now_ns
     if mm.mmap_sem.down_write(current.comm, now):
         log.info_format(acquire_returned, 0)
         _held(current, mm, "write")
@@ -304,16 +304,12 @@ async def _sleep(current: TaskStruct, mm: MmStruct, killable: bool) -> int:
     finally:
         current.killable_queue = None
     if value == FATAL_WAKE:
-        _wake(mm, mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns))
+        for wake in mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns):
+            mm.wait.wake(wake.owner, None)
         _trace(current, "mmap_lock_acquire_returned", mm, False, success=False)
         return -Errno.EINTR
     await wakeup(current)  # try_to_wake_up() to running: a granted reader holds the sem meanwhile
     return 0
-
-
-def _wake(mm: MmStruct, wakes: list) -> None:
-    for wake in wakes:
-        mm.wait.wake(wake.owner, None)
 
 
 def up_read(current: TaskStruct, mm: MmStruct) -> None:
@@ -329,7 +325,8 @@ def up_read(current: TaskStruct, mm: MmStruct) -> None:
         current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="read")
         return
     actor = current.actor
-    _wake(mm, mm.mmap_sem.up_read(current.comm, actor.now_ns))
+    for wake in mm.mmap_sem.up_read(current.comm, actor.engine.now_ns):
+        mm.wait.wake(wake.owner, None)
     log = actor.log
     log.info_format(_lock_formats(log, mm, False)[2])
 
@@ -344,7 +341,8 @@ def up_write(current: TaskStruct, mm: MmStruct) -> None:
     if mm.per_vma_lock:
         vma_end_write_all(current, mm)
     actor = current.actor
-    _wake(mm, mm.mmap_sem.up_write(current.comm, actor.now_ns))
+    for wake in mm.mmap_sem.up_write(current.comm, actor.engine.now_ns):
+        mm.wait.wake(wake.owner, None)
     log = actor.log
     log.info_format(_lock_formats(log, mm, True)[2])
 
