@@ -119,14 +119,14 @@ def check_rwsem_acquire(sem: RwSemaphore, owner: str, mode: str, queued_ns: int 
     readers = sem._readers
     if writer is not None and readers:
         problems.append(("rwsem_reader_with_writer", {"writer": writer, "readers": sorted(readers)}))
-    if mode == "read":
-        # Writers queue in time order, so the first waiting writer is the earliest queued.
-        first = sem.first_waiting_writer()
+    # Writers queue in time order, so the first waiting writer is the earliest queued.
+    first = sem.first_waiting_writer() if mode == "read" else None
+    if first is not None:
         # v5.3+: a reader may take a free lock ahead of the woken head writer when HANDOFF is clear
-        stole = sem.semantics is RwsemSemantics.V5_3 and first is not None and first.woken and not sem._handoff and list(readers) == [owner] and len(readers[owner]) == 1
-        if queued_ns is None and first is not None and not stole:
+        stole = sem.semantics is RwsemSemantics.V5_3 and first.woken and not sem._handoff and list(readers) == [owner] and len(readers[owner]) == 1
+        if queued_ns is None and not stole:
             problems.append(("rwsem_reader_passed_queued_writer", {"writer": first.owner, "fast_path": True}))
-        elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19 and first is not None and first.queued_ns < queued_ns:
+        elif queued_ns is not None and sem.semantics is RwsemSemantics.V4_19 and first.queued_ns < queued_ns:
             problems.append(("rwsem_reader_passed_queued_writer", {"writer": first.owner, "fast_path": False}))
     return problems
 

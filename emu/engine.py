@@ -54,9 +54,10 @@ no ``outcome.Value`` and no extra coroutine frames. These are Trio internals
 ``trio.lowlevel`` pair instead, with identical scheduling.
 
 The direct driver (``Engine(driver="direct")``) runs the same actor
-coroutines without Trio: ``park`` yields to a plain loop that ``send``s the
-baton into the next actor's coroutine. Order comes from the same heap, so both
-drivers produce the same trace digest; teardown closes unfinished coroutines.
+coroutines without Trio: ``park`` yields the next actor to a plain loop that
+``send``s the baton into that actor's coroutine. Order comes from the same
+heap, so both drivers produce the same trace digest; teardown closes
+unfinished coroutines.
 
 Not here: any kernel vocabulary. Actors see the engine through ``Actor``
 (``emu.actor``) and ``WaitQueue`` (``emu.waitqueue``).
@@ -79,7 +80,7 @@ from emu.errors import ActorCrashed, HungTaskError, LivelockError
 from emu.rng import Streams
 from emu.trace import Trace
 
-# Entry kinds, stored where a resume keeps its generation number.
+# Entry kinds, stored where a resume keeps its generation number (negative; wait numbers are not).
 _CALLBACK: Final = -1
 
 #: Larger than any virtual time a run reaches (int, so comparisons stay int/int).
@@ -170,7 +171,6 @@ class Engine:
             raise ValueError(f"driver must be one of {', '.join(map(repr, DRIVERS))}, not {driver!r}")
         self.driver = driver
         self._direct = driver == "direct"
-        self._runnext: Actor | None = None
         self.now_ns = 0
         self.seed = seed
         self.tie_seed = tie_seed
@@ -307,18 +307,17 @@ class Engine:
             raise RuntimeError("an Engine runs once")
         self._started = True
         try:
-            self._runnext = self._next()
-            while (actor := self._runnext) is not None:
-                self._runnext = None
+            actor = self._next()
+            while actor is not None:
                 coro = actor._task
                 try:
                     if coro is None:
                         actor._task = coro = self._actor_body(actor)
-                        coro.send(None)
+                        actor = coro.send(None)
                     else:
-                        coro.send(_BATON)
-                except StopIteration:
-                    pass
+                        actor = coro.send(_BATON)
+                except StopIteration as stop:
+                    actor = stop.value
         finally:
             for actor in self.actors:
                 if actor._task is not None:
@@ -341,9 +340,10 @@ class Engine:
                     self._end("finished")
         actor.waiting = None
 
-    async def _actor_body(self, actor: Actor) -> None:
+    async def _actor_body(self, actor: Actor) -> Actor | None:
+        """The direct driver's coroutine of *actor*; returns the actor to run next (``None``: the run is over)."""
         await self._run_fn(actor)
-        self._runnext = None if self._reason is not None else self._next()
+        return None if self._reason is not None else self._next()
 
     # -- the baton --------------------------------------------------------
 
@@ -369,15 +369,19 @@ class Engine:
             nxt = self._next()
             if nxt is actor:
                 return actor._value
-            # _handoff's common cases, inlined
             if self._direct:
-                self._runnext = nxt
-            elif self._fast_trio and nxt is not None and nxt._task is not None:
+                yield nxt  # the direct loop runs it (None: the run is over), then sends the baton back here
+                return actor._value
+            # _handoff's common cases, inlined
+            if self._fast_trio and nxt is not None and nxt._task is not None:
                 self._reschedule(nxt._task, _BATON)
             else:
                 self._handoff(nxt)
+        elif self._direct:
+            yield None  # the run is over: the direct loop stops, and teardown closes us here
+            return actor._value
         # Parked; if the run is over, teardown cancels us here.
-        if self._fast_trio or self._direct:
+        if self._fast_trio:
             msg = yield _WAIT
             if msg is not _BATON:
                 msg.unwrap()  # teardown's Cancelled (or an interrupt)
@@ -386,10 +390,7 @@ class Engine:
         return actor._value
 
     def _handoff(self, actor: Actor | None) -> None:
-        """Make *actor* (resumed by ``_next``) runnable, or end the run if ``None``."""
-        if self._direct:
-            self._runnext = actor
-            return
+        """Make *actor* (resumed by ``_next``) runnable, or end the run if ``None`` (the Trio driver)."""
         if actor is None:
             # The run is over: wake the main task, which tears down.
             main = self._main_task
@@ -430,7 +431,10 @@ class Engine:
                 self.steps = steps - 1
                 self._fail(LivelockError(self.now_ns, steps - 1, self.blocked_report()))
                 return None
-            if gen == _CALLBACK:
+            if gen >= 0:  # a resume, the common entry (the kinds are negative)
+                if gen != actor._gen or actor.waiting is None:
+                    continue  # stale: that wait already ended another way
+            elif gen == _CALLBACK:
                 fn, args = value
                 try:
                     fn(*args)
@@ -440,15 +444,13 @@ class Engine:
                 if self._reason is not None:
                     return None
                 continue
-            if gen == DELIVER:
+            else:  # DELIVER
                 mailbox = actor.mailbox
                 mailbox.append(value)
                 if not actor.receiving:
                     continue
                 actor.receiving = False
                 value = mailbox.popleft()
-            elif gen != actor._gen or actor.waiting is None:
-                continue  # stale: that wait already ended another way
             actor._value = value
             actor.waiting = None
             self.current = actor

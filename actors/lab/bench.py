@@ -65,18 +65,14 @@ def bench_rwsem(t_end_s: float, driver: str = "trio") -> tuple[int, float]:
         write = pid % 10 == 0
         think_rate = 1.0 / THINK_MEAN_S
         hold_rate = 1.0 / (HOLD_WRITE_S if write else HOLD_READ_S)
-        while actor.now_ns < t_end_ns:
-            await actor.sleep(round(rng.expovariate(think_rate) * NSEC_PER_SEC))
-            if write:
-                await down_write(current, mm)
-            else:
-                await down_read(current, mm)
+        down, up = (down_write, up_write) if write else (down_read, up_read)
+        engine, sleep, expovariate = actor.engine, actor.sleep, rng.expovariate  # looked up once, not per acquisition
+        while engine.now_ns < t_end_ns:
+            await sleep(round(expovariate(think_rate) * NSEC_PER_SEC))
+            await down(current, mm)
             acquired[0] += 1
-            await actor.sleep(round(rng.expovariate(hold_rate) * NSEC_PER_SEC))
-            if write:
-                up_write(current, mm)
-            else:
-                up_read(current, mm)
+            await sleep(round(expovariate(hold_rate) * NSEC_PER_SEC))
+            up(current, mm)
 
     for pid in range(NPROC):
         engine.spawn(f"bench{pid}", proc, pid)

@@ -217,9 +217,11 @@ class RwSemaphore:
 
         Succeeds only if no writer holds the sem and nobody waits.
         """
-        self._check_not_waiting(owner, "down_read_trylock")
-        if self._writer is None and not self._waiting:
-            self._grant_read(owner, now_ns, queued_ns=None)
+        waiting = self._waiting
+        if owner in waiting:
+            self._already_waiting(owner, "down_read_trylock")
+        if self._writer is None and not waiting:
+            self._grant_read(owner, now_ns, None)
             return True
         return False
 
@@ -235,7 +237,7 @@ class RwSemaphore:
             return True
         if self.semantics is RwsemSemantics.V5_3 and self._writer is None and not self._readers and not self._handoff:
             self._read_steals += 1  # lockevent rwsem_rlock_steal: ahead of the woken writer at the head
-            self._grant_read(owner, now_ns, queued_ns=None)
+            self._grant_read(owner, now_ns, None)
             return True
         self._enqueue(owner, False, now_ns)
         return False
@@ -248,10 +250,11 @@ class RwSemaphore:
             with waiters queued; v5.3 cmpxchg()es from ``RWSEM_UNLOCKED_VALUE``
             and so fails whenever ``RWSEM_FLAG_WAITERS`` is set.
         """
-        self._check_not_waiting(owner, "down_write_trylock")
+        if owner in self._waiting:
+            self._already_waiting(owner, "down_write_trylock")
         free = self._writer is None and not self._readers
         if free and (self.semantics is RwsemSemantics.V4_19 or not self._waiting):
-            self._grant_write(owner, now_ns, queued_ns=None)
+            self._grant_write(owner, now_ns, None)
             return True
         return False
 
@@ -265,9 +268,10 @@ class RwSemaphore:
             True if acquired now; False if queued (``rwsem_down_write_failed``
             / ``rwsem_down_write_slowpath``).
         """
-        self._check_not_waiting(owner, "down_write")
+        if owner in self._waiting:
+            self._already_waiting(owner, "down_write")
         if self._writer is None and not self._readers and not self._handoff:
-            self._grant_write(owner, now_ns, queued_ns=None)
+            self._grant_write(owner, now_ns, None)
             return True
         self._enqueue(owner, True, now_ns)
         return False
@@ -290,7 +294,7 @@ class RwSemaphore:
             self._wait_writers.popleft()
             self._waiting.discard(owner)
             self._handoff = False
-            self._grant_write(owner, now_ns, queued_ns=head.queued_ns)
+            self._grant_write(owner, now_ns, head.queued_ns)
             return True
         head.woken = False
         if self._timed_out(head, now_ns):
@@ -305,13 +309,16 @@ class RwSemaphore:
         Raises:
             RwsemMisuse: *owner* holds no read lock.
         """
-        holds = self._readers.get(owner)
+        readers = self._readers
+        holds = readers.get(owner)
         if not holds:
             raise RwsemMisuse(self.name, owner, f"called up_read without a read hold; holders: {self.holders()}")
-        self._note_hold(now_ns - holds.pop(0))
+        hold_ns = now_ns - holds.pop(0)
+        if hold_ns > self._hold_max_ns:
+            self._hold_max_ns = hold_ns
         if not holds:
-            del self._readers[owner]
-        if self._readers:
+            del readers[owner]
+        if readers or not self._waiting:
             return []
         return self._mark_wake(_RwsemWakeType.ANY, now_ns)
 
@@ -325,6 +332,8 @@ class RwSemaphore:
             raise RwsemMisuse(self.name, owner, f"called up_write without the write hold; holders: {self.holders()}")
         self._writer = None
         self._note_hold(now_ns - self._writer_since_ns)
+        if not self._waiting:
+            return []
         return self._mark_wake(_RwsemWakeType.ANY, now_ns)
 
     def downgrade_write(self, owner: str, now_ns: int) -> list[RwsemWake]:
@@ -451,7 +460,7 @@ class RwSemaphore:
         self._handoff = False
         for waiter in granted:
             self._waiting.discard(waiter.owner)
-            self._grant_read(waiter.owner, now_ns, queued_ns=waiter.queued_ns)
+            self._grant_read(waiter.owner, now_ns, waiter.queued_ns)
         return [RwsemWake(owner=w.owner, write=False, granted=True) for w in granted]
 
     def _head(self) -> RwsemWaiter | None:
@@ -471,24 +480,29 @@ class RwSemaphore:
     def _timed_out(self, waiter: RwsemWaiter, now_ns: int) -> bool:
         return self.semantics is RwsemSemantics.V5_3 and now_ns - waiter.queued_ns >= RWSEM_WAIT_TIMEOUT_NS
 
-    def _check_not_waiting(self, owner: str, what: str) -> None:
-        if owner in self._waiting:
-            raise RwsemMisuse(self.name, owner, f"called {what} while already on the wait list")
+    def _already_waiting(self, owner: str, what: str) -> typing.NoReturn:
+        raise RwsemMisuse(self.name, owner, f"called {what} while already on the wait list")
 
-    def _grant_read(self, owner: str, now_ns: int, *, queued_ns: int | None) -> None:
-        self._readers.setdefault(owner, []).append(now_ns)
+    def _grant_read(self, owner: str, now_ns: int, queued_ns: int | None) -> None:
+        """*owner* takes a read hold; *queued_ns* is when it queued (``None``: it did not)."""
+        holds = self._readers.get(owner)
+        if holds is None:
+            self._readers[owner] = [now_ns]
+        else:
+            holds.append(now_ns)
         self._read_acquires += 1
-        self._note_wait(now_ns, queued_ns)
+        if queued_ns is not None:
+            self._note_wait(now_ns, queued_ns)
 
-    def _grant_write(self, owner: str, now_ns: int, *, queued_ns: int | None) -> None:
+    def _grant_write(self, owner: str, now_ns: int, queued_ns: int | None) -> None:
+        """*owner* takes the write hold; *queued_ns* as for ``_grant_read``."""
         self._writer = owner
         self._writer_since_ns = now_ns
         self._write_acquires += 1
-        self._note_wait(now_ns, queued_ns)
+        if queued_ns is not None:
+            self._note_wait(now_ns, queued_ns)
 
-    def _note_wait(self, now_ns: int, queued_ns: int | None) -> None:
-        if queued_ns is None:
-            return
+    def _note_wait(self, now_ns: int, queued_ns: int) -> None:
         self._contended += 1
         self._wait_total_ns += now_ns - queued_ns
         self._wait_max_ns = max(self._wait_max_ns, now_ns - queued_ns)

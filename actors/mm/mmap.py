@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from actors.mm.memory import VmFault
     from actors.sched.task import TaskStruct
     from emu import Engine
+    from emu.trace import TraceLogger
 
 
 class VmFlag(enum.IntFlag):
@@ -204,8 +205,26 @@ def page_mkclean(page: Page) -> int:
 
 
 def _trace(current: TaskStruct, event: str, mm: MmStruct, write: bool, **fields: object) -> None:
-    # The rare outcomes; down_*/up_* log their records inline (no extra call and kwargs dict per record).
+    # The rare outcomes; the common records are written from ``_lock_formats``.
     current.actor.log.info(event, mm=mm.owner, write=write, **fields)
+
+
+def _lock_formats(log: TraceLogger, mm: MmStruct, write: bool) -> tuple[bytes, bytes, bytes]:
+    """The three mmap_lock records of every acquisition, encoded once per logger, mm and mode.
+
+    ``mmap_lock_start_locking`` (then ``waiters``), ``mmap_lock_acquire_returned``
+    with ``success`` (then ``waited_ns``) and ``mmap_lock_released``: formats
+    for ``TraceLogger.info_format``, which writes the bytes ``info`` would.
+    """
+    key = ("mmap_lock", mm.owner, write)
+    formats = log.formats.get(key)
+    if formats is None:
+        formats = log.formats[key] = (
+            log.record_format("mmap_lock_start_locking", ("waiters",), mm=mm.owner, write=write),
+            log.record_format("mmap_lock_acquire_returned", ("waited_ns",), mm=mm.owner, write=write, success=True),
+            log.record_format("mmap_lock_released", mm=mm.owner, write=write),
+        )
+    return formats
 
 
 def _held(current: TaskStruct, mm: MmStruct, mode: str, queued_ns: int | None = None) -> None:
@@ -213,10 +232,6 @@ def _held(current: TaskStruct, mm: MmStruct, mode: str, queued_ns: int | None = 
     check = getattr(current.kernel, "rwsem_acquired", None)  # absent on test doubles and bench kernels
     if check is not None:
         check(current, mm, mode, queued_ns)
-
-
-def _released(current: TaskStruct, mm: MmStruct, mode: str) -> None:
-    current.mmap_sem_held.remove((mm, mode))
 
 
 def down_read_trylock(current: TaskStruct, mm: MmStruct) -> bool:
@@ -233,16 +248,22 @@ async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False
 
     A reader queues behind any waiter, writer or not (the inversion's rule).
     """
-    current.actor.log.info("mmap_lock_start_locking", mm=mm.owner, write=False, waiters=len(mm.wait))
-    now = current.actor.now_ns
-    queued = not mm.mmap_sem.down_read(current.comm, now)
-    if queued:
-        result = await _sleep(current, mm, killable)
-        current.account_sleep("mmap_sem", current.actor.now_ns - now)
-        if result:
-            return result
-    current.actor.log.info("mmap_lock_acquire_returned", mm=mm.owner, write=False, success=True, waited_ns=current.actor.now_ns - now)
-    _held(current, mm, "read", now if queued else None)
+    actor = current.actor
+    log = actor.log
+    start_locking, acquire_returned, _ = _lock_formats(log, mm, False)
+    log.info_format(start_locking, len(mm.wait))
+    now = actor.engine.now_ns
+    if mm.mmap_sem.down_read(current.comm, now):
+        log.info_format(acquire_returned, 0)
+        _held(current, mm, "read")
+        return 0
+    result = await _sleep(current, mm, killable)
+    waited = actor.now_ns - now
+    current.account_sleep("mmap_sem", waited)
+    if result:
+        return result
+    log.info_format(acquire_returned, waited)
+    _held(current, mm, "read", now)
     return 0
 
 
@@ -252,20 +273,27 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     A woken writer must win ``rwsem_try_write_lock`` itself; if somebody
     stole the free lock first it sleeps again at the head.
     """
-    current.actor.log.info("mmap_lock_start_locking", mm=mm.owner, write=True, waiters=len(mm.wait))
-    now = current.actor.now_ns
-    acquired = mm.mmap_sem.down_write(current.comm, now)
-    queued = not acquired
+    actor = current.actor
+    log = actor.log
+    start_locking, acquire_returned, _ = _lock_formats(log, mm, True)
+    log.info_format(start_locking, len(mm.wait))
+    now = actor.engine.now_ns
+    if mm.mmap_sem.down_write(current.comm, now):
+        log.info_format(acquire_returned, 0)
+        _held(current, mm, "write")
+        return 0
+    acquired = False
     while not acquired:
         result = await _sleep(current, mm, killable)
         if result:
-            current.account_sleep("mmap_sem", current.actor.now_ns - now)
+            current.account_sleep("mmap_sem", actor.now_ns - now)
             return result
-        acquired = mm.mmap_sem.down_write_retry(current.comm, current.actor.now_ns)
-    if current.actor.now_ns != now:
-        current.account_sleep("mmap_sem", current.actor.now_ns - now)
-    current.actor.log.info("mmap_lock_acquire_returned", mm=mm.owner, write=True, success=True, waited_ns=current.actor.now_ns - now)
-    _held(current, mm, "write", now if queued else None)
+        acquired = mm.mmap_sem.down_write_retry(current.comm, actor.now_ns)
+    waited = actor.now_ns - now
+    if waited:
+        current.account_sleep("mmap_sem", waited)
+    log.info_format(acquire_returned, waited)
+    _held(current, mm, "write", now)
     return 0
 
 
@@ -276,16 +304,12 @@ async def _sleep(current: TaskStruct, mm: MmStruct, killable: bool) -> int:
     finally:
         current.killable_queue = None
     if value == FATAL_WAKE:
-        _wake(mm, mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns))
+        for wake in mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns):
+            mm.wait.wake(wake.owner, None)
         _trace(current, "mmap_lock_acquire_returned", mm, False, success=False)
         return -Errno.EINTR
     await wakeup(current)  # try_to_wake_up() to running: a granted reader holds the sem meanwhile
     return 0
-
-
-def _wake(mm: MmStruct, wakes: list) -> None:
-    for wake in wakes:
-        mm.wait.wake(wake.owner, None)
 
 
 def up_read(current: TaskStruct, mm: MmStruct) -> None:
@@ -295,24 +319,32 @@ def up_read(current: TaskStruct, mm: MmStruct) -> None:
     bug (an unbalanced release, e.g. docs/DESIGN.md D8), recorded as the
     ``rwsem_release_by_non_holder`` violation and otherwise ignored.
     """
-    if (mm, "read") not in current.mmap_sem_held:
+    try:
+        current.mmap_sem_held.remove((mm, "read"))
+    except ValueError:
         current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="read")
         return
-    _released(current, mm, "read")
-    _wake(mm, mm.mmap_sem.up_read(current.comm, current.actor.now_ns))
-    current.actor.log.info("mmap_lock_released", mm=mm.owner, write=False)
+    actor = current.actor
+    for wake in mm.mmap_sem.up_read(current.comm, actor.engine.now_ns):
+        mm.wait.wake(wake.owner, None)
+    log = actor.log
+    log.info_format(_lock_formats(log, mm, False)[2])
 
 
 def up_write(current: TaskStruct, mm: MmStruct) -> None:
     """``up_write(&mm->mmap_sem)`` (an unbalanced one is recorded, as for ``up_read``)."""
-    if (mm, "write") not in current.mmap_sem_held:
+    try:
+        current.mmap_sem_held.remove((mm, "write"))
+    except ValueError:
         current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="write")
         return
-    _released(current, mm, "write")
     if mm.per_vma_lock:
         vma_end_write_all(current, mm)
-    _wake(mm, mm.mmap_sem.up_write(current.comm, current.actor.now_ns))
-    current.actor.log.info("mmap_lock_released", mm=mm.owner, write=True)
+    actor = current.actor
+    for wake in mm.mmap_sem.up_write(current.comm, actor.engine.now_ns):
+        mm.wait.wake(wake.owner, None)
+    log = actor.log
+    log.info_format(_lock_formats(log, mm, True)[2])
 
 
 # -- per-VMA locks, sleeping side (6.4+) ------------------------------------------------

@@ -198,5 +198,5 @@ async def cpu_work(current: Any, *whats: str | None, extra_ns: int = 0, n: int =
 async def wakeup(current: Any) -> None:
     """The wake-up latency (``[costs] wakeup``) after a blocking wait; holds no CPU."""
     sched = _scheduler(current)
-    if sched is not None and sched.costs["wakeup"]:
-        await current.actor.sleep(sched.costs["wakeup"])
+    if sched is not None and (ns := sched.costs["wakeup"]):
+        await current.actor.sleep(ns)

@@ -152,6 +152,31 @@ def test_direct_info_writes_the_bytes_of_the_processor_chain() -> None:
     }
 
 
+def test_info_format_writes_the_bytes_of_info() -> None:
+    """``record_format`` + ``info_format`` give ``info``'s exact line: bound context, fixed fields, trailing ints, a ``%``."""
+    clock = _Clock()
+    fast_trace, info_trace = Trace(), Trace()
+    fast = bind_logger(clock, fast_trace, actor="batch0.t0", dev="8:0")
+    info = bind_logger(clock, info_trace, actor="batch0.t0", dev="8:0")
+    started = fast.record_format("mmap_lock_start_locking", ("waiters",), mm="batch0", write=False)
+    returned = fast.record_format("mmap_lock_acquire_returned", ("waited_ns", "n"), mm="100% é\n", write=True, success=True)
+    released = fast.record_format("mmap_lock_released", mm="batch0", write=False)
+    for waiters in (0, 3, 12_345):
+        clock.now_ns += 7_000_000_000
+        fast.info_format(started, waiters)
+        info.info("mmap_lock_start_locking", mm="batch0", write=False, waiters=waiters)
+        fast.info_format(returned, waiters * 1_000, -waiters)
+        info.info("mmap_lock_acquire_returned", mm="100% é\n", write=True, success=True, waited_ns=waiters * 1_000, n=-waiters)
+        fast.info_format(released)
+        info.info("mmap_lock_released", mm="batch0", write=False)
+    assert fast_trace.lines == info_trace.lines and fast_trace.count == info_trace.count == 9
+    assert fast_trace.digest() == info_trace.digest()
+    with pytest.raises(ValueError, match="in the record's order"):
+        fast.record_format("e", ("n", "dev"))  # the bound "dev" comes first in the record
+    with pytest.raises(ValueError, match="in the record's order"):
+        fast.record_format("e", ("seq",))
+
+
 def test_other_methods_keep_the_processor_chain(engine: Engine) -> None:
     """Methods other than ``info`` still run the chain (``warning`` adds its level)."""
     trace = Trace()
