@@ -177,6 +177,24 @@ def test_info_format_writes_the_bytes_of_info() -> None:
         fast.record_format("e", ("seq",))
 
 
+def test_loggers_sharing_a_format_each_write_their_own_actor() -> None:
+    """A format is built once per event and fields and the actor spliced in: each logger still writes
+    ``info``'s line, its own actor included (quotes and ``%`` in the name too), with or without one bound,
+    and a call-site ``actor=`` in the fields still wins."""
+    clock = _Clock()
+    for actor in ("a.t0", 'b"%d.t1', "a.t0"):
+        for context in ({"actor": actor}, {"actor": actor, "dev": "8:0"}, {"dev": "8:0"}):
+            fast_trace, info_trace = Trace(), Trace()
+            fast, info = bind_logger(clock, fast_trace, **context), bind_logger(clock, info_trace, **context)
+            fmt = fast.record_format("mmap_lock_released", ("n",), mm="batch0", write=False)
+            other = fast.record_format("e", actor="override", k=[1, 2])  # unhashable: built for this logger alone
+            fast.info_format(fmt, 5)
+            fast.info_format(other)
+            info.info("mmap_lock_released", mm="batch0", write=False, n=5)
+            info.info("e", actor="override", k=[1, 2])
+            assert fast_trace.lines == info_trace.lines
+
+
 def test_other_methods_keep_the_processor_chain(engine: Engine) -> None:
     """Methods other than ``info`` still run the chain (``warning`` adds its level)."""
     trace = Trace()
