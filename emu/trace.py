@@ -202,24 +202,21 @@ class TraceLogger(structlog.BoundLogger):
         order, and take an ``int`` each at ``info_format`` (``%d`` writes an
         int as orjson does). The caller keeps the format (``formats`` is a
         place for it) and writes each record with ``info_format(fmt, *values)``.
-        Loggers that differ only in their actor share the work: the format is
-        built once per event and fields (``_shared_format``) and the actor
-        spliced in.
+        The line's shape (its keys, order and fixed parts) is built once per
+        event, int fields and field and context names (``_format_shape``) and
+        shared by every logger; a logger's values are spliced in.
         """
         context = self._context
-        rest = tuple(item for item in context.items() if item[0] != "actor")
-        key = (event, ints, tuple(fields.items()), rest, "actor" in context)
-        try:
-            halves = _FORMATS.get(key)
-        except TypeError:  # an unhashable value: built for this logger alone
-            halves = None
-            key = None
-        if halves is None:
-            halves = _shared_format(event, ints, fields, rest, "actor" in context)
-            if key is not None:
-                _FORMATS[key] = halves
-        head, tail = halves
-        return head if tail is None else head + _escaped(context["actor"]) + tail
+        key = (event, ints, tuple(fields), tuple(context))
+        shape = _FORMATS.get(key)
+        if shape is None:
+            shape = _FORMATS[key] = _format_shape(event, ints, key[2], key[3])
+        chunks, slots = shape
+        out = [chunks[0]]
+        for name, chunk in zip(slots, chunks[1:], strict=True):
+            out.append(_escaped(fields[name] if name in fields else context[name]))
+            out.append(chunk)
+        return b"".join(out)
 
     def info_format(self, fmt: bytes, *ints: int) -> None:
         """Write the record of *fmt* (from ``record_format``) with these int values: the bytes ``info`` would write."""
@@ -232,30 +229,32 @@ class TraceLogger(structlog.BoundLogger):
             trace._text += line
 
 
-#: ``record_format``'s formats by (event, ints, fields, context but the actor, has an actor):
-#: the line's bytes before and after the actor's value (after: ``None`` if no actor is spliced in).
+#: ``record_format``'s line shapes by (event, int fields, field names, context names): the
+#: literal chunks between the values, and which field or context value goes in each gap.
 #: A cache of a pure function of its key; what a run writes does not depend on it.
-_FORMATS: dict[tuple[Any, ...], tuple[bytes, bytes | None]] = {}
+_FORMATS: dict[tuple[Any, ...], tuple[tuple[bytes, ...], tuple[str, ...]]] = {}
 
-#: Stands for the logger's actor while a shared format is built.
-_ACTOR = "\x00actor\x00"
+#: ``_format_shape``'s placeholder for a value spliced in per logger.
+_SLOT: Any = object()
 
 
-def _shared_format(
-    event: str, ints: tuple[str, ...], fields: dict[str, Any], rest: tuple[tuple[str, Any], ...], has_actor: bool
-) -> tuple[bytes, bytes | None]:
-    """``record_format``'s line for any logger of this context shape, split where the actor's value goes."""
-    context = {"actor": _ACTOR, **dict(rest)} if has_actor else dict(rest)
-    record = {"seq": _INT, "ts": _INT, "actor": None, "event": None, **context, **fields, **dict.fromkeys(ints, _INT)}
+def _format_shape(event: str, ints: tuple[str, ...], fields: tuple[str, ...], context: tuple[str, ...]) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+    """The record ``info`` builds, as literal chunks and the names of the values between them."""
+    record = {"seq": _INT, "ts": _INT, "actor": None, "event": None, **dict.fromkeys(context, _SLOT), **dict.fromkeys(fields, _SLOT), **dict.fromkeys(ints, _INT)}
     record["event"] = event
     if [key for key, value in record.items() if value is _INT] != ["seq", "ts", *ints]:
         raise ValueError(f"record_format({event!r}): seq, ts and the int fields {ints} are not in the record's order")
-    items = [_escaped(key) + b":" + (b"%d" if value is _INT else _escaped(value)) for key, value in record.items()]
-    line = b"{" + b",".join(items) + b"}\n"
-    if record["actor"] is not _ACTOR:  # no actor, or a call-site actor= in the fields
-        return line, None
-    head, _marker, tail = line.partition(_escaped(_ACTOR))
-    return head, tail
+    chunks, slots, chunk = [], [], b"{"
+    for i, (key, value) in enumerate(record.items()):
+        chunk += (b"," if i else b"") + _escaped(key) + b":"
+        if value is _SLOT:
+            chunks.append(chunk)
+            slots.append(key)
+            chunk = b""
+        else:
+            chunk += b"%d" if value is _INT else _escaped(value)
+    chunks.append(chunk + b"}\n")
+    return tuple(chunks), tuple(slots)
 
 
 def bind_logger(clock: Clock, trace: Trace, **context: Any) -> TraceLogger:

@@ -178,7 +178,7 @@ def test_info_format_writes_the_bytes_of_info() -> None:
 
 
 def test_loggers_sharing_a_format_each_write_their_own_actor() -> None:
-    """A format is built once per event and fields and the actor spliced in: each logger still writes
+    """A line shape is built once per event and names and the values spliced in: each logger still writes
     ``info``'s line, its own actor included (quotes and ``%`` in the name too), with or without one bound,
     and a call-site ``actor=`` in the fields still wins."""
     clock = _Clock()
@@ -187,7 +187,7 @@ def test_loggers_sharing_a_format_each_write_their_own_actor() -> None:
             fast_trace, info_trace = Trace(), Trace()
             fast, info = bind_logger(clock, fast_trace, **context), bind_logger(clock, info_trace, **context)
             fmt = fast.record_format("mmap_lock_released", ("n",), mm="batch0", write=False)
-            other = fast.record_format("e", actor="override", k=[1, 2])  # unhashable: built for this logger alone
+            other = fast.record_format("e", actor="override", k=[1, 2])  # a call-site actor, a list value
             fast.info_format(fmt, 5)
             fast.info_format(other)
             info.info("mmap_lock_released", mm="batch0", write=False, n=5)
