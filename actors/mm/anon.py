@@ -45,7 +45,7 @@ from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult
 from actors.mm.filemap_fault import lock_page_or_retry
 from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
 from actors.mm.mmap import VmFlag, vma_end_read
-from actors.mm.page import Page, put_page, unlock_page
+from actors.mm.page import Page, page_add_rmap, put_page, unlock_page
 from actors.mm.swap import swap_cluster_readahead
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _map_anon(vmf: VmFault, page: Page, write: bool) -> None:
     """``set_pte_at()`` + ``page_add_new_anon_rmap()``: the PTE takes the caller's reference."""
     mm = vmf.vma.vm_mm
     mm.set_pte(vmf.address, page, write)
-    page.rmap.append(mm.ptes[vmf.address])
+    page_add_rmap(page, mm.ptes[vmf.address])
 
 
 async def _charge_or_oom(current: TaskStruct, page: Page, memcg: MemCgroup) -> bool:

@@ -30,6 +30,7 @@ from actors.mm.page import (
     Page,
     get_page,
     lock_page,
+    page_clear_rmap,
     put_page,
     unlock_page,
     wait_on_page_writeback,
@@ -184,7 +185,7 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
             for pte in page.rmap:  # unmap_mapping_range → zap_pte_range
                 del pte.mm.ptes[pte.address]
                 put_page(page)
-            page.rmap.clear()
+            page_clear_rmap(page)
             page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
             delete_from_page_cache(page)
             removed += 1

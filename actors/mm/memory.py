@@ -55,6 +55,7 @@ from actors.mm.page import (
     Page,
     get_page,
     lock_page,
+    page_add_rmap,
     put_page,
     trylock_page,
     unlock_page,
@@ -280,7 +281,7 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     vmf.page = copy
     ret |= finish_fault(current, vmf, write=True)
     if not ret & _FAIL and not ret & VmFaultResult.NOPAGE:
-        copy.rmap.append(vmf.vma.vm_mm.ptes[vmf.address])  # page_add_new_anon_rmap()
+        page_add_rmap(copy, vmf.vma.vm_mm.ptes[vmf.address])  # page_add_new_anon_rmap()
     else:
         put_page(copy)
     return ret

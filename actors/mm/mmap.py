@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from actors.kernel_types import FATAL_WAKE, Errno, FaultFlag
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
 from actors.locking.vma_lock import MmLockSeq, VmaLock
-from actors.mm.page import Page, put_page
+from actors.mm.page import Page, page_add_rmap, put_page
 from actors.sched.core import wakeup
 from emu import WaitQueue
 
@@ -184,7 +184,7 @@ class MmStruct:
         """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* (its reference moves to the PTE)."""
         pte = self.ptes[address] = Pte(page, write, self, address)
         if page.mapping is not None:
-            page.rmap.append(pte)
+            page_add_rmap(page, pte)
 
 
 def page_mkclean(page: Page) -> int:

@@ -64,6 +64,10 @@ PAGE_LOCK_UNFAIRNESS = 5
 LOCK_HANDED = "page lock handed over"
 
 
+#: The ``rmap`` of a page no PTE has mapped yet: shared, so a cached page costs no list.
+NO_RMAP: tuple[()] = ()
+
+
 class Page:
     """``struct page`` of the page cache.
 
@@ -75,7 +79,8 @@ class Page:
         locker: who holds ``PG_locked``: the task that locked it, or the
             read bio it was handed to (``page_lock_handoff``), for the
             page-lock invariants and reports.
-        rmap: every ``Pte`` mapping it (``page_mapcount``).
+        rmap: every ``Pte`` mapping it (``page_mapcount``); ``NO_RMAP`` until
+            the first (``page_add_rmap``), so an unmapped cached page has no list.
         mem_cgroup: the ``MemCgroup`` it is charged to (``page->mem_cgroup``), or ``None``.
         lru: its position on that memcg's LRU list (``actors.mm.memcontrol``).
         private: ``page_private()``: the swap slot of a swap-cache page.
@@ -90,7 +95,7 @@ class Page:
         self.refcount = 1
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
-        self.rmap: list[Pte] = []
+        self.rmap: list[Pte] | tuple[()] = NO_RMAP
         self.mem_cgroup = None
         self.lru = 0
         self.private = 0
@@ -111,6 +116,19 @@ class Page:
 
     def clear(self, flag: int) -> None:
         self.flags &= ~flag
+
+
+def page_add_rmap(page: Page, pte: Pte) -> None:
+    """``page_add_file_rmap()``/``page_add_new_anon_rmap()``: *pte* maps *page* now."""
+    if page.rmap:
+        page.rmap.append(pte)
+    else:
+        page.rmap = [pte]
+
+
+def page_clear_rmap(page: Page) -> None:
+    """Every PTE of *page* is gone (``try_to_unmap``, ``unmap_mapping_range``)."""
+    page.rmap = NO_RMAP
 
 
 # -- references ------------------------------------------------------------------

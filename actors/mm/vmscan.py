@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from actors.block.blkdev import blk_finish_plug, blk_start_plug, submit_bio
 from actors.kernel_types import PageFlag
 from actors.mm.filemap import delete_from_page_cache
-from actors.mm.page import get_page, put_page, trylock_page, unlock_page, wait_on_page_writeback
+from actors.mm.page import get_page, page_clear_rmap, put_page, trylock_page, unlock_page, wait_on_page_writeback
 from actors.mm.swap import swap_writepage
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _shrink_file(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int) -> i
         for pte in page.rmap:  # try_to_unmap()
             del pte.mm.ptes[pte.address]
             put_page(page)
-        page.rmap.clear()
+        page_clear_rmap(page)
         unlock_page(current, page)
         delete_from_page_cache(page)  # __remove_mapping(): the cache's reference was the last
         reclaimed += 1
@@ -140,7 +140,7 @@ async def _shrink_anon(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int
             pte.mm.swap_ptes[pte.address] = page.private
             swap.swap_duplicate(page.private)
             put_page(page)
-        page.rmap.clear()
+        page_clear_rmap(page)
         if page.flags & PageFlag.DIRTY:
             bios.append(swap_writepage(current, swap, page))
             written.append(page)
