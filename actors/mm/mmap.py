@@ -243,26 +243,36 @@ def down_read_trylock(current: TaskStruct, mm: MmStruct) -> bool:
     return False
 
 
+def _lock_fast(current: TaskStruct, mm: MmStruct, write: bool) -> tuple[bytes, int] | None:
+    """Trace the attempt and try the rwsem: ``None`` once it is held, else the record to write when it is and the start."""
+    actor = current.actor
+    log = actor.log
+    start_locking, acquire_returned, _ = _lock_formats(log, mm, write)
+    log.info_format(start_locking, len(mm.wait))
+    now = actor.engine.now_ns
+    sem = mm.mmap_sem
+    if (sem.down_write if write else sem.down_read)(current.comm, now):
+        log.info_format(acquire_returned, 0)
+        _held(current, mm, "write" if write else "read")
+        return None
+    return acquire_returned, now
+
+
 async def down_read(current: TaskStruct, mm: MmStruct, *, killable: bool = False) -> int:
     """``down_read(&mm->mmap_sem)`` (or ``down_read_killable``: ``-EINTR`` on a fatal signal).
 
     A reader queues behind any waiter, writer or not (the inversion's rule).
     """
-    actor = current.actor
-    log = actor.log
-    start_locking, acquire_returned, _ = _lock_formats(log, mm, False)
-    log.info_format(start_locking, len(mm.wait))
-    now = actor.engine.now_ns
-    if mm.mmap_sem.down_read(current.comm, now):
-        log.info_format(acquire_returned, 0)
-        _held(current, mm, "read")
+    slow = _lock_fast(current, mm, False)
+    if slow is None:
         return 0
+    acquire_returned, now = slow
     result = await _sleep(current, mm, killable)
-    waited = actor.now_ns - now
+    waited = current.actor.now_ns - now
     current.account_sleep("mmap_sem", waited)
     if result:
         return result
-    log.info_format(acquire_returned, waited)
+    current.actor.log.info_format(acquire_returned, waited)
     _held(current, mm, "read", now)
     return 0
 
@@ -273,15 +283,11 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     A woken writer must win ``rwsem_try_write_lock`` itself; if somebody
     stole the free lock first it sleeps again at the head.
     """
-    actor = current.actor
-    log = actor.log
-    start_locking, acquire_returned, _ = _lock_formats(log, mm, True)
-    log.info_format(start_locking, len(mm.wait))
-    now = actor.engine.now_ns
-    if mm.mmap_sem.down_write(current.comm, now):
-        log.info_format(acquire_returned, 0)
-        _held(current, mm, "write")
+    slow = _lock_fast(current, mm, True)
+    if slow is None:
         return 0
+    acquire_returned, now = slow
+    actor = current.actor
     acquired = False
     while not acquired:
         result = await _sleep(current, mm, killable)
@@ -292,7 +298,7 @@ async def down_write(current: TaskStruct, mm: MmStruct, *, killable: bool = Fals
     waited = actor.now_ns - now
     if waited:
         current.account_sleep("mmap_sem", waited)
-    log.info_format(acquire_returned, waited)
+    actor.log.info_format(acquire_returned, waited)
     _held(current, mm, "write", now)
     return 0
 
