@@ -83,12 +83,18 @@ class MemCgroup:
     nr_isolated: int = 0
     nr_forced: int = 0
 
-    def ancestors(self) -> Iterator[MemCgroup]:
+    #: ``ancestors()``, worked out on first use (the hierarchy is fixed once built).
+    _lineage: tuple[MemCgroup, ...] = attrs.field(default=(), init=False, repr=False)
+
+    def ancestors(self) -> tuple[MemCgroup, ...]:
         """This group, then its parents up to the root."""
-        memcg: MemCgroup | None = self
-        while memcg is not None:
-            yield memcg
-            memcg = memcg.parent
+        if not self._lineage:
+            lineage, memcg = [], self
+            while memcg is not None:
+                lineage.append(memcg)
+                memcg = memcg.parent
+            self._lineage = tuple(lineage)
+        return self._lineage
 
     def subtree(self) -> Iterator[MemCgroup]:
         """This group and its descendants, parents first (``mem_cgroup_iter`` order)."""
