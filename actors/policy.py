@@ -60,8 +60,10 @@ iolatency         ``4.19`` (io.latency as merged: the mean rule on every
                   ``actors.block.blk_iolatency_rules`` lists every difference
 ================  ============================================================
 
-``v5.10`` and ``v6.1`` take the ``v5.7`` switches: what changed in between
-does not change who holds mmap_lock across IO here. 5.8 renamed mmap_sem to
+``v5.10`` and ``v6.1`` take the ``v5.7`` switches but three: 5.8's swap-cache
+charge (``swapin_charge``), 5.9's fault accounting and 5.8/5.9's page waits
+(``page_wait``); what else changed in between does not change who holds
+mmap_lock across IO here. 5.8 renamed mmap_sem to
 mmap_lock behind wrappers (da1c55f1b272); 5.11 removed reader optimistic
 spinning from the rwsem (617f3ef95177) for reader lock stealing
 (1a728dff855a), which the "5.3" rwsem model stands in for (a reader takes a
