@@ -121,6 +121,16 @@ _V5_7 = Policy(
     description="5.7: unbounded retries, rwsem handoff, zero-readahead fix, bdp drop",
 )
 
+#: 5.10 LTS, and what the later presets build on: 5.8's swap-cache charge, 5.9's fault accounting and page waits.
+_V5_10 = attrs.evolve(
+    _V5_7,
+    name="v5.10",
+    swapin_charge="swapcache",
+    fault_accounting="5.9",
+    page_wait="5.9",
+    description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10",
+)
+
 PRESETS: dict[str, Policy] = {
     p.name: p
     for p in (
@@ -147,9 +157,9 @@ PRESETS: dict[str, Policy] = {
         ),
         Policy(name="v5.1", filemap_fault="v5.1", iolatency="5.4", description="6b4c9f446981 as merged"),
         _V5_7,
-        attrs.evolve(_V5_7, name="v5.10", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", description="5.10 LTS: the 5.7 fault path (mmap_lock is mmap_sem renamed, 5.8); io.max as 5.10"),
-        attrs.evolve(_V5_7, name="v6.1", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
-        attrs.evolve(_V5_7, name="v6.4", fault_accounting="5.9", page_wait="5.9", swapin_charge="swapcache", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
-        attrs.evolve(_V5_7, name="v6.12", fault_accounting="5.9", page_wait="5.9", swapin_sync=False, swapin_charge="swapcache", per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
+        _V5_10,
+        attrs.evolve(_V5_10, name="v6.1", description="6.1 LTS: the 5.7 fault path on folios; maple tree and invalidate_lock not modelled"),
+        attrs.evolve(_V5_10, name="v6.4", per_vma_lock="anon", description="6.4: per-VMA locks for anonymous faults; file faults take mmap_lock"),
+        attrs.evolve(_V5_10, name="v6.12", swapin_sync=False, per_vma_lock="file", description="6.12 LTS: per-VMA locks for file faults too; filemap_fault drops the VMA lock for IO"),
     )
 }

@@ -313,9 +313,7 @@ class RwSemaphore:
         holds = readers.get(owner)
         if not holds:
             raise RwsemMisuse(self.name, owner, f"called up_read without a read hold; holders: {self.holders()}")
-        hold_ns = now_ns - holds.pop(0)
-        if hold_ns > self._hold_max_ns:
-            self._hold_max_ns = hold_ns
+        self._note_hold(now_ns - holds.pop(0))
         if not holds:
             del readers[owner]
         if readers or not self._waiting:

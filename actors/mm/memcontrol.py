@@ -83,17 +83,14 @@ class MemCgroup:
     nr_isolated: int = 0
     nr_forced: int = 0
 
-    #: ``ancestors()``, worked out on first use (the hierarchy is fixed once built).
-    _lineage: tuple[MemCgroup, ...] = attrs.field(default=(), init=False, repr=False)
+    #: ``ancestors()``: a group's parent exists before it, and never changes.
+    _lineage: tuple[MemCgroup, ...] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._lineage = (self,) if self.parent is None else (self, *self.parent.ancestors())
 
     def ancestors(self) -> tuple[MemCgroup, ...]:
         """This group, then its parents up to the root."""
-        if not self._lineage:
-            lineage, memcg = [], self
-            while memcg is not None:
-                lineage.append(memcg)
-                memcg = memcg.parent
-            self._lineage = tuple(lineage)
         return self._lineage
 
     def subtree(self) -> Iterator[MemCgroup]:

@@ -310,12 +310,17 @@ async def _sleep(current: TaskStruct, mm: MmStruct, killable: bool) -> int:
     finally:
         current.killable_queue = None
     if value == FATAL_WAKE:
-        for wake in mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns):
-            mm.wait.wake(wake.owner, None)
+        _wake(mm, mm.mmap_sem.cancel_wait(current.comm, current.actor.now_ns))
         _trace(current, "mmap_lock_acquire_returned", mm, False, success=False)
         return -Errno.EINTR
     await wakeup(current)  # try_to_wake_up() to running: a granted reader holds the sem meanwhile
     return 0
+
+
+def _wake(mm: MmStruct, wakes: list) -> None:
+    """Wake the waiters the rwsem chose, in its order."""
+    for wake in wakes:
+        mm.wait.wake(wake.owner, None)
 
 
 def up_read(current: TaskStruct, mm: MmStruct) -> None:
@@ -331,8 +336,7 @@ def up_read(current: TaskStruct, mm: MmStruct) -> None:
         current.kernel.violation("rwsem_release_by_non_holder", task=current.comm, mm=mm.owner, mode="read")
         return
     actor = current.actor
-    for wake in mm.mmap_sem.up_read(current.comm, actor.engine.now_ns):
-        mm.wait.wake(wake.owner, None)
+    _wake(mm, mm.mmap_sem.up_read(current.comm, actor.engine.now_ns))
     log = actor.log
     log.info_format(_lock_formats(log, mm, False)[2])
 
@@ -347,8 +351,7 @@ def up_write(current: TaskStruct, mm: MmStruct) -> None:
     if mm.per_vma_lock:
         vma_end_write_all(current, mm)
     actor = current.actor
-    for wake in mm.mmap_sem.up_write(current.comm, actor.engine.now_ns):
-        mm.wait.wake(wake.owner, None)
+    _wake(mm, mm.mmap_sem.up_write(current.comm, actor.engine.now_ns))
     log = actor.log
     log.info_format(_lock_formats(log, mm, True)[2])
 

@@ -221,12 +221,12 @@ def _wake_page(page: Page, bit: int) -> None:
     if wq is None:
         return
     for key in wq:
-        _comm, exclusive, waits_for, handoff = key
+        comm, exclusive, waits_for, handoff = key
         if waits_for != bit:
             continue  # wake_page_function: another bit of the page
         if handoff:  # 5.9: the waker takes the bit for the waiter (WQ_FLAG_CUSTOM, then WQ_FLAG_DONE)
             page.flags |= bit
-            page.locker = _comm
+            page.locker = comm
             wq.wake(key, LOCK_HANDED)
             return
         wq.wake(key)
@@ -263,15 +263,16 @@ async def _sleep_on(current: TaskStruct, page: Page, exclusive: bool, bit: int, 
     return value
 
 
-def _returns_when_woken(current: TaskStruct) -> bool:
-    """5.9 rules: a woken non-exclusive waiter is done, without looking at the bit again."""
+def _page_wait_59(current: TaskStruct) -> bool:
+    """``policy.page_wait`` is ``5.9``: a woken non-exclusive waiter is done, without looking at the bit again,
+    and a locker is handed the lock after ``PAGE_LOCK_UNFAIRNESS`` waits."""
     return current.kernel.policy.page_wait == "5.9"
 
 
 async def _lock_page_slow(current: TaskStruct, page: Page, killable: bool) -> bool:
     """``wait_on_page_bit_common(..., EXCLUSIVE)`` for PG_locked: ``True`` once it is ours, ``False`` on a fatal signal."""
     _check_not_own_lock(current, page)
-    unfairness = PAGE_LOCK_UNFAIRNESS if current.kernel.policy.page_wait == "5.9" else None
+    unfairness = PAGE_LOCK_UNFAIRNESS if _page_wait_59(current) else None
     while not trylock_page(page, current.comm):
         handoff = False
         if unfairness is not None:  # 5ef64cc8987a: "if (--unfairness < 0) wait->flags |= WQ_FLAG_CUSTOM"
@@ -323,7 +324,7 @@ async def wait_on_page_locked(current: TaskStruct, page: Page) -> None:
     """``wait_on_page_locked()``: wait for PG_locked to clear, without taking it."""
     while page.flags & _LOCKED:
         await _sleep_on(current, page, False, _LOCKED, killable=False)
-        if _returns_when_woken(current):
+        if _page_wait_59(current):
             return
 
 
@@ -332,7 +333,7 @@ async def wait_on_page_locked_killable(current: TaskStruct, page: Page) -> int:
     while page.flags & _LOCKED:
         if await _sleep_on(current, page, False, _LOCKED, killable=True) == FATAL_WAKE:
             return -Errno.EINTR
-        if _returns_when_woken(current):
+        if _page_wait_59(current):
             return 0
     return 0
 
