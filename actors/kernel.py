@@ -54,7 +54,7 @@ FIRST_FILE_SECTOR = 2048
 #: Files are laid out one after another on the device, each starting on a 1 MiB boundary.
 LAYOUT_ALIGN = 1024 * 1024
 
-_MADVISE = {"normal": VmFlag(0), "random": VmFlag.RAND_READ, "sequential": VmFlag.SEQ_READ}
+_MADVISE = {"normal": 0, "random": VmFlag.RAND_READ, "sequential": VmFlag.SEQ_READ}
 
 
 class Kernel:
@@ -314,7 +314,7 @@ class Kernel:
         return PAGE_SIZE
 
 
-def _vm_flags(spec) -> VmFlag:
+def _vm_flags(spec) -> int:
     """A mapping's ``VM_*``: a file mapping is shared and read-only unless it says otherwise, an anonymous one private and writable."""
     flags = VmFlag.READ | _MADVISE[spec.madvise]
     anon = spec.file is None

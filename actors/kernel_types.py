@@ -12,6 +12,14 @@ Naming exceptions (one each, documented here):
   (patch 5/7); 5.7's ``FAULT_FLAG_INTERRUPTIBLE`` later reused the value, which
   this emulator does not model.
 * Page flags are ``PageFlag`` members named after ``PG_*`` without the prefix.
+
+Flag families are plain classes of ``int`` bits, as the kernel's are
+``unsigned int`` macros: ``FaultFlag.WRITE | FaultFlag.USER`` is an ``int``.
+An ``enum.IntFlag`` builds a member object on every ``|`` and ``&`` (about a
+microsecond each), and the fault path does a dozen of them per fault, which
+was a tenth of a large run's time. ``flag_names`` spells a value the way the
+trace records it. ``vm_fault_t`` is the type of a ``VmFaultResult`` set, as in
+the kernel (include/linux/mm_types.h, 4.17+).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import enum
 import functools
 
 
-class FaultFlag(enum.IntFlag):
+class FaultFlag:
     """``FAULT_FLAG_*`` (include/linux/mm.h, v4.19; USED_CACHED from V3 patch 5/7; VMA_LOCK from 6.4)."""
 
     WRITE = 0x01
@@ -37,7 +45,7 @@ class FaultFlag(enum.IntFlag):
     VMA_LOCK = 0x1000
 
 
-class VmFaultResult(enum.IntFlag):
+class VmFaultResult:
     """``VM_FAULT_*`` bits of ``vm_fault_t`` (include/linux/mm.h, v4.19)."""
 
     OOM = 0x0001
@@ -54,6 +62,9 @@ class VmFaultResult(enum.IntFlag):
     DONE_COW = 0x1000
     NEEDDSYNC = 0x2000
 
+
+#: ``vm_fault_t``: a set of ``VmFaultResult`` bits (``0``: the fault is done, nothing to report).
+vm_fault_t = int
 
 #: ``VM_FAULT_ERROR``: any of these means the fault failed.
 VM_FAULT_ERROR = (
@@ -73,10 +84,6 @@ class PageFlag:
     bit and ``WRITEBACK`` separately, and ``page_cache_async_readahead`` checks
     writeback first, as 4.19 does.
 
-    Plain ``int`` bits, not an ``enum.IntFlag`` like the other flag sets here:
-    fault-around tests several bits of every page in its window, and each
-    operator on a Python ``Flag`` builds a new member (about a microsecond),
-    which made those tests a quarter of a large run's time.
     """
 
     LOCKED = 0x01
@@ -89,7 +96,7 @@ class PageFlag:
     SWAPCACHE = 0x80
 
 
-class ReqFlag(enum.IntFlag):
+class ReqFlag:
     """``REQ_*`` bio flags that matter here (include/linux/blk_types.h)."""
 
     META = 0x01
@@ -139,12 +146,10 @@ PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 
 
-def flag_names(value: enum.IntFlag) -> str:
-    """``"ALLOW_RETRY|KILLABLE|USER"`` for trace records, or ``"0"``."""
-    return _flag_names(type(value), int(value))
-
-
 @functools.cache
-def _flag_names(flags: type[enum.IntFlag], value: int) -> str:
-    # Flag arithmetic is slow and a few combinations recur in every fault.
-    return "|".join(member.name for member in flags if member.value & value) or "0"
+def flag_names(family: type, value: int) -> str:
+    """``flag_names(FaultFlag, flags)``: ``"ALLOW_RETRY|KILLABLE|USER"`` for trace records, or ``"0"``.
+
+    Names in *family*'s definition order; a few combinations recur in every fault, hence the cache.
+    """
+    return "|".join(name for name, bit in vars(family).items() if name.isupper() and bit & value) or "0"

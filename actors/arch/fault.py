@@ -52,6 +52,7 @@ from actors.kernel_types import (
     Signal,
     VmFaultResult,
     flag_names,
+    vm_fault_t,
 )
 from actors.mm.memory import (
     VmFault,
@@ -100,7 +101,7 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
     sleeps_before = current.sleep_totals()
     current.actor.log.info("page_fault_user", address=address, write=write)
     kernel.counters["faults"] += 1
-    major = VmFaultResult(0)
+    major = 0
     attempts = 0
     signal: Signal | None = None
     bad_area = None
@@ -165,7 +166,7 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
                 signal = Signal.SIGSEGV if fault & VmFaultResult.SIGSEGV else Signal.SIGBUS
             break
 
-    current.fault_flags = FaultFlag(0)
+    current.fault_flags = 0
     current.retry_suspect = None
     kernel.invariant_checks += 1
     if vmf.cached_page is not None:
@@ -176,12 +177,12 @@ async def do_page_fault(current: TaskStruct, address: int, write: bool) -> Fault
     # 4.19 __do_page_fault: major if any attempt was; 5.9 mm_account_fault: the last attempt's, or TRIED
     current.account_fault(bool(major) or (policy.fault_accounting == "5.9" and bool(flags & FaultFlag.TRIED)))
     current.fault_done(
-        start_ns, sleeps_before, address=address, flags=flag_names(flags), attempts=attempts, major=bool(major), signal=signal, **extra
+        start_ns, sleeps_before, address=address, flags=flag_names(FaultFlag, flags), attempts=attempts, major=bool(major), signal=signal, **extra
     )
     return FaultOutcome(attempts, bool(major), signal)
 
 
-async def _fault_under_vma_lock(current: TaskStruct, address: int, write: bool, flags: FaultFlag) -> tuple[str, VmFaultResult]:
+async def _fault_under_vma_lock(current: TaskStruct, address: int, write: bool, flags: int) -> tuple[str, vm_fault_t]:
     """The ``CONFIG_PER_VMA_LOCK`` block of ``do_user_addr_fault()`` (v6.4, v6.12): ``("success"|"retry"|"abort", fault)``.
 
     ``"abort"``: no VMA could be locked (or, under 6.4 rules, an access
@@ -192,11 +193,11 @@ async def _fault_under_vma_lock(current: TaskStruct, address: int, write: bool, 
     kernel = current.kernel
     vma = lock_vma_under_rcu(current, current.mm, address)
     if vma is None:
-        return "abort", VmFaultResult(0)
+        return "abort", 0
     if access_error(write, vma):
         vma_end_read(current, vma)
         if kernel.policy.per_vma_lock == "anon":
-            return "abort", VmFaultResult(0)  # 6.4: goto lock_mmap
+            return "abort", 0  # 6.4: goto lock_mmap
         kernel.count_vm_event("VMA_LOCK_SUCCESS", current)
         return "success", VmFaultResult.SIGSEGV
     current.dropped_vma = None

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqFlag, ReqOp
+from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqOp
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -50,7 +50,7 @@ class Bio:
 
     bio_id: int
     op: ReqOp
-    flags: ReqFlag = ReqFlag(0)
+    flags: int = 0
     pages: list[Any] = attrs.field(factory=list)
     blkcg: str = ""
     submitter: str = ""

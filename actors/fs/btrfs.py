@@ -81,6 +81,8 @@ from actors.kernel_types import (
     ReqFlag,
     ReqOp,
     VmFaultResult,
+    flag_names,
+    vm_fault_t,
 )
 from actors.mm.filemap import add_to_page_cache_lru, fput
 from actors.mm.filemap_fault import filemap_fault, maybe_unlock_mmap_for_io
@@ -109,7 +111,7 @@ PAGES_PER_META_BLOCK = 256
 UPDATE_INODE_NS = 5 * NSEC_PER_USEC
 
 
-def vmf_error(err: int) -> VmFaultResult:
+def vmf_error(err: int) -> vm_fault_t:
     """Mirror of ``vmf_error()`` (include/linux/mm.h): -ENOMEM → OOM, anything else → SIGBUS."""
     return VmFaultResult.OOM if err == -Errno.ENOMEM else VmFaultResult.SIGBUS
 
@@ -150,7 +152,7 @@ class BtrfsFs:
     def __repr__(self) -> str:
         return "<BtrfsFs>"
 
-    def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io, nr_bytes: int = 0) -> Bio:
+    def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: int, end_io, nr_bytes: int = 0) -> Bio:
         return fs_bio(self.kernel, current, pages, op, flags, end_io, nr_bytes)
 
     # -- reads ----------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class BtrfsFs:
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``btrfs_readpage()``: extent lookup (maybe a tree-block read), then one bio; unlocked at completion."""
         await self.btrfs_get_extent(current, file.f_mapping.host, [page.index])
-        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), self.read_end_io))
+        await submit_bio(current, self._bio(current, [page], ReqOp.READ, 0, self.read_end_io))
         return 0
 
     async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
@@ -250,7 +252,7 @@ class BtrfsFs:
         self.kernel.count("btrfs_update_time")
         return 0
 
-    async def btrfs_page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    async def btrfs_page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> vm_fault_t:
         """Mirror of fs/btrfs/inode.c:btrfs_page_mkwrite() at v4.19 with V3 patch 7/7 as posted.
 
         V3 behaviour is on iff ``policy.page_mkwrite == "v3-btrfs"``:
@@ -366,8 +368,8 @@ class BtrfsFs:
         return VmFaultResult.LOCKED
 
     async def _out_noreserve(
-        self, current: TaskStruct, vmf: VmFault, inode: Inode, mm: Any, fpin: File | None, ret: VmFaultResult, start: int
-    ) -> VmFaultResult:
+        self, current: TaskStruct, vmf: VmFault, inode: Inode, mm: Any, fpin: File | None, ret: vm_fault_t, start: int
+    ) -> vm_fault_t:
         """``out_noreserve:`` sb_end_pagefault; V3: ``fput`` and re-take the sem (defect 9)."""
         if fpin is not None:
             fput(fpin)
@@ -377,7 +379,7 @@ class BtrfsFs:
         elapsed = current.actor.now_ns - start
         self.kernel.count("btrfs_mkwrite_ns", elapsed)
         current.actor.log.info(
-            "btrfs_page_mkwrite", ino=inode.ino, index=vmf.page.index, result=ret.name, ns=elapsed, dropped=fpin is not None
+            "btrfs_page_mkwrite", ino=inode.ino, index=vmf.page.index, result=flag_names(VmFaultResult, ret), ns=elapsed, dropped=fpin is not None
         )
         return ret
 

@@ -48,7 +48,7 @@ import attrs
 
 from actors.block.blkdev import submit_bio
 from actors.fs.generic import BIO_MAX_PAGES, fs_bio
-from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqFlag, ReqOp
+from actors.kernel_types import PAGE_SIZE, BlkStatus, ReqOp
 from emu import NSEC_PER_USEC, WaitQueue
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class BtrfsOrderedTree:
                 end_io(bio)  # end_page_writeback and the bdi's accounting
                 self.engine.call_later(FINISH_ORDERED_IO_NS, self.btrfs_finish_ordered_io, oe)
 
-            await submit_bio(current, fs_bio(self.kernel, current, run, ReqOp.WRITE, ReqFlag(0), bio_end_io))
+            await submit_bio(current, fs_bio(self.kernel, current, run, ReqOp.WRITE, 0, bio_end_io))
 
     def btrfs_add_ordered_extent(self, current: TaskStruct, run: list[Page]) -> BtrfsOrderedExtent:
         """``btrfs_add_ordered_extent()``: the pages' delalloc reservations move into the new extent."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, final
 
 from actors.block.bio import Bio
 from actors.block.blkdev import submit_bio, submit_bio_wait
-from actors.kernel_types import PAGE_SIZE, ReqFlag, ReqOp, VmFaultResult
+from actors.kernel_types import PAGE_SIZE, ReqFlag, ReqOp, VmFaultResult, vm_fault_t
 from actors.mm.filemap import add_to_page_cache_lru
 from actors.mm.filemap_fault import filemap_fault
 from actors.mm.memory import VmOperations
@@ -89,7 +89,7 @@ def layout_bytes(file: FileConfig) -> int:
     return (nr_pages + indirect_group(nr_pages - 1) + 1) * PAGE_SIZE
 
 
-def fs_bio(kernel: Kernel, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io, nr_bytes: int = 0) -> Bio:
+def fs_bio(kernel: Kernel, current: TaskStruct, pages: list[Page], op: ReqOp, flags: int, end_io, nr_bytes: int = 0) -> Bio:
     """A bio to the machine's disk, charged to *current*'s cgroup (``bio_alloc`` + ``bio_set_dev``).
 
     A read takes over *current*'s lock on each page (``page_lock_handoff``):
@@ -139,7 +139,7 @@ class GenericFs:
         #: Indirect blocks read (``None``) or being read (the waiters' queue), by (ino, group).
         self._indirect: dict[tuple[int, int], WaitQueue | None] = {}
 
-    def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: ReqFlag, end_io) -> Bio:
+    def _bio(self, current: TaskStruct, pages: list[Page], op: ReqOp, flags: int, end_io) -> Bio:
         return fs_bio(self.kernel, current, pages, op, flags, end_io)
 
     async def get_block(self, current: TaskStruct, inode: Inode, index: int) -> None:
@@ -172,7 +172,7 @@ class GenericFs:
     async def readpage(self, current: TaskStruct, file: File, page: Page) -> int:
         """``mpage_readpage()``: map the block, one locked page, one bio; unlocked at completion."""
         await self.get_block(current, file.f_mapping.host, page.index)
-        await submit_bio(current, self._bio(current, [page], ReqOp.READ, ReqFlag(0), self.read_end_io))
+        await submit_bio(current, self._bio(current, [page], ReqOp.READ, 0, self.read_end_io))
         return 0
 
     async def readpages(self, current: TaskStruct, file: File, pages: list[Page]) -> None:
@@ -202,9 +202,9 @@ class GenericFs:
 
     async def writepages(self, current: TaskStruct, pages: list[Page], end_io) -> None:
         """``mpage_writepages()`` for the flusher: one bio for the given pages (already PG_writeback)."""
-        await submit_bio(current, self._bio(current, pages, ReqOp.WRITE, ReqFlag(0), end_io))
+        await submit_bio(current, self._bio(current, pages, ReqOp.WRITE, 0, end_io))
 
-    async def page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+    async def page_mkwrite(self, current: TaskStruct, vmf: VmFault) -> vm_fault_t:
         """``filemap_page_mkwrite()``: lock, check the mapping, dirty; return LOCKED."""
         page = vmf.page
         inode = vmf.vma.vm_file.f_mapping.host

@@ -66,7 +66,6 @@ from actors.lab.config import (
     ConfigError,
     ExperimentConfig,
     load_config,
-    resolve_policy,
 )
 from actors.lab.explore import explore_command
 from actors.lab.realkernel.cli import compare_command, kernel_run_command

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult
+from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult, vm_fault_t
 from actors.mm.filemap_fault import lock_page_or_retry
 from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
 from actors.mm.mmap import VmFlag, vma_end_read
@@ -60,7 +60,7 @@ def vma_is_anonymous(vma: VmAreaStruct) -> bool:
     return vma.vma_is_anonymous()
 
 
-def vmf_anon_prepare(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+def vmf_anon_prepare(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``vmf_anon_prepare()`` (mm/memory.c, 6.7+): make sure the VMA has an ``anon_vma``.
 
     Under the VMA lock a missing ``anon_vma`` cannot be set up (it needs
@@ -70,13 +70,13 @@ def vmf_anon_prepare(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     """
     vma = vmf.vma
     if vma.anon_vma:
-        return VmFaultResult(0)
+        return 0
     if vmf.flags & FaultFlag.VMA_LOCK:
         vma_end_read(current, vma)
         current.dropped_vma = vma
         return VmFaultResult.RETRY
     vma.anon_vma = True
-    return VmFaultResult(0)
+    return 0
 
 
 def mm_memcg(current: TaskStruct, mm: MmStruct) -> MemCgroup:
@@ -100,7 +100,7 @@ async def _charge_or_oom(current: TaskStruct, page: Page, memcg: MemCgroup) -> b
     return False
 
 
-async def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_anonymous_page()`` (mm/memory.c, v4.19): the zero page for a read, a charged zeroed page for a write."""
     vma = vmf.vma
     if vma.vm_flags & VmFlag.SHARED:
@@ -110,7 +110,7 @@ async def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         page = kernel.zero_page
         page.refcount += 1
         vma.vm_mm.set_pte(vmf.address, page, False)
-        return VmFaultResult(0)
+        return 0
     ret = vmf_anon_prepare(current, vmf)  # 4.19: anon_vma_prepare(); 6.7+: RETRY under the VMA lock
     if ret:
         return ret
@@ -118,16 +118,16 @@ async def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     page.flags = PageFlag.UPTODATE | PageFlag.SWAPBACKED
     if not await _charge_or_oom(current, page, mm_memcg(current, vma.vm_mm)):
         put_page(page)
-        return VmFaultResult(0)
+        return 0
     if vmf.address in vma.vm_mm.ptes or vmf.address in vma.vm_mm.swap_ptes:
         put_page(page)  # another thread mapped it while the charge reclaimed
-        return VmFaultResult(0)
+        return 0
     kernel.count("anon_pages_allocated")
     _map_anon(vmf, page, bool(vma.vm_flags & VmFlag.WRITE))
-    return VmFaultResult(0)
+    return 0
 
 
-async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResult:
+async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_t:
     """``do_wp_page()`` on a private mapping (mm/memory.c, v4.19): reuse an exclusive anonymous page, else copy.
 
     The copy is charged to the mm's memcg before the old PTE goes; if the
@@ -151,10 +151,10 @@ async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultRe
     copy.flags = PageFlag.UPTODATE | PageFlag.SWAPBACKED
     if not await _charge_or_oom(current, copy, mm_memcg(current, mm)):
         put_page(copy)
-        return VmFaultResult(0)
+        return 0
     if mm.ptes.get(vmf.address) is not pte:
         put_page(copy)
-        return VmFaultResult(0)
+        return 0
     del mm.ptes[vmf.address]
     if old.mapping is not None or old.flags & PageFlag.SWAPBACKED:
         old.rmap.remove(pte)
@@ -163,7 +163,7 @@ async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultRe
     return VmFaultResult.WRITE
 
 
-async def do_swap_page(current: TaskStruct, vmf: VmFault, entry: int) -> VmFaultResult:
+async def do_swap_page(current: TaskStruct, vmf: VmFault, entry: int) -> vm_fault_t:
     """``do_swap_page()`` (mm/memory.c, v4.19; the charge point moves in 5.8, see the module).
 
     Under 6.4's per-VMA locks a swap fault returns RETRY at once and is
@@ -178,7 +178,7 @@ async def do_swap_page(current: TaskStruct, vmf: VmFault, entry: int) -> VmFault
     vma = vmf.vma
     mm = vma.vm_mm
     memcg = mm_memcg(current, mm)
-    ret = VmFaultResult(0)
+    ret = 0
     page = swap.lookup_swap_cache(entry, fault=True)
     if page is None:
         start = current.actor.now_ns
@@ -190,7 +190,7 @@ async def do_swap_page(current: TaskStruct, vmf: VmFault, entry: int) -> VmFault
         if page is None:
             if mm.swap_ptes.get(vmf.address) == entry:
                 mem_cgroup_oom_kill(current, memcg)
-            return VmFaultResult(0)
+            return 0
         ret = VmFaultResult.MAJOR
         kernel.count_vm_event("PGMAJFAULT", current)
     entered = kernel.psi.memstall_enter(current) if page.flags & PageFlag.LOCKED else False

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from actors.kernel_types import Errno, FaultFlag, PageFlag, VmFaultResult
+from actors.kernel_types import Errno, FaultFlag, PageFlag, VmFaultResult, vm_fault_t
 from actors.mm.filemap import (
     File,
     find_get_page,
@@ -77,14 +77,14 @@ KILLABLE = FaultFlag.KILLABLE
 TRIED = FaultFlag.TRIED
 
 
-def fault_flag_allow_retry_first(current: TaskStruct, flags: FaultFlag) -> bool:
+def fault_flag_allow_retry_first(current: TaskStruct, flags: int) -> bool:
     """May this attempt drop the sem? 4.19: ALLOW_RETRY; 5.7+ (4064b9827063): and not TRIED."""
     if current.kernel.policy.fault_retry == "many":
         return bool(flags & ALLOW_RETRY) and not flags & TRIED
     return bool(flags & ALLOW_RETRY)
 
 
-def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | None, flags: FaultFlag | None = None) -> File | None:
+def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | None, flags: int | None = None) -> File | None:
     """``maybe_unlock_mmap_for_io()``: pin the file and ``up_read`` if the flags allow.
 
     V3 (patch 2/7) takes ``(vma, flags)`` and has no *fpin*; v5.1 returns an
@@ -105,7 +105,7 @@ def maybe_unlock_mmap_for_io(current: TaskStruct, vmf: VmFault, fpin: File | Non
     return None
 
 
-async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flags: FaultFlag) -> bool:
+async def lock_page_or_retry(current: TaskStruct, page: Page, vmf: VmFault, flags: int) -> bool:
     """``lock_page_or_retry()`` = trylock || ``__lock_page_or_retry()`` (v4.19).
 
     With retry allowed: RETRY_NOWAIT → 0 with the sem held; else ``up_read``,
@@ -187,7 +187,7 @@ async def do_async_mmap_readahead(current: TaskStruct, vmf: VmFault, file: File,
     return fpin
 
 
-def _major(current: TaskStruct) -> VmFaultResult:
+def _major(current: TaskStruct) -> vm_fault_t:
     current.kernel.count_vm_event("PGMAJFAULT", current)
     return MAJOR
 
@@ -195,13 +195,13 @@ def _major(current: TaskStruct) -> VmFaultResult:
 # -- v4.19 ----------------------------------------------------------------------------
 
 
-async def filemap_fault_419(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def filemap_fault_419(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``filemap_fault()`` at v4.19 (before the series)."""
     file = vmf.vma.vm_file
     mapping = file.f_mapping
     inode = mapping.host
     offset = vmf.pgoff
-    ret = VmFaultResult(0)
+    ret = 0
     if offset >= inode.nr_pages:
         return SIGBUS
     page = find_get_page(mapping, offset)
@@ -257,7 +257,7 @@ async def _reread(current: TaskStruct, file: File, page: Page) -> int:
 # -- V3 as posted ------------------------------------------------------------------------
 
 
-async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``filemap_fault()`` with V3 patches 2/7-5/7 applied to v4.19, as posted."""
     file = vmf.vma.vm_file
     mapping = file.f_mapping
@@ -267,7 +267,7 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     flags = vmf.flags  # the local copy Dave Chinner pointed at
     fpin: File | None = None
     page: Page | None = None
-    ret = VmFaultResult(0)
+    ret = 0
     if offset >= inode.nr_pages:
         return SIGBUS
 
@@ -353,7 +353,7 @@ async def filemap_fault_v3(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         return ret | LOCKED
 
 
-async def _v3_out_retry_wait(current: TaskStruct, vmf: VmFault, page: Page | None, flags: FaultFlag, ret: VmFaultResult) -> VmFaultResult:
+async def _v3_out_retry_wait(current: TaskStruct, vmf: VmFault, page: Page | None, flags: int, ret: vm_fault_t) -> vm_fault_t:
     """``out_retry_wait``: wait for the page (if there is one) to unlock, then ``out_retry``."""
     if page is not None:
         if flags & KILLABLE:
@@ -363,7 +363,7 @@ async def _v3_out_retry_wait(current: TaskStruct, vmf: VmFault, page: Page | Non
     return _v3_out_retry(current, vmf, page, None, ret)
 
 
-def _v3_out_retry(current: TaskStruct, vmf: VmFault, page: Page | None, fpin: File | None, ret: VmFaultResult) -> VmFaultResult:
+def _v3_out_retry(current: TaskStruct, vmf: VmFault, page: Page | None, fpin: File | None, ret: vm_fault_t) -> vm_fault_t:
     """``out_retry``: drop the pin; stash the page in ``vmf->cached_page`` (patch 4/7) or put it."""
     if fpin is not None:
         fput(fpin)
@@ -400,14 +400,14 @@ async def lock_page_maybe_drop_mmap(current: TaskStruct, vmf: VmFault, page: Pag
     return True, fpin
 
 
-async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``filemap_fault()`` as merged in v5.1 (6b4c9f446981, a75d4c333772)."""
     file = vmf.vma.vm_file
     mapping = file.f_mapping
     inode = mapping.host
     offset = vmf.pgoff
     fpin: File | None = None
-    ret = VmFaultResult(0)
+    ret = 0
     if offset >= inode.nr_pages:
         return SIGBUS
     page = find_get_page(mapping, offset)
@@ -448,7 +448,7 @@ async def filemap_fault_v51(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         return ret | LOCKED
 
 
-def _v51_out_retry(page: Page | None, fpin: File | None, ret: VmFaultResult) -> VmFaultResult:
+def _v51_out_retry(page: Page | None, fpin: File | None, ret: vm_fault_t) -> vm_fault_t:
     if page is not None:
         put_page(page)
     if fpin is not None:
@@ -456,7 +456,7 @@ def _v51_out_retry(page: Page | None, fpin: File | None, ret: VmFaultResult) -> 
     return ret | RETRY
 
 
-async def filemap_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def filemap_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``vm_ops->fault``: the policy's ``filemap_fault``."""
     variant = current.kernel.policy.filemap_fault
     if variant == "v5.1":

@@ -49,7 +49,7 @@ async def faultin_page(current: TaskStruct, vma: VmAreaStruct, address: int, loc
     completed fault to ``current``, the reader of /proc/<pid>/mem or cmdline
     included.
     """
-    flags = FaultFlag.REMOTE if remote else FaultFlag(0)
+    flags = FaultFlag.REMOTE if remote else 0
     if locked is not None:
         flags |= FaultFlag.ALLOW_RETRY
     current.kernel.count("gup_faults")

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResult
+from actors.kernel_types import VM_FAULT_ERROR, FaultFlag, PageFlag, VmFaultResult, vm_fault_t
 from actors.mm.anon import do_anonymous_page, do_swap_page, mm_memcg, vma_is_anonymous, vmf_anon_prepare, wp_page_copy
 from actors.mm.filemap import fput
 from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
@@ -74,8 +74,8 @@ _FAIL = VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY
 class VmOperations:
     """``struct vm_operations_struct``: the filesystem's ``fault`` and ``page_mkwrite``."""
 
-    fault: Callable[[TaskStruct, VmFault], Awaitable[VmFaultResult]]
-    page_mkwrite: Callable[[TaskStruct, VmFault], Awaitable[VmFaultResult]]
+    fault: Callable[[TaskStruct, VmFault], Awaitable[vm_fault_t]]
+    page_mkwrite: Callable[[TaskStruct, VmFault], Awaitable[vm_fault_t]]
 
 
 class VmFault:
@@ -87,7 +87,7 @@ class VmFault:
         self.vma: VmAreaStruct | None = None
         self.address = 0
         self.pgoff = 0
-        self.flags = FaultFlag(0)
+        self.flags = 0
         self.page: Page | None = None
         self.cached_page: Page | None = None
         self.cached_size = 0
@@ -136,7 +136,7 @@ def lock_vma_under_rcu(current: TaskStruct, mm: MmStruct, address: int) -> VmAre
     return None
 
 
-def vm_fault_init(vmf: VmFault, vma: VmAreaStruct, address: int, flags: FaultFlag) -> None:
+def vm_fault_init(vmf: VmFault, vma: VmAreaStruct, address: int, flags: int) -> None:
     """``vm_fault_init()`` (V3 patch 1/7): reset only vma, address and flags."""
     vmf.vma = vma
     vmf.address = address
@@ -150,7 +150,7 @@ def vm_fault_cleanup(vmf: VmFault) -> None:
         vmf.cached_page = None
 
 
-async def handle_mm_fault(current: TaskStruct, vma: VmAreaStruct, address: int, flags: FaultFlag) -> VmFaultResult:
+async def handle_mm_fault(current: TaskStruct, vma: VmAreaStruct, address: int, flags: int) -> vm_fault_t:
     """``handle_mm_fault()``: fault with a private ``vm_fault`` (cleaned up at once)."""
     vmf = VmFault()
     vm_fault_init(vmf, vma, address, flags)
@@ -159,7 +159,7 @@ async def handle_mm_fault(current: TaskStruct, vma: VmAreaStruct, address: int, 
     return ret
 
 
-async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``handle_mm_fault_cacheable()`` (V3) ≡ ``__handle_mm_fault`` + ``handle_pte_fault``."""
     vma = vmf.vma
     vmf.pgoff = vmf.address - vma.vm_start + vma.vm_pgoff
@@ -175,10 +175,10 @@ async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> VmFaul
         return await do_fault(current, vmf)
     if vmf.flags & FaultFlag.WRITE and not pte.write:
         return await do_wp_page(current, vmf, pte)
-    return VmFaultResult(0)
+    return 0
 
 
-async def do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_fault()``: pick the read, COW or shared path."""
     if not vmf.flags & FaultFlag.WRITE:
         return await do_read_fault(current, vmf)
@@ -187,7 +187,7 @@ async def do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     return await do_shared_fault(current, vmf)
 
 
-async def __do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def __do_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``__do_fault()``: call ``vm_ops->fault``; the page comes back locked."""
     ret = await vmf.vma.vm_ops.fault(current, vmf)
     if ret & _FAIL:
@@ -197,17 +197,17 @@ async def __do_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     return ret
 
 
-def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> VmFaultResult:
+def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> vm_fault_t:
     """``finish_fault()`` → ``alloc_set_pte()``: install the PTE (its reference is the fault's)."""
     _vma_use(current, vmf.vma, "finish_fault")
     mm = vmf.vma.vm_mm
     if vmf.address in mm.ptes:
         return VmFaultResult.NOPAGE  # another thread mapped it meanwhile
     mm.set_pte(vmf.address, vmf.page, write)
-    return VmFaultResult(0)
+    return 0
 
 
-def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+def do_fault_around(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_fault_around()`` → ``filemap_map_pages()``: map cached neighbours, no IO.
 
     Maps uptodate, unlocked pages without ``PG_readahead`` in the aligned
@@ -240,10 +240,10 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         unlock_page(current, page)
         mapped += 1
     charge(current, "fault_around_pte", mapped)
-    return VmFaultResult.NOPAGE if vmf.address in ptes else VmFaultResult(0)
+    return VmFaultResult.NOPAGE if vmf.address in ptes else 0
 
 
-async def do_read_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_read_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_read_fault()``: fault-around first, then ``__do_fault``; map read-only."""
     ret = do_fault_around(current, vmf)
     if ret:
@@ -258,7 +258,7 @@ async def do_read_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     return ret
 
 
-async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_cow_fault()``: read the file page, copy it into a private writable page.
 
     ``vmf_anon_prepare`` first (4de8c93a4751, 6.7: the COW fault under the VMA lock).
@@ -275,7 +275,7 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         mem_cgroup_oom_kill(current, mm_memcg(current, vmf.vma.vm_mm))
         unlock_page(current, vmf.page)
         put_page(vmf.page)
-        return VmFaultResult(0)
+        return 0
     unlock_page(current, vmf.page)
     put_page(vmf.page)
     vmf.page = copy
@@ -287,7 +287,7 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     return ret
 
 
-async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_page_mkwrite()``: tell the filesystem the page becomes writable.
 
     ``vmf->flags`` is overwritten with ``WRITE|MKWRITE`` for the call (so
@@ -309,12 +309,12 @@ async def do_page_mkwrite(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
         await lock_page(current, page)
         if page.mapping is None:
             unlock_page(current, page)
-            return VmFaultResult(0)
+            return 0
         ret |= VmFaultResult.LOCKED
     return ret
 
 
-async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``fault_dirty_shared_page()``: dirty, unlock, then ``balance_dirty_pages_ratelimited``.
 
     With ``bdp_drop_mmap_sem`` (89b15332af7c) the sem is dropped first, as
@@ -326,7 +326,7 @@ async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> VmFaultR
     writeback.set_page_dirty(page)
     unlock_page(current, page)
     if mapping is None:
-        return VmFaultResult(0)
+        return 0
     fpin = None
     if current.kernel.policy.bdp_drop_mmap_sem:
         fpin = maybe_unlock_mmap_for_io(current, vmf, None)
@@ -334,10 +334,10 @@ async def fault_dirty_shared_page(current: TaskStruct, vmf: VmFault) -> VmFaultR
     if fpin is not None:
         fput(fpin)
         return VmFaultResult.RETRY
-    return VmFaultResult(0)
+    return 0
 
 
-async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
+async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     """``do_shared_fault()``: read the page, ``page_mkwrite`` it, map it writable."""
     ret = await __do_fault(current, vmf)
     if ret & _FAIL:
@@ -356,7 +356,7 @@ async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     return ret | await fault_dirty_shared_page(current, vmf)
 
 
-async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> VmFaultResult:
+async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_t:
     """``do_wp_page()`` for a shared writable VMA → ``wp_page_shared()``.
 
     The retried attempt of a V3 btrfs mkwrite lands here (the PTE is present

@@ -28,7 +28,6 @@ Emulation notes:
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING
 
 from actors.kernel_types import FATAL_WAKE, Errno, FaultFlag
@@ -46,8 +45,8 @@ if TYPE_CHECKING:
     from emu.trace import TraceLogger
 
 
-class VmFlag(enum.IntFlag):
-    """``VM_*`` (include/linux/mm.h)."""
+class VmFlag:
+    """``VM_*`` (include/linux/mm.h): plain ``int`` bits, as ``actors.kernel_types``' flag families."""
 
     READ = 0x1
     WRITE = 0x2
@@ -62,7 +61,7 @@ class VmAreaStruct:
 
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_file", "vm_flags", "vm_ops", "name", "freed", "anon_vma", "vm_lock", "_lock_wait")
 
-    def __init__(self, mm: MmStruct, start: int, end: int, flags: VmFlag, file: File | None, name: str) -> None:
+    def __init__(self, mm: MmStruct, start: int, end: int, flags: int, file: File | None, name: str) -> None:
         self.vm_mm = mm
         self.vm_start = start
         self.vm_end = end
@@ -135,7 +134,7 @@ class MmStruct:
                 return vma
         return None
 
-    def insert_vma(self, nr_pages: int, flags: VmFlag, file: File | None, name: str) -> VmAreaStruct:
+    def insert_vma(self, nr_pages: int, flags: int, file: File | None, name: str) -> VmAreaStruct:
         """Place a new VMA above the last one (``get_unmapped_area``, simplified)."""
         start = self._next_free
         self._next_free += nr_pages + 16  # a guard gap keeps VMAs apart

@@ -135,7 +135,7 @@ class TaskStruct:
         #: current fault attempt's flags, where and on what the sem was last
         #: dropped, why a pending retry is suspect, and the op in flight.
         self.io_scope: str | None = None
-        self.fault_flags = FaultFlag(0)
+        self.fault_flags = 0
         self.drop_scope: str | None = None
         self.drop_snapshot: tuple | None = None
         self.retry_suspect: tuple | None = None

@@ -94,7 +94,7 @@ def _machine(config: ExperimentConfig, policy: str = "v5.1") -> Kernel:
     return Kernel(engine, config, resolve_policy(config, policy))
 
 
-def _bio(kernel: Kernel, op: ReqOp, file: str = "data", flags: ReqFlag = ReqFlag(0), submitter: str = "app.t") -> Bio:
+def _bio(kernel: Kernel, op: ReqOp, file: str = "data", flags: int = 0, submitter: str = "app.t") -> Bio:
     page = kernel.inodes[file].i_mapping.pages[0]
     return Bio(bio_id=kernel.next_bio_id(), op=op, flags=flags, pages=[page], submitter=submitter)
 

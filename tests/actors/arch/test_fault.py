@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from actors.kernel import Kernel
-from actors.kernel_types import FaultFlag, VmFaultResult
+from actors.kernel_types import FaultFlag, VmFaultResult, vm_fault_t
 from actors.lab.config import ExperimentConfig, config_from_dict, resolve_policy
 from actors.lab.experiment import run_policy
 from actors.mm.filemap_fault import filemap_fault
@@ -153,9 +153,9 @@ def test_behaviour_10_x86_retries_once_in_4_19_and_until_done_in_5_7(policy: str
     vma = kernel.vmas[("p", "m")]
     seen: list[str] = []
 
-    async def fault(current: TaskStruct, vmf) -> VmFaultResult:
+    async def fault(current: TaskStruct, vmf) -> vm_fault_t:
         """->fault that drops the sem and asks for a retry three times whenever allowed."""
-        seen.append("|".join(n for n in ("ALLOW_RETRY", "TRIED") if vmf.flags & FaultFlag[n]))
+        seen.append("|".join(n for n in ("ALLOW_RETRY", "TRIED") if vmf.flags & getattr(FaultFlag, n)))
         if vmf.flags & FaultFlag.ALLOW_RETRY and len(seen) <= 3:
             up_read(current, vmf.vma.vm_mm)
             return VmFaultResult.RETRY

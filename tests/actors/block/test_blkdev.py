@@ -51,7 +51,7 @@ class Harness:
         self.io_wait = emu.WaitQueue(self.engine, "bio completion")
         self.tasks: dict[str, FakeTask] = {}
 
-    def bio(self, blkcg: str, flags: ReqFlag = ReqFlag(0), op: ReqOp = ReqOp.READ, sector: int | None = None) -> Bio:
+    def bio(self, blkcg: str, flags: int = 0, op: ReqOp = ReqOp.READ, sector: int | None = None) -> Bio:
         def end_io(bio: Bio) -> None:
             self.done[bio.bio_id] = bio
             self.io_wait.wake(bio.bio_id)

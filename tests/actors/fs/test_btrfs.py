@@ -68,7 +68,7 @@ class FakeBtrfsKernel(FakeKernel):
     def page(self, index: int) -> Page:
         return self.inode.i_mapping.pages[index]
 
-    def vmf(self, index: int, flags: FaultFlag = WRITE_MKWRITE) -> VmFault:
+    def vmf(self, index: int, flags: int = WRITE_MKWRITE) -> VmFault:
         vmf = VmFault()
         vmf.vma = self.vma
         vmf.address = self.vma.vm_start + index

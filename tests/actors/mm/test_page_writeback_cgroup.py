@@ -12,7 +12,7 @@ from typing import Any
 
 from actors.block.blkdev import submit_bio_wait
 from actors.fs.generic import GenericFs, fs_bio
-from actors.kernel_types import ReqFlag, ReqOp
+from actors.kernel_types import ReqOp
 from actors.lab.config import WritebackConfig
 from actors.mm.filemap import Inode, cached_fraction_fill
 from actors.mm.page_writeback import MAX_PAUSE_NS
@@ -50,7 +50,7 @@ def _reader(kernel: FakeKernel, until_ns: int):
 
     async def program(current: FakeTask) -> None:
         while current.actor.now_ns < until_ns:
-            bio = fs_bio(kernel, current, [], ReqOp.READ, ReqFlag(0), None, 4096)
+            bio = fs_bio(kernel, current, [], ReqOp.READ, 0, None, 4096)
             await submit_bio_wait(current, bio, "read")
 
     return program
