@@ -64,15 +64,14 @@ class Bio:
     sector: int | None = None
     throttled: bool = False
 
+    #: Its name as the holder of the page locks it was handed (``page_lock_handoff``).
+    lock_name: str = attrs.field(init=False)
+
     def __attrs_post_init__(self) -> None:
         if not self.nr_bytes:
             self.nr_bytes = len(self.pages) * PAGE_SIZE
+        self.lock_name = f"bio:{self.bio_id}"
 
     @property
     def nr_sectors(self) -> int:
         return self.nr_bytes // 512
-
-    @property
-    def lock_name(self) -> str:
-        """Its name as the holder of the page locks it was handed (``page_lock_handoff``)."""
-        return f"bio:{self.bio_id}"

@@ -41,6 +41,7 @@ Emulation notes:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -84,14 +85,18 @@ def check_path(path: str) -> None:
         raise ValueError(f'cgroup path must look like "a.slice/b" (root is ""), got {path!r}')
 
 
-def ancestors(path: str) -> list[str]:
-    """*path* and every ancestor, leaf first, ending with the root ``""``."""
+@functools.cache
+def ancestors(path: str) -> tuple[str, ...]:
+    """*path* and every ancestor, leaf first, ending with the root ``""``.
+
+    A pure function of the path, worked out once per path: every bio walks its group's lineage several times.
+    """
     out = [path]
     parent = parent_path(path)
     while parent is not None:
         out.append(parent)
         parent = parent_path(parent)
-    return out
+    return tuple(out)
 
 
 # -- io.latency syntax ------------------------------------------------------

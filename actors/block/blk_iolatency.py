@@ -318,7 +318,7 @@ class BlkIolatency:
         if not self.enabled:
             return []
         self._lookup_create(blkcg, now_ns)
-        return ancestors(blkcg)[:-1]
+        return list(ancestors(blkcg)[:-1])
 
     # -- submission side ----------------------------------------------------
 

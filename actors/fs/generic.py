@@ -182,14 +182,16 @@ class GenericFs:
         blocks are not contiguous on the device).
         """
         mapping = file.f_mapping
+        indirect = mapping.host.block_map == "indirect"  # else get_block has nothing to read
         run: list[Page] = []
         for page in pages:
             if not add_to_page_cache_lru(current, page, mapping, page.index):
                 continue
-            await self.get_block(current, mapping.host, page.index)
-            if run and indirect_group(page.index) != indirect_group(run[-1].index) and mapping.host.block_map == "indirect":
-                await self._submit_read(current, run)
-                run = []
+            if indirect:
+                await self.get_block(current, mapping.host, page.index)
+                if run and indirect_group(page.index) != indirect_group(run[-1].index):
+                    await self._submit_read(current, run)
+                    run = []
             if run and (page.index != run[-1].index + 1 or len(run) == BIO_MAX_PAGES):
                 await self._submit_read(current, run)
                 run = []

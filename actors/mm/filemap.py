@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from actors.block.blkdev import blk_finish_plug, blk_start_plug
 from actors.kernel_types import PAGE_SIZE, PageFlag
-from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
+from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_charge_fast, mem_cgroup_oom_kill
 from actors.mm.page import (
     Page,
     get_page,
@@ -142,9 +142,17 @@ def add_to_page_cache_lru(current: TaskStruct, page: Page, mapping: AddressSpace
     page.refcount += 1
     mapping.pages[offset] = page
     mapping.nrpages += 1
-    current.actor.log.info("mm_filemap_add_to_page_cache", ino=mapping.host.ino, index=offset)
+    log = current.actor.log
+    fmt = log.formats.get(_ADD_TO_PAGE_CACHE)
+    if fmt is None:
+        fmt = log.formats[_ADD_TO_PAGE_CACHE] = log.record_format("mm_filemap_add_to_page_cache", ("ino", "index"))
+    log.info_format(fmt, mapping.host.ino, offset)
     charge(current, "page_alloc")  # __page_cache_alloc + the radix-tree insert and LRU add
     return True
+
+
+#: ``TraceLogger.formats`` key of the ``mm_filemap_add_to_page_cache`` record (one a page read).
+_ADD_TO_PAGE_CACHE = "mm_filemap_add_to_page_cache"
 
 
 def delete_from_page_cache(page: Page) -> None:
@@ -207,7 +215,7 @@ async def charge_page_cache(current: TaskStruct, page: Page, *, noretry: bool) -
     finish (the kernel returns ``-ENOMEM`` and ``VM_FAULT_OOM``; simplified).
     """
     memcg = current.kernel.memcg.groups[current.blkcg]
-    if not await mem_cgroup_charge(current, page, memcg, noretry=noretry):
+    if mem_cgroup_charge_fast(current, page, memcg) or not await mem_cgroup_charge(current, page, memcg, noretry=noretry):
         return True
     if noretry:
         return False
@@ -277,8 +285,9 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
             page.flags |= PageFlag.READAHEAD
         pages.append(page)
     charged = []
+    memcg = current.kernel.memcg.groups[current.blkcg]
     for page in pages:  # read_pages() → add_to_page_cache_lru(): a page whose charge fails is not read
-        if await charge_page_cache(current, page, noretry=True):
+        if mem_cgroup_charge_fast(current, page, memcg) or await charge_page_cache(current, page, noretry=True):
             charged.append(page)
         else:
             put_page(page)

@@ -204,19 +204,41 @@ async def try_charge(current: TaskStruct, memcg: MemCgroup, nr_pages: int, *, no
         kernel.count("memcg_oom")
         current.actor.log.info("mem_cgroup_oom", memcg=over.path, usage=over.usage, max=over.max)
         return -Errno.ENOMEM
+    _note_over_high(current, memcg, nr_pages)
+    return 0
+
+
+def _note_over_high(current: TaskStruct, memcg: MemCgroup, nr_pages: int) -> None:
+    """The end of ``try_charge()``: a charge that took a group past ``high`` is reclaimed at return to user."""
     for group in memcg.ancestors():
         if group.high is not None and group.usage > group.high:
             current.memcg_nr_pages_over_high += nr_pages  # set_notify_resume(): handled at return to user
             break
-    return 0
 
 
 async def mem_cgroup_charge(current: TaskStruct, page: Page, memcg: MemCgroup, *, noretry: bool = False) -> int:
     """``mem_cgroup_try_charge()`` + ``mem_cgroup_commit_charge()`` of one page: 0 or ``-ENOMEM``."""
+    if mem_cgroup_charge_fast(current, page, memcg):
+        return 0
     ret = await try_charge(current, memcg, 1, noretry=noretry)
     if not ret:
         current.kernel.memcg.lru_add(memcg, page)
     return ret
+
+
+def mem_cgroup_charge_fast(current: TaskStruct, page: Page, memcg: MemCgroup) -> bool:
+    """``mem_cgroup_charge`` of one page when the page counter has room: charged and committed, ``True``.
+
+    ``False``: nothing was done, and ``mem_cgroup_charge`` takes the way
+    that may reclaim (its first pass repeats this one's test, which has no
+    side effects when it fails). Synchronous, so a charge that needs no
+    reclaim costs no coroutine.
+    """
+    if memcg.page_counter_try_charge(1) is not None:
+        return False
+    _note_over_high(current, memcg, 1)
+    current.kernel.memcg.lru_add(memcg, page)
+    return True
 
 
 def mem_cgroup_oom_kill(current: TaskStruct, memcg: MemCgroup) -> None:

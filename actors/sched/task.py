@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from actors.arch.fault import do_page_fault
 from actors.block.bio import Bio
 from actors.block.blkdev import blkcg_maybe_throttle_current, submit_bio
-from actors.kernel_types import BlkStatus, FaultFlag, ReqFlag, ReqOp
+from actors.kernel_types import PAGE_SIZE, BlkStatus, FaultFlag, ReqFlag, ReqOp
 from actors.mm.filemap import truncate_inode_pages
 from actors.mm.anon import vma_is_anonymous, zap_anon_range
 from actors.mm.gup import faultin_page, mm_populate
@@ -67,7 +67,7 @@ from actors.mm.mmap import (
     up_write,
     vma_start_write,
 )
-from actors.mm.page import Page, wake_fatal
+from actors.mm.page import wake_fatal
 from actors.sched.core import burst_limit, cpu_work, wakeup
 from actors.schema import (
     OP_NAMES,
@@ -510,9 +510,10 @@ async def direct_io(current: TaskStruct, op: Io) -> None:
 
     It lands at a 4 KiB-aligned sector drawn uniformly from the first
     ``DIO_SPAN_SECTORS`` of the device (the service's own file, not modelled).
+    The bio covers whole pages but carries none: the user buffer's pages are
+    not modelled, only their size.
     """
     kernel = current.kernel
-    pages = [Page(None, i) for i in range(-(-op.size // 4096))]
     done = WaitQueue(current.actor.engine, f"dio {current.comm}")
     state = {"done": False}
 
@@ -524,7 +525,7 @@ async def direct_io(current: TaskStruct, op: Io) -> None:
         bio_id=kernel.next_bio_id(),
         op=ReqOp.WRITE if op.write else ReqOp.READ,
         flags=ReqFlag.SYNC,
-        pages=pages,
+        nr_bytes=-(-op.size // PAGE_SIZE) * PAGE_SIZE,
         blkcg=current.blkcg,
         submitter=current.comm,
         bi_end_io=end_io,

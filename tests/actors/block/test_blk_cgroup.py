@@ -29,7 +29,7 @@ def test_parent_path_derived_from_path() -> None:
     assert parent_path("workload.slice/protected") == "workload.slice"
     assert parent_path("workload.slice") == ROOT
     assert parent_path(ROOT) is None
-    assert ancestors("a/b/c") == ["a/b/c", "a/b", "a", ""]
+    assert ancestors("a/b/c") == ("a/b/c", "a/b", "a", "")
 
 
 @pytest.mark.parametrize("bad", ["/a", "a/", "a//b", "a/../b"])
