@@ -105,12 +105,14 @@ class MemCgroup:
 
     def page_counter_try_charge(self, nr_pages: int) -> MemCgroup | None:
         """``page_counter_try_charge()`` up the hierarchy: ``None`` when charged, else the group at its limit."""
-        for memcg in self.ancestors():
+        lineage = self._lineage
+        for memcg in lineage:
             if memcg.max is not None and memcg.usage + nr_pages > memcg.max:
                 return memcg
-        for memcg in self.ancestors():
-            memcg.usage += nr_pages
-            memcg.watermark = max(memcg.watermark, memcg.usage)
+        for memcg in lineage:
+            usage = memcg.usage = memcg.usage + nr_pages
+            if usage > memcg.watermark:
+                memcg.watermark = usage
         return None
 
     def force_charge(self, nr_pages: int) -> None:

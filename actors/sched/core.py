@@ -125,7 +125,11 @@ class Scheduler:
 
     def cost(self, *whats: str | None, n: int = 1) -> int:
         """The sum of the named costs, *n* times each (``None`` names nothing)."""
-        return n * sum(self.costs[what] for what in whats if what is not None)
+        costs, ns = self.costs, 0
+        for what in whats:
+            if what is not None:
+                ns += costs[what]
+        return n * ns
 
     async def run(self, current: Any, ns: int) -> None:
         """Spend *ns* of CPU time on some CPU, waiting FIFO for one if all are busy."""
@@ -179,7 +183,7 @@ def charge(current: Any, what: str, n: int = 1) -> None:
     """Accrue *n* times cost *what* to pay at *current*'s next ``cpu_work`` (for non-sleeping paths)."""
     sched = _scheduler(current)
     if sched is not None and n:
-        current.cpu_debt += sched.cost(what, n=n)
+        current.cpu_debt += n * sched.costs[what]
 
 
 async def cpu_work(current: Any, *whats: str | None, extra_ns: int = 0, n: int = 1) -> None:
