@@ -16,9 +16,9 @@ itself, as a discrete-event simulator does:
   receive, call, wait queue) pops the next entry itself and hands the baton to
   that entry's actor with ``trio.lowlevel.reschedule``, then parks in
   ``wait_task_rescheduled``. If the next entry is its own, it continues
-  without a Trio switch at all. An actor spawned while the run is going is
-  started as a Trio task only when its start entry comes up, so it too runs
-  only while holding the baton.
+  without a Trio switch at all. Every actor, spawned before the run or
+  during it, is started as a Trio task only when its start entry comes up,
+  holding the baton (an actor that never reaches its start costs no task).
 
 ::
 
@@ -259,9 +259,7 @@ class Engine:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                for actor in list(self.actors):
-                    await nursery.start(self._actor_main, actor, False, name=actor.name)
-                self._handoff(self._next())
+                self._handoff(self._next())  # each actor's Trio task starts when its start entry comes up
                 if self._reason is None:
                     await self._wait_baton()
                 self.tasks.clear()  # teardown: cancelled tasks wake together
@@ -281,14 +279,12 @@ class Engine:
             trace_digest=self.trace.digest(),
         )
 
-    async def _actor_main(self, actor: Actor, has_baton: bool, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _actor_main(self, actor: Actor) -> None:
+        """The Trio task of *actor*, started holding the baton when its start entry comes up."""
         task = trio.lowlevel.current_task()
         actor._task = task
         self.tasks[task] = actor.name
         try:
-            if not has_baton:
-                task_status.started()
-                await self._wait_baton()
             await self._run_fn(actor)
         except trio.Cancelled as cancelled:
             # Teardown. Its traceback would keep the actor's whole stack in a reference
@@ -407,8 +403,8 @@ class Engine:
             return
         task = actor._task
         if task is None:
-            # Spawned during the run: its Trio task starts now, holding the baton.
-            self._nursery.start_soon(self._actor_main, actor, True, name=actor.name)
+            # Its start entry: its Trio task starts now, holding the baton.
+            self._nursery.start_soon(self._actor_main, actor, name=actor.name)
         elif self._fast_trio:
             self._reschedule(task, _BATON)
         else:
