@@ -176,7 +176,10 @@ def burst_limit(current: Any, what: str) -> int:
 
 def _scheduler(current: Any) -> Scheduler | None:
     """The machine's scheduler, or ``None`` for test doubles without one (then CPU work is free)."""
-    return getattr(getattr(current, "kernel", None), "sched", None)
+    try:
+        return current.kernel.sched
+    except AttributeError:
+        return None
 
 
 def charge(current: Any, what: str, n: int = 1) -> None:
