@@ -64,7 +64,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from actors.lab.drawn import DrawnRecords
 from actors.lab.report import reported_ops
 from actors.lab.rundir import SAMPLES, policy_dir_name
 from emu import NSEC_PER_MSEC, NSEC_PER_USEC, format_ns
@@ -112,7 +111,7 @@ class PlotRun:
     policy: str
     results: dict[str, Any]
     samples: dict[str, list[int]] | None
-    records: Any  # () -> Iterable[dict]: trace records in order
+    records: Any  # () -> Iterable[dict]: trace records in order (None: the trace was dropped once written)
 
 
 def plot_runs(result: Any) -> list[PlotRun]:
@@ -120,7 +119,8 @@ def plot_runs(result: Any) -> list[PlotRun]:
     runs = []
     for run in result.runs:
         if hasattr(run, "trace"):  # RunResult, in memory
-            runs.append(PlotRun(policy=run.policy, results=run.results, samples=run.samples or None, records=run.trace.records))
+            records = run.trace.records if run.trace is not None else None
+            runs.append(PlotRun(policy=run.policy, results=run.results, samples=run.samples or None, records=records))
         else:  # LoadedRun, from disk
             runs.append(PlotRun(policy=run.policy, results=run.results, samples=run.samples, records=run.records))
     return runs
@@ -162,19 +162,23 @@ def write_plots(run_dir: pathlib.Path | str, result: Any, *, window: tuple[int, 
 
 
 def write_timeline(
-    run_dir: pathlib.Path, runs: list[PlotRun], index: int, *, window: tuple[int, int] | None = None, drawn: DrawnRecords | None = None
+    run_dir: pathlib.Path,
+    runs: list[PlotRun],
+    index: int,
+    *,
+    window: tuple[int, int] | None = None,
+    intervals: dict[str, dict[str, list[Interval]]] | None = None,
 ) -> pathlib.Path:
     """Draw ``timeline-<policy>.png`` of ``runs[index]`` (the focus task is chosen over all *runs*, the colour by *index*).
 
-    *drawn*: the run's records already decoded by ``actors.lab.drawn.drawn_records``
-    (with at least ``TIMELINE_EVENTS``); by default they are read from the run.
+    *intervals*: the run's ``timeline_intervals``, already worked out (by
+    ``actors.lab.policy_files``, where the run ended); by default they are
+    read from the run's records.
     """
     run = runs[index]
     focus = focus_task([r.results for r in runs])
-    if drawn is None:
+    if intervals is None:
         intervals = timeline_intervals(run.records())
-    else:
-        intervals = timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns)
     end_ns = run.results.get("virtual_ns") or max((iv[1] for ivs in intervals.values() for iv in ivs), default=0)
     chosen = window or default_window(intervals, focus, end_ns)
     path = pathlib.Path(run_dir) / f"timeline-{_slug(run.policy)}.png"
