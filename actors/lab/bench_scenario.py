@@ -26,6 +26,7 @@ from actors.lab.experiment import ExperimentResult, build_policy, config_digest,
 from actors.lab.output import TraceFiles, _write_contents, policy_files
 from actors.lab.policy_files import WrittenRun
 from actors.lab.rundir import TRACE_JSONL, policy_dir_name
+from actors.lab.timeline_intervals import timeline_intervals
 from emu.gcheap import frozen_heap
 
 PHASES = ("setup", "simulation", "results", "plots", "perfetto")
@@ -47,7 +48,7 @@ def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[s
         seconds["simulation"] += simulated - built
         seconds["results"] += clock() - simulated
     result = ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
-    from actors.lab.plots import plot_runs, timeline_intervals, write_plots, write_timeline
+    from actors.lab.plots import plot_runs, write_plots, write_timeline
 
     with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch, frozen_heap():  # as PolicyFiles.write and _write_contents
         root = pathlib.Path(scratch)

@@ -7,10 +7,10 @@ process that ran the policy, while the other policies still run, and drops
 the trace there instead of sending it back (``actors.lab.cli._run_all``).
 The timeline PNG is not one of them: its window is centred on the stall of
 a task chosen over every policy's results (``actors.lab.plots.focus_task``).
-What it needs of the trace, the intervals of ``timeline_intervals``, is
-worked out here from the same decoding pass as the Perfetto file
-(``actors.lab.drawn``) and travels back instead; the picture is drawn once
-every run is in (``actors.lab.output``).
+What it needs of the trace, its intervals (``actors.lab.timeline_intervals``,
+which needs no matplotlib), is worked out here from the same decoding pass
+as the Perfetto file (``actors.lab.drawn``) and travels back instead; the
+picture is drawn once every run is in (``actors.lab.output``).
 
 ``PolicyFiles`` is picklable: a worker receives it with its policy.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import importlib
 import pathlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ import attrs
 from actors.lab.drawn import DrawnRecords, drawn_records
 from actors.lab.perfetto_export import DRAWN, to_perfetto
 from actors.lab.rundir import PERFETTO_FORMATS, TRACE_JSONL, TRACE_PERFETTO, TRACE_PERFETTO_GZ, policy_dir_name
+from actors.lab.timeline_intervals import TIMELINE_EVENTS, Interval, timeline_intervals
 from emu import PerfettoTrace
 from emu.gcheap import frozen_heap
 
@@ -64,7 +64,7 @@ class WrittenRun:
     """
 
     run: RunResult
-    intervals: dict[str, dict[str, list[tuple[int, int]]]] | None
+    intervals: dict[str, dict[str, list[Interval]]] | None
     warnings: tuple[str, ...] = ()
     error: OSError | None = None
 
@@ -116,7 +116,7 @@ class PolicyFiles:
         if self.plots:
             assert drawn is not None
             try:
-                intervals = _plots().timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns)
+                intervals = timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns)
             except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run
                 warnings = (f"timeline of {run.policy} failed: {type(error).__name__}: {error}",)
         return WrittenRun(run=attrs.evolve(run, trace=None), intervals=intervals, warnings=warnings)
@@ -124,7 +124,7 @@ class PolicyFiles:
     def drawn_events(self) -> frozenset[str]:
         """The events the decoding pass keeps: those the Perfetto file and the timeline draw (if written)."""
         perfetto = DRAWN if self.traces.perfetto != "none" else frozenset()
-        return perfetto | (_plots().TIMELINE_EVENTS if self.plots else frozenset())
+        return perfetto | (TIMELINE_EVENTS if self.plots else frozenset())
 
     def write_perfetto(self, run_dir: pathlib.Path, run: RunResult, drawn: DrawnRecords) -> None:
         """*run*'s Perfetto timeline into *run_dir*, gzipped or plain as ``traces`` says, from its drawn records."""
@@ -143,11 +143,6 @@ class PolicyFiles:
         with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, self.traces.perfetto == "gz") as stream:
             trace = PerfettoTrace(stream, metadata=metadata, window=self.traces.window)
             to_perfetto(drawn.records, depth_cap=self.depth_cap, out=trace, tasks=run.tasks, end_ns=drawn.end_ns).close()
-
-
-def _plots() -> Any:
-    """``actors.lab.plots``, imported when first needed: matplotlib loads only when plots are drawn."""
-    return importlib.import_module("actors.lab.plots")
 
 
 @contextlib.contextmanager
