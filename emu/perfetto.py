@@ -2,7 +2,8 @@
 
 Domain-free: callers name processes, threads, slices, async slices, flows and
 counters; this module only keeps the format right. Timestamps go in as
-virtual nanoseconds and come out in microseconds, as the format requires.
+virtual nanoseconds and come out in microseconds (``ns / 1000``), as the
+format requires.
 
 Format reference: the "Trace Event Format" document (phases ``M`` metadata,
 ``X`` complete, ``b``/``e`` async nestable, ``s``/``f`` flow, ``C`` counter).
@@ -26,10 +27,6 @@ import pathlib
 from typing import Any, BinaryIO
 
 import orjson
-
-
-def _us(ns: int) -> float:
-    return ns / 1000
 
 
 _HEAD = b'{"traceEvents":['
@@ -61,11 +58,12 @@ class PerfettoTrace:
             out.write(_HEAD)
 
     def _inside(self, ts_ns: int, end_ns: int) -> bool:
-        return self._window is None or (end_ns >= self._window[0] and ts_ns <= self._window[1])
+        window = self._window
+        return window is None or (end_ns >= window[0] and ts_ns <= window[1])
 
-    def _add(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        if self._out is not None and len(self.events) >= STREAM_BATCH:
+    def _add(self, *events: dict[str, Any]) -> None:
+        self.events += events
+        if len(self.events) >= STREAM_BATCH and self._out is not None:
             self._flush()
 
     def _flush(self) -> None:
@@ -100,36 +98,37 @@ class PerfettoTrace:
 
     def complete(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, cat: str = "", args: dict | None = None) -> None:
         """A slice on one thread; slices on a thread must nest."""
-        if not self._inside(ts_ns, ts_ns + dur_ns):
+        if self._window is not None and not self._inside(ts_ns, ts_ns + dur_ns):
             return
-        event = {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": _us(ts_ns), "dur": _us(dur_ns)}
+        event = {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": ts_ns / 1000, "dur": dur_ns / 1000}
         if args:
             event["args"] = args
         self._add(event)
 
     def async_slice(self, name: str, pid: int, tid: int, ts_ns: int, dur_ns: int, *, id: str, cat: str, args: dict | None = None) -> None:
         """A begin/end pair that may overlap others (its own track in the UI)."""
-        if not self._inside(ts_ns, ts_ns + dur_ns):
+        if self._window is not None and not self._inside(ts_ns, ts_ns + dur_ns):
             return
-        begin = {"ph": "b", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns)}
+        begin = {"ph": "b", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": ts_ns / 1000}
         if args:
             begin["args"] = args
-        self._add(begin)
-        self._add({"ph": "e", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": _us(ts_ns + dur_ns)})
+        self._add(begin, {"ph": "e", "name": name, "cat": cat, "id": id, "pid": pid, "tid": tid, "ts": (ts_ns + dur_ns) / 1000})
 
     def flow(self, name: str, id: str, start: tuple[int, int, int], end: tuple[int, int, int], *, cat: str = "flow") -> None:
         """An arrow from (pid, tid, ts_ns) *start* to *end*; each end binds to the enclosing slice."""
         (spid, stid, sts), (epid, etid, ets) = start, end
-        if not self._inside(sts, ets):
+        if self._window is not None and not self._inside(sts, ets):
             return
-        self._add({"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": _us(sts)})
-        self._add({"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": _us(ets)})
+        self._add(
+            {"ph": "s", "name": name, "cat": cat, "id": id, "pid": spid, "tid": stid, "ts": sts / 1000},
+            {"ph": "f", "bp": "e", "name": name, "cat": cat, "id": id, "pid": epid, "tid": etid, "ts": ets / 1000},
+        )
 
     def counter(self, name: str, pid: int, ts_ns: int, values: dict[str, int | float]) -> None:
         """A sample of a counter track."""
-        if not self._inside(ts_ns, ts_ns):
+        if self._window is not None and not self._inside(ts_ns, ts_ns):
             return
-        self._add({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": _us(ts_ns), "args": values})
+        self._add({"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": ts_ns / 1000, "args": values})
 
     def to_json(self) -> bytes:
         return orjson.dumps({"traceEvents": self.events, **self._tail})

@@ -5,7 +5,8 @@ The phases are those of ``emu run``: set-up (engine and kernel,
 (``finish_policy``, results.json, trace.jsonl), plots and the Perfetto
 file, written into a scratch directory that is removed afterwards. As in
 ``emu run``, each policy's trace is decoded once for its Perfetto file and
-its timeline (``actors.lab.drawn``); that pass counts as Perfetto time. Each
+its timeline (``actors.lab.policy_files``); that pass counts as Perfetto
+time, working out the timeline's intervals from it as plot time. Each
 phase is summed over the config's policies; ``repeats`` runs of the whole
 give the median and the spread of each. Nothing here changes what a run
 does: the digests are printed so a before/after comparison can check them.
@@ -20,11 +21,12 @@ import time
 from typing import Any
 
 from actors.lab.config import ExperimentConfig
-from actors.lab.experiment import ExperimentResult, build_policy, config_digest, finish_policy, simulate
 from actors.lab.drawn import drawn_records
-from actors.lab.output import TraceFiles, _write_contents, write_perfetto
-from actors.lab.perfetto_export import DRAWN
-from actors.lab.rundir import policy_dir_name
+from actors.lab.experiment import ExperimentResult, build_policy, config_digest, finish_policy, simulate
+from actors.lab.output import TraceFiles, _write_contents, policy_files
+from actors.lab.policy_files import WrittenRun
+from actors.lab.rundir import TRACE_JSONL, policy_dir_name
+from actors.lab.timeline_intervals import timeline_intervals
 from emu.gcheap import frozen_heap
 
 PHASES = ("setup", "simulation", "results", "plots", "perfetto")
@@ -46,24 +48,34 @@ def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[s
         seconds["simulation"] += simulated - built
         seconds["results"] += clock() - simulated
     result = ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
-    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch, frozen_heap():  # as _write_contents for emu run
-        root = pathlib.Path(scratch)
-        start = clock()
-        _write_contents(root, result, TraceFiles(perfetto="none"), plots=False, jobs=1)
-        written = clock()
-        from actors.lab.plots import TIMELINE_EVENTS, plot_runs, write_plots, write_timeline
+    from actors.lab.plots import plot_runs, write_plots, write_timeline
 
-        write_plots(root, result, timelines=False)
-        seconds["results"] += written - start
-        seconds["plots"] += clock() - written
-        for index, run in enumerate(runs):
+    with tempfile.TemporaryDirectory(prefix="emu-bench-") as scratch, frozen_heap():  # as PolicyFiles.write and _write_contents
+        root = pathlib.Path(scratch)
+        files = policy_files(root, config, result.config_sha256, TraceFiles(), plots=True)
+        written = {}
+        for index, run in enumerate(runs):  # each run's own files, as emu run's workers write them
+            assert run.trace is not None
+            run_dir = root / policy_dir_name(run.policy)
             start = clock()
-            drawn = drawn_records(run.trace.records(), DRAWN | TIMELINE_EVENTS)
-            write_perfetto(root / policy_dir_name(run.policy), result, run, TraceFiles(), drawn=drawn)
+            run_dir.mkdir()
+            run.trace.write_jsonl(run_dir / TRACE_JSONL)
+            jsonl = clock()
+            drawn = drawn_records(run.trace.records(), files.drawn_events())
+            files.write_perfetto(run_dir, run, drawn)
             exported = clock()
-            write_timeline(root, plot_runs(result), index, drawn=drawn)
-            seconds["perfetto"] += exported - start
+            written[index] = WrittenRun(run=run, intervals=timeline_intervals(drawn.records, actors=drawn.actors, end_ns=drawn.end_ns))
+            seconds["results"] += jsonl - start
+            seconds["perfetto"] += exported - jsonl
             seconds["plots"] += clock() - exported
+        start = clock()
+        _write_contents(root, result, TraceFiles(jsonl=False, perfetto="none"), plots=False, jobs=1, written=written)
+        summarised = clock()
+        write_plots(root, result, timelines=False)
+        for index in written:
+            write_timeline(root, plot_runs(result), index, intervals=written[index].intervals)
+        seconds["results"] += summarised - start
+        seconds["plots"] += clock() - summarised
     return seconds, {run.policy: run.results["trace_digest"] for run in runs}
 
 

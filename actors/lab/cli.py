@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import multiprocessing
 import os
 import pathlib
@@ -77,7 +78,8 @@ from emu import EmulatorError, format_ns, parse_duration
 
 if TYPE_CHECKING:
     from actors.lab.experiment import ExperimentResult
-    from actors.lab.output import OutDirClaim, TraceFiles
+    from actors.lab.output import OutDirClaim, Staged, TraceFiles
+    from actors.lab.policy_files import PolicyFiles
 
 #: Exit statuses.
 EXIT_FAILED = 1
@@ -217,7 +219,8 @@ def run(
     out = default_out(config) if out is None else out
     say = (lambda _text: None) if quiet else (lambda text: click.echo(text, err=True))
 
-    from actors.lab.output import OutDirClaim, OutputError, write_run_dir
+    from actors.lab.experiment import config_digest
+    from actors.lab.output import OutDirClaim, OutputError, policy_files, write_run_dir
 
     traces = TraceFiles(jsonl=not no_trace, perfetto="none" if no_trace else perfetto, window=trace_window)
 
@@ -226,9 +229,11 @@ def run(
             if claim.replaces and verbose:
                 say(f"will replace {claim.replaces}")
             with _interruptible(claim):
-                result = _run_all(config, config_path, names, seed, tie_seed, out, jobs=jobs or cores(), quiet=quiet, verbose=verbose)
+                staged = claim.staging()  # each policy's own files are written there as its run ends
+                files = policy_files(staged.root, config, config_digest(config), traces, plots=plots)
+                result = _run_all(config, config_path, names, seed, tie_seed, out, jobs=jobs or cores(), quiet=quiet, verbose=verbose, files=files, staged=staged)
             try:
-                warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces, jobs=jobs or cores())
+                warnings = write_run_dir(out, result, plots=plots, force=force, traces=traces, jobs=jobs or cores(), staged=staged)
             except OutputError as error:
                 print_report(build_report(result.to_json(), answer=config.report.answer), fmt)
                 _die(f"error: {error}", EXIT_FAILED)
@@ -335,9 +340,10 @@ def _interruptible(claim: OutDirClaim) -> Iterator[None]:
 
     The engine runs under Trio, where a ``KeyboardInterrupt`` raised at an
     arbitrary point would surface as an actor crash or a Trio internal error;
-    so SIGINT (and SIGTERM) get a handler that releases *claim* (the lock, the
-    parents it created), says so and leaves with ``os._exit``. Policies that
-    had finished are not kept: a run directory is whole or absent.
+    so SIGINT (and SIGTERM) get a handler that ends the worker processes,
+    releases *claim* (the staging directory with the files of the policies
+    that had finished, the lock, the parents it created), says so and leaves
+    with ``os._exit``. A run directory is whole or absent.
     """
 
     owner = os.getpid()
@@ -345,6 +351,9 @@ def _interruptible(claim: OutDirClaim) -> Iterator[None]:
     def stop(signum: int, _frame: object) -> None:
         if os.getpid() != owner:  # a forked worker (``_workers``): leave quietly, the parent speaks
             os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
+        for worker in multiprocessing.active_children():  # ended first: none writes into the staging directory once it is removed
+            worker.kill()
+            worker.join()
         claim.__exit__(None, None, None)
         os.write(2, b"\ninterrupted: nothing written\n")
         os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
@@ -368,12 +377,19 @@ def _run_all(
     jobs: int = 1,
     quiet: bool = False,
     verbose: bool = False,
+    files: PolicyFiles | None = None,
+    staged: Staged | None = None,
 ) -> ExperimentResult:
     """Run every policy of *names*: in this process, or on *jobs* worker processes (``_workers``).
 
     Runs are independent and a pure function of their inputs, so the workers'
     results are the serial ones; they are taken in *names* order, and the
     first failure in that order is the one reported, as serially.
+
+    With *files* (and *staged*, where they go), each run's own files are
+    written as soon as it ends, by the process that ran it, and its trace is
+    dropped there (``actors.lab.policy_files``): the runs come back without
+    their traces, and *staged* holds what was written.
     """
     from actors.lab.experiment import ExperimentResult, PolicyFailure, config_digest, run_policy, run_policy_job
 
@@ -388,34 +404,49 @@ def _run_all(
         transient=True,
         disable=quiet,
     )
+    then = files.write if files is not None else None
+
+    def finished(index: int, outcome: Any) -> None:
+        if files is not None:
+            assert staged is not None
+            staged.runs[index] = outcome
+            outcome = outcome.run
+        runs.append(outcome)
+
     jobs = min(jobs, len(names))
     # The workers fork on the first submit, before the progress bar starts its refresh thread.
     pool = _workers(jobs) if jobs > 1 else None
-    futures = [pool.submit(run_policy_job, config, name, seed, tie_seed) for name in names] if pool is not None else []
+    futures = [pool.submit(run_policy_job, config, name, seed, tie_seed, then) for name in names] if pool is not None else []
+    if pool is not None and files is not None and files.plots:
+        importlib.import_module("actors.lab.plots")  # while the workers run: matplotlib, for the plots drawn after them
     with progress:
         task = progress.add_task(config.name, total=len(names))
         if pool is not None:
             if verbose:
                 progress.console.print(f"running {config.name} under {', '.join(names)}, seed {seed}, on {jobs} worker processes")
             progress.update(task, description=f"{config.name}: {jobs} jobs")
-            for future in futures:
-                outcome = future.result()
-                if isinstance(outcome, PolicyFailure):
-                    progress.stop()
-                    _stop_workers(pool)
-                    if not outcome.emulator_error:
-                        click.echo(outcome.traceback.rstrip("\n"), err=True)
-                    _run_failed(outcome.error, config_path, outcome.policy, seed, tie_seed, out)
-                runs.append(outcome)
-                progress.advance(task)
+            try:
+                for index, future in enumerate(futures):
+                    outcome = future.result()
+                    if isinstance(outcome, PolicyFailure):
+                        progress.stop()
+                        _stop_workers(pool)
+                        if not outcome.emulator_error:
+                            click.echo(outcome.traceback.rstrip("\n"), err=True)
+                        _run_failed(outcome.error, config_path, outcome.policy, seed, tie_seed, out)
+                    finished(index, outcome)
+                    progress.advance(task)
+            except Exception:  # a bug in writing a run's files: stop the others before the traceback
+                _stop_workers(pool)
+                raise
             pool.shutdown()
             return ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
-        for name in names:
+        for index, name in enumerate(names):
             progress.update(task, description=f"{config.name}: {name}")
             if verbose:
                 progress.console.print(f"running {config.name} under {name}, seed {seed}")
             try:
-                runs.append(run_policy(config, name, seed=seed, tie_seed=tie_seed))
+                run = run_policy(config, name, seed=seed, tie_seed=tie_seed)
             except EmulatorError as error:
                 progress.stop()
                 _run_failed(f"{type(error).__name__}: {error}", config_path, name, seed, tie_seed, out)
@@ -423,6 +454,7 @@ def _run_all(
                 progress.stop()
                 _stderr().print_exception()
                 _run_failed(f"{type(error).__name__}: {error}", config_path, name, seed, tie_seed, out)
+            finished(index, run if then is None else then(run))
             progress.advance(task)
     return ExperimentResult(config=config, config_sha256=config_digest(config), runs=runs)
 
@@ -439,9 +471,15 @@ def _workers(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
 
 
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """After a failure: end the other runs now instead of waiting for them (serially they would not have started)."""
-    for process in list(getattr(pool, "_processes", {}).values()):
+    """After a failure: end the other runs now instead of waiting for them (serially they would not have started).
+
+    They are waited for, so none writes into the run directory's temporary after it is removed.
+    """
+    processes = list(getattr(pool, "_processes", {}).values())
+    for process in processes:
         process.terminate()
+    for process in processes:
+        process.join()
     pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -1,6 +1,6 @@
 """One decoding pass over a run's trace for the outputs that draw it.
 
-A policy's timeline (``actors.lab.plots.timeline_intervals``) and its
+A policy's timeline (``actors.lab.timeline_intervals``) and its
 Perfetto file (``actors.lab.perfetto_export.to_perfetto``) both read the
 trace's records in order, and most records are neither's business: 64 % of
 seed-inversion's are ``mm_filemap_add_to_page_cache``. ``drawn_records``

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -57,7 +58,8 @@ class RunResult:
 
     policy: str
     results: dict[str, Any]
-    trace: Trace
+    #: ``None`` once its files are written and it is dropped (``actors.lab.policy_files``).
+    trace: Trace | None
     stats: RunStats
     #: Every latency sample behind ``results["latency"]``, keyed ``<task>/<op>``
     #: in ns, in recording order (the plots' CDFs; optional).
@@ -175,8 +177,14 @@ class PolicyFailure:
     traceback: str
 
 
-def run_policy_job(config: ExperimentConfig, policy: str, seed: int | None, tie_seed: int | None) -> RunResult | PolicyFailure:
-    """``run_policy`` in a worker process: any failure comes back as a ``PolicyFailure``.
+def run_policy_job(
+    config: ExperimentConfig, policy: str, seed: int | None, tie_seed: int | None, then: Callable[[RunResult], Any] | None = None
+) -> Any:
+    """``run_policy`` in a worker process: any failure of the run comes back as a ``PolicyFailure``.
+
+    *then*: applied to the run's result in the worker (``emu run`` writes
+    the policy's own files there, ``PolicyFiles.write``); its return value
+    is the job's. A failure inside it is not the run's and is not caught.
 
     Ctrl-C that reaches a worker ends it at once and silently (the parent
     says "interrupted" and writes nothing); a worker whose parent is gone
@@ -186,10 +194,11 @@ def run_policy_job(config: ExperimentConfig, policy: str, seed: int | None, tie_
     signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
     _watch_parent(os.getppid())
     try:
-        return run_policy(config, policy, seed=seed, tie_seed=tie_seed)
+        run = run_policy(config, policy, seed=seed, tie_seed=tie_seed)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which exits
         text = "".join(traceback.format_exception(error))
         return PolicyFailure(policy=policy, error=f"{type(error).__name__}: {error}", emulator_error=isinstance(error, EmulatorError), traceback=text)
+    return run if then is None else then(run)
 
 
 @functools.cache

@@ -15,7 +15,10 @@ Layout (``docs/DESIGN.md``, "Run directory")::
 The directory appears whole or not at all: everything is written into a
 sibling ``DIR.tmp-<random>`` (marked ``INCOMPLETE`` until it is whole, so a
 temporary left by a killed process is never read as a run) and renamed into
-place at the end.
+place at the end. ``emu run`` makes that sibling before the simulations
+(``OutDirClaim.staging``), so each policy's own files are written as soon as
+its run ends (``actors.lab.policy_files``); the rest (results.json, the
+plots) once every run is in.
 
 What an existing ``DIR`` may be (``check_out_dir``): absent or empty; a
 previous run of the same experiment, which is replaced; a run directory of
@@ -36,7 +39,6 @@ import concurrent.futures
 import contextlib
 import errno
 import fcntl
-import gzip
 import importlib
 import multiprocessing
 import os
@@ -44,31 +46,25 @@ import pathlib
 import secrets
 import shutil
 import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
 
-from actors.lab.drawn import DrawnRecords, drawn_records
-from actors.lab.perfetto_export import DRAWN, to_perfetto
+from actors.lab.policy_files import PolicyFiles, TraceFiles, WrittenRun
 from actors.lab.rundir import (
     CONFIG_COPY,
     INCOMPLETE,
     MATRIX,
-    PERFETTO_FORMATS,
     REPLAY,
     RESULTS,
-    TRACE_JSONL,
-    TRACE_PERFETTO,
-    TRACE_PERFETTO_GZ,
     policy_dir_name,
 )
-from emu import PerfettoTrace
 from emu.gcheap import frozen_heap
 
 if TYPE_CHECKING:
-    from actors.lab.experiment import ExperimentResult, RunResult
+    from actors.lab.config import ExperimentConfig
+    from actors.lab.experiment import ExperimentResult
 
 
 
@@ -120,8 +116,11 @@ class OutDirClaim:
 
     On entry: check *out* (``check_out_dir``), create its parent, and lock
     ``<parent>/.<name>.lock`` (``flock``, released by the kernel if the
-    process dies). On exit: remove the lock, and the parents this claim
-    created if nothing was written into them.
+    process dies). ``staging()`` makes the temporary directory the runs
+    write their own files into as they end (``write_run_dir(staged=...)``
+    finishes it). On exit: remove that directory if it was not moved into
+    place, the lock, and the parents this claim created if nothing was
+    written into them.
 
     Raises:
         OutputError: on entry, when *out* is refused, its parent cannot be
@@ -137,6 +136,7 @@ class OutDirClaim:
         self.lock_path = _absolute(self.out).with_name(f".{_absolute(self.out).name}.lock")
         self._created: list[pathlib.Path] = []
         self._fd: int | None = None
+        self._staged: Staged | None = None
 
     def __enter__(self) -> OutDirClaim:
         self.replaces = check_out_dir(self.out, force=self.force, experiment=self.experiment)
@@ -156,7 +156,19 @@ class OutDirClaim:
             raise OutputError(f"{self.out}: another emu run is writing it (it holds {self.lock_path}); wait for it or choose another --out") from None
         return self
 
+    def staging(self) -> Staged:
+        """The temporary sibling of *out* (``DIR.tmp-<random>``, marked ``INCOMPLETE``), made on the first call."""
+        if self._staged is None:
+            try:
+                self._staged = Staged(root=_staging_dir(self.out))
+            except OSError as error:
+                raise OutputError(f"{self.out}: cannot write there: {error.strerror or error}") from None
+        return self._staged
+
     def __exit__(self, *_exc: object) -> None:
+        if self._staged is not None:
+            shutil.rmtree(self._staged.root, ignore_errors=True)  # gone already once moved into place
+            self._staged = None
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 self.lock_path.unlink()
@@ -194,35 +206,31 @@ def dumps_json(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-@attrs.frozen(kw_only=True)
-class TraceFiles:
-    """Which trace files ``write_run_dir`` writes.
-
-    Attributes:
-        jsonl: ``<policy>/trace.jsonl`` (``emu replay`` and ``emu report --plots-out`` need it).
-        perfetto: ``"gz"`` (default, ``trace.perfetto.json.gz``), ``"json"`` or ``"none"``.
-        window: ``(start_ns, end_ns)``: the Perfetto file keeps only what overlaps it.
-    """
-
-    jsonl: bool = True
-    perfetto: str = attrs.field(default="gz", validator=attrs.validators.in_(PERFETTO_FORMATS))
-    window: tuple[int, int] | None = None
-
-
 def write_run_dir(
-    out: pathlib.Path, result: ExperimentResult, *, plots: bool, force: bool = False, traces: TraceFiles = TraceFiles(), jobs: int = 1
+    out: pathlib.Path,
+    result: ExperimentResult,
+    *,
+    plots: bool,
+    force: bool = False,
+    traces: TraceFiles = TraceFiles(),
+    jobs: int = 1,
+    staged: Staged | None = None,
 ) -> list[str]:
     """Write the run directory of *result* at *out*, atomically.
 
     Args:
         out: the directory to create (its parent is created if missing).
-        result: the experiment's runs, with their traces kept.
+        result: the experiment's runs, with their traces kept (or dropped,
+            for the runs *staged* has written).
         plots: also draw the plots (``actors.lab.plots.write_plots(dir, result)``).
         force: replace a run directory of another experiment (``check_out_dir``).
-        traces: which trace files to write (``TraceFiles``).
-        jobs: write each policy's trace files and timeline in up to this many
-            forked processes, while this one draws the latency CDFs (the
-            files are the same bytes as with 1).
+        traces: which trace files to write.
+        jobs: write each policy's trace files and draw its timeline in up to
+            this many forked processes, while this one draws the latency CDFs
+            (the files are the same bytes as with 1).
+        staged: the temporary directory ``OutDirClaim.staging`` made, where
+            each run's own files were written as it ended
+            (``actors.lab.policy_files``); written into and moved into place.
 
     Returns:
         Warnings for the user (a plot writer that failed); empty when all went well.
@@ -236,12 +244,13 @@ def write_run_dir(
     warnings: list[str] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sibling_dir(out, "tmp")
+        tmp = staged.root if staged is not None else _staging_dir(out)
     except OSError as error:
         raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
     try:
-        (tmp / INCOMPLETE).write_bytes(b"emu run is writing this directory; if no emu run is, it was interrupted\n")
-        warnings.extend(_write_contents(tmp, result, traces, plots=plots, jobs=jobs))
+        if staged is not None and staged.error is not None:
+            raise staged.error
+        warnings.extend(_write_contents(tmp, result, traces, plots=plots, jobs=jobs, written=staged.runs if staged else {}))
         (tmp / INCOMPLETE).unlink()
         move_into_place(tmp, _absolute(out))
     except OSError as error:
@@ -254,8 +263,39 @@ def write_run_dir(
     return warnings
 
 
-def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
-    """Every file of the run directory into *root*; the plot writers' warnings.
+@attrs.define
+class Staged:
+    """A run directory being written before the last run ends: its temporary directory, and the runs written into it.
+
+    Attributes:
+        root: the temporary directory (``OutDirClaim.staging``).
+        runs: each written run by its index in the experiment.
+    """
+
+    root: pathlib.Path
+    runs: dict[int, WrittenRun] = attrs.field(factory=dict)
+
+    @property
+    def error(self) -> OSError | None:
+        """The first (in the experiment's order) of the writes that failed (disk full), which ``write_run_dir`` reports."""
+        return next((self.runs[index].error for index in sorted(self.runs) if self.runs[index].error is not None), None)
+
+
+def _staging_dir(out: pathlib.Path) -> pathlib.Path:
+    """A new temporary sibling of *out*, marked ``INCOMPLETE`` until it is whole (so one left by a killed process is never read as a run)."""
+    tmp = sibling_dir(out, "tmp")
+    try:
+        (tmp / INCOMPLETE).write_bytes(b"emu run is writing this directory; if no emu run is, it was interrupted\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _write_contents(
+    root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int, written: dict[int, WrittenRun]
+) -> list[str]:
+    """Every file of the run directory into *root* (but those of the runs in *written*); the plot writers' warnings.
 
     Inside ``frozen_heap``, as a simulation: the outputs allocate millions of
     short-lived objects (decoded records, Perfetto events, plot artists)
@@ -263,10 +303,12 @@ def _write_contents(root: pathlib.Path, result: ExperimentResult, traces: TraceF
     and again; the forked writers inherit the frozen heap.
     """
     with frozen_heap():
-        return _write_files(root, result, traces, plots=plots, jobs=jobs)
+        return _write_files(root, result, traces, plots=plots, jobs=jobs, written=written)
 
 
-def _write_files(root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int) -> list[str]:
+def _write_files(
+    root: pathlib.Path, result: ExperimentResult, traces: TraceFiles, *, plots: bool, jobs: int, written: dict[int, WrittenRun]
+) -> list[str]:
     """``_write_contents`` without the heap settings."""
     global _SHARED  # noqa: PLW0603 - read by the forked writers, never written after the fork
     (root / RESULTS).write_bytes(dumps_json(result.to_json()))
@@ -275,85 +317,60 @@ def _write_files(root: pathlib.Path, result: ExperimentResult, traces: TraceFile
     (root / REPLAY).write_bytes(dumps_json(replay_info(result)))
     for run in result.runs:
         (root / policy_dir_name(run.policy)).mkdir(exist_ok=True)
+    files = policy_files(root, result.config, result.config_sha256, traces, plots=plots)
+    if plots:
+        importlib.import_module("actors.lab.plots")  # before the fork: the writers inherit matplotlib
     indices = range(len(result.runs))
     jobs = min(jobs, len(result.runs))
     if jobs <= 1:
-        warnings = [w for index in indices for w in _write_run_files(root, result, index, traces, plots)]
+        warnings = [w for index in indices for w in _write_run_files(root, result, files, written, index)]
         return warnings + (_write_plots(root, result) if plots else [])
-    _SHARED = result
+    _SHARED = result, files, written
     try:
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_run_files_job, root, index, traces, plots) for index in indices]
+            futures = [pool.submit(_run_files_job, root, index) for index in indices]
             cdf_warnings = _write_plots(root, result) if plots else []
             return [w for future in futures for w in future.result()] + cdf_warnings
     finally:
         _SHARED = None
 
 
-#: The result the forked writers of ``_write_files`` read (inherited at the fork, never pickled).
-_SHARED: ExperimentResult | None = None
+def policy_files(root: pathlib.Path, config: ExperimentConfig, config_sha256: str, traces: TraceFiles, *, plots: bool) -> PolicyFiles:
+    """How the policies of *config* write their own files into *root*."""
+    return PolicyFiles(
+        root=root,
+        experiment=config.name,
+        config_sha256=config_sha256,
+        depth_cap=config.device.nr_requests,
+        traces=traces,
+        plots=plots,
+    )
 
 
-def _run_files_job(root: pathlib.Path, index: int, traces: TraceFiles, plots: bool) -> list[str]:
+#: What the forked writers of ``_write_files`` read (inherited at the fork, never pickled).
+_SHARED: tuple[ExperimentResult, PolicyFiles, dict[int, WrittenRun]] | None = None
+
+
+def _run_files_job(root: pathlib.Path, index: int) -> list[str]:
     """``_write_run_files`` in a forked writer: Ctrl-C ends it silently (the parent reports it), as a run's worker."""
     signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
     assert _SHARED is not None
-    return _write_run_files(root, _SHARED, index, traces, plots)
+    return _write_run_files(root, *_SHARED, index)
 
 
-def _write_run_files(root: pathlib.Path, result: ExperimentResult, index: int, traces: TraceFiles, plots: bool) -> list[str]:
-    """The files of ``result.runs[index]``: its trace, its Perfetto file, its timeline; the timeline writer's warning."""
-    run = result.runs[index]
-    run_dir = root / policy_dir_name(run.policy)
-    if traces.jsonl:
-        run.trace.write_jsonl(run_dir / TRACE_JSONL)
-    perfetto = traces.perfetto != "none"
-    plots_module = importlib.import_module("actors.lab.plots") if plots else None  # matplotlib loads only when plots are drawn
-    # Both draw from one decoding of the trace.
-    drawn = drawn_records(run.trace.records(), DRAWN | plots_module.TIMELINE_EVENTS) if perfetto and plots_module else None
-    if perfetto:
-        write_perfetto(run_dir, result, run, traces, drawn=drawn)
-    if plots_module is None:
-        return []
+def _write_run_files(root: pathlib.Path, result: ExperimentResult, files: PolicyFiles, written: dict[int, WrittenRun], index: int) -> list[str]:
+    """The files of ``result.runs[index]`` (its trace files unless *written* has them) and its timeline; the warnings."""
+    done = written.get(index) or files.write(result.runs[index])
+    if done.error is not None:
+        raise done.error
+    if not files.plots or done.intervals is None:
+        return list(done.warnings)
+    plots = importlib.import_module("actors.lab.plots")
     try:
-        plots_module.write_timeline(root, plots_module.plot_runs(result), index, drawn=drawn)
+        plots.write_timeline(root, plots.plot_runs(result), index, intervals=done.intervals)
     except Exception as error:  # noqa: BLE001 - a broken plot must not cost the run
-        return [f"timeline of {run.policy} failed: {type(error).__name__}: {error}"]
+        return [f"timeline of {result.runs[index].policy} failed: {type(error).__name__}: {error}"]
     return []
-
-
-def write_perfetto(run_dir: pathlib.Path, result: ExperimentResult, run: RunResult, traces: TraceFiles, *, drawn: DrawnRecords | None = None) -> None:
-    """Write *run*'s Perfetto timeline into *run_dir* (gzipped or plain, as *traces* says).
-
-    *drawn*: the run's records already decoded by ``drawn_records`` (with at
-    least ``perfetto_export.DRAWN``); by default they are read from the trace.
-    """
-    metadata = {
-        "emulator": "faultpath",
-        "experiment": result.config.name,
-        "policy": run.policy,
-        "seed": run.results.get("seed"),
-        "tie_seed": run.results.get("tie_seed"),
-        "config_sha256": result.config_sha256,
-        "trace_digest": run.results.get("trace_digest"),
-        "virtual_ns": run.results.get("virtual_ns"),
-        "window_ns": list(traces.window) if traces.window else None,
-    }
-    name = TRACE_PERFETTO_GZ if traces.perfetto == "gz" else TRACE_PERFETTO
-    with open(run_dir / name, "wb") as raw, _maybe_gzip(raw, traces.perfetto == "gz") as stream:
-        trace = PerfettoTrace(stream, metadata=metadata, window=traces.window)
-        records, end_ns = (run.trace.records(), 0) if drawn is None else (drawn.records, drawn.end_ns)
-        to_perfetto(records, depth_cap=result.config.device.nr_requests, out=trace, tasks=run.tasks, end_ns=end_ns).close()
-
-
-@contextlib.contextmanager
-def _maybe_gzip(raw: Any, compress: bool) -> Iterator[Any]:
-    """*raw*, or a gzip stream over it: level 3 (a fast level; JSON shrinks ~10x), no name or time in the header (same run, same bytes)."""
-    if not compress:
-        yield raw
-        return
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=3, mtime=0) as stream:
-        yield stream
 
 
 def _write_plots(root: pathlib.Path, result: ExperimentResult) -> list[str]:

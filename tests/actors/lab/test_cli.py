@@ -220,6 +220,26 @@ def test_late_write_failure_still_prints_the_table(tiny: pathlib.Path, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_policys_files_failing_to_write_still_prints_the_table(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
+    """A policy's own files fail to write where its run ended (disk full): the other runs finish, the report is printed, then one error line; exit 1, nothing left."""
+    import errno
+
+    from actors.lab.policy_files import PolicyFiles
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(PolicyFiles, "_write", full)
+    out = tmp_path / "out"
+    result = _run("run", str(tiny), "--out", str(out), "--no-plots", "-j", jobs)
+    assert result.exit_code == 1
+    assert "toucher/touch" in result.stdout and "v5.1" in result.stdout
+    assert result.stderr.splitlines()[-1] == f"error: {out}: writing failed: No space left on device; nothing was written"
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**64), "x"])
 def test_bad_seed_exits_2_before_running(tiny: pathlib.Path, tmp_path: pathlib.Path, seed: str) -> None:
     """``--seed`` takes 0 … 2^64-1; anything else is a usage error (exit 2), nothing created."""
@@ -260,8 +280,10 @@ def test_largest_seed_runs(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
     assert orjson.loads((tmp_path / "out" / "results.json").read_bytes())["runs"][0]["seed"] == 2**64 - 1
 
 
-def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch) -> None:
-    """An EmulatorError in a run exits 1 with the error and one command that replays it; nothing is written."""
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_path: pathlib.Path, monkeypatch, jobs: str) -> None:
+    """An EmulatorError in a run exits 1 with the error and one command that replays it; nothing is written (not even
+    the files of the policy that ran first, written as it ended), in this process or on forked workers."""
     import actors.lab.experiment
     from emu import HungTaskError
 
@@ -274,7 +296,7 @@ def test_run_failure_prints_error_and_replay_command(tiny: pathlib.Path, tmp_pat
 
     monkeypatch.setattr(actors.lab.experiment, "run_policy", hangs_on_v51)
     out = tmp_path / "out"
-    result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9", "-j", "1")  # the patch lives in this process
+    result = _run("run", str(tiny), "--out", str(out), "--tie-seed", "9", "-j", jobs)  # forked workers inherit the patch
     assert result.exit_code == 1
     assert "HungTaskError" in result.stderr and "app.mmap_sem" in result.stderr
     replay = [line for line in result.stderr.splitlines() if line.startswith("replay: ")]

@@ -8,7 +8,7 @@ import pytest
 
 from actors.lab.drawn import drawn_records
 from actors.lab.perfetto_export import DRAWN, to_perfetto
-from actors.lab.plots import TIMELINE_EVENTS, timeline_intervals
+from actors.lab.timeline_intervals import TIMELINE_EVENTS, timeline_intervals
 
 TINY = pathlib.Path(__file__).with_name("tiny.toml").read_text()
 

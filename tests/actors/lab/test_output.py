@@ -334,12 +334,12 @@ def test_write_failure_is_one_output_error(tmp_path: pathlib.Path, tiny_result, 
 
 def test_write_run_dir_leaves_nothing_when_it_fails(tmp_path: pathlib.Path, tiny_result, monkeypatch) -> None:
     """A failure half way through leaves neither the directory nor a temporary."""
-    import actors.lab.output
+    import actors.lab.policy_files
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(actors.lab.output, "to_perfetto", broken)
+    monkeypatch.setattr(actors.lab.policy_files, "to_perfetto", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_run_dir(tmp_path / "out", tiny_result, plots=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
@@ -355,14 +355,16 @@ def _fake_plots(calls: list, *, broken: bool = False):
         calls.append(("cdfs", result, timelines))
         (pathlib.Path(run_dir) / "latency_cdf.png").write_bytes(b"png")
 
-    def write_timeline(run_dir: pathlib.Path, runs: list, index: int, *, drawn=None) -> None:
+    def write_timeline(run_dir: pathlib.Path, runs: list, index: int, *, intervals=None) -> None:
         if broken:
             raise ValueError("no intervals")
-        calls.append(("timeline", runs[index], index, drawn))
+        calls.append(("timeline", runs[index], index, intervals))
         (pathlib.Path(run_dir) / f"timeline-{index}.png").write_bytes(b"png")
 
     return types.SimpleNamespace(
-        write_plots=write_plots, write_timeline=write_timeline, plot_runs=lambda result: list(result.runs), TIMELINE_EVENTS=frozenset({"fault_done"})
+        write_plots=write_plots,
+        write_timeline=write_timeline,
+        plot_runs=lambda result: list(result.runs),
     )
 
 
@@ -376,8 +378,8 @@ def test_plots_are_written_into_the_run_dir_when_available(tmp_path: pathlib.Pat
     assert write_run_dir(tmp_path / "out", tiny_result, plots=True, jobs=jobs) == []
     assert ("cdfs", tiny_result, False) in calls and (tmp_path / "out" / "latency_cdf.png").exists()
     assert all((tmp_path / "out" / f"timeline-{i}.png").exists() for i in range(len(tiny_result.runs)))
-    # The timeline draws from the records decoded once for it and the Perfetto file (in this process, when jobs is 1).
-    assert all(call[3].records and call[3].end_ns > 0 for call in calls if call[0] == "timeline")
+    # The timeline draws from the intervals worked out from the records decoded once for it and the Perfetto file.
+    assert all(call[3] and "app.toucher" in call[3] for call in calls if call[0] == "timeline")
     assert jobs > 1 or sum(call[0] == "timeline" for call in calls) == len(tiny_result.runs)
 
 
