@@ -35,6 +35,7 @@ from actors.mm.page import (
     unlock_page,
     wait_on_page_writeback,
 )
+from actors.mm.pagecache import PageCache
 from actors.mm.readahead import FileRaState, RaWindow
 from actors.sched.core import charge
 
@@ -87,7 +88,7 @@ class AddressSpace:
 
     def __init__(self, host: Inode) -> None:
         self.host = host
-        self.pages: dict[int, Page] = {}
+        self.pages = PageCache(self)
         self.a_ops: AddressSpaceOperations = host.fs  # type: ignore[assignment]
         self.nrpages = 0
 
@@ -298,9 +299,6 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
 def cached_fraction_fill(inode: Inode, pages: list[int]) -> None:
     """Populate *inode*'s cache with uptodate pages at start-up (the config's ``cached``)."""
     mapping = inode.i_mapping
-    for index in pages:
-        page = Page(mapping, index)
-        page.flags = PageFlag.UPTODATE
-        mapping.pages[index] = page
-        mapping.nrpages += 1
+    mapping.pages.fill(pages, inode.nr_pages)
+    mapping.nrpages += len(pages)
 
