@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.kernel_types import PageFlag
 from actors.locking.rwsem import RwsemSemantics
+from actors.mm.page import page_mapcount
 from actors.mm.swap import SWAP_HAS_CACHE
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def check_invariants(kernel: Kernel) -> dict[str, Any]:
         checked += inode.i_mapping.pages.untouched  # filled and never looked up: nothing to check
         for page in inode.i_mapping.pages.touched():
             checked += 1
-            expected = 1 + len(page.rmap)
+            expected = 1 + page_mapcount(page)
             if page.refcount < expected or (finished and page.refcount != expected):
                 report("page_refcount_balanced", page=page.name, refcount=page.refcount, expected=expected)
             if finished and idle and page.flags & PageFlag.LOCKED:

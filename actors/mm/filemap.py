@@ -31,6 +31,7 @@ from actors.mm.page import (
     get_page,
     lock_page,
     page_clear_rmap,
+    page_rmap,
     put_page,
     unlock_page,
     wait_on_page_writeback,
@@ -183,8 +184,8 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
         await lock_page(current, page)
         await wait_on_page_writeback(current, page)
         if page.mapping is mapping:
-            for pte in page.rmap:  # unmap_mapping_range → zap_pte_range
-                del pte.mm.ptes[pte.address]
+            for vma, address in page_rmap(page):  # unmap_mapping_range → zap_pte_range
+                vma.vm_mm.ptes.ptep_get_and_clear(address)
                 put_page(page)
             page_clear_rmap(page)
             page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
