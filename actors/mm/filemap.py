@@ -135,14 +135,13 @@ def add_to_page_cache_lru(current: TaskStruct, page: Page, mapping: AddressSpace
     The cache takes its own reference; the caller keeps the allocation's.
     Costs ``[costs] page_alloc``, paid at the task's next CPU burst.
     """
-    if offset in mapping.pages:
+    if not mapping.pages.insert(offset, page):
         return False
     page.mapping = mapping
     page.index = offset
     page.flags |= PageFlag.LOCKED
     page.locker = current.comm
     page.refcount += 1
-    mapping.pages[offset] = page
     mapping.nrpages += 1
     current.actor.log.info("mm_filemap_add_to_page_cache", ino=mapping.host.ino, index=offset)
     charge(current, "page_alloc")  # __page_cache_alloc + the radix-tree insert and LRU add

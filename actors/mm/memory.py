@@ -225,9 +225,7 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> VmFaultResult:
     ptes = vma.vm_mm.ptes
     delta = vma.vm_pgoff - vma.vm_start
     mapped = 0
-    for address in range(start, end):
-        if address in ptes:
-            continue
+    for address in ptes.pte_none(start, end):
         page = mapping.pages.get(address + delta)
         if page is None or page.flags & (PageFlag.READAHEAD | PageFlag.LOCKED) or not page.flags & PageFlag.UPTODATE:
             continue

@@ -59,7 +59,7 @@ class PageCache:
     def get(self, index: int) -> Page | None:
         """The page at *index*, or ``None`` (a filled page gets its object here)."""
         page = self._pages.get(index)
-        if page is None and self._is_filled(index):
+        if page is None and 0 <= index < len(self._filled) and self._filled[index]:
             page = self._pages[index] = Page(self._mapping, index)
             page.flags = _UPTODATE
             self._untouched -= 1
@@ -71,13 +71,16 @@ class PageCache:
             raise KeyError(index)
         return page
 
-    def __contains__(self, index: object) -> bool:
-        return index in self._pages or (isinstance(index, int) and self._is_filled(index))
+    def __contains__(self, index: int) -> bool:
+        return index in self._pages or (0 <= index < len(self._filled) and self._filled[index] == 1)
 
-    def __setitem__(self, index: int, page: Page) -> None:
-        if index in self:
-            raise KeyError(f"page {index} is cached already")
-        self._pages[index] = page
+    def insert(self, index: int, page: Page) -> bool:
+        """Cache *page* at *index* unless a page is there (the xarray store of ``__add_to_page_cache_locked``)."""
+        pages = self._pages
+        if index in pages or (0 <= index < len(self._filled) and self._filled[index]):
+            return False
+        pages[index] = page
+        return True
 
     def __delitem__(self, index: int) -> None:
         if self._is_filled(index):

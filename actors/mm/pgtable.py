@@ -54,6 +54,20 @@ class PageTables:
         table = self._tables.get(address >> _SHIFT)
         return None if table is None else table[address & _MASK]
 
+    def pte_none(self, start: int, end: int) -> list[int]:
+        """The addresses in [*start*, *end*) with no PTE, ascending (one table lookup for a window within a table)."""
+        tables = self._tables
+        free = []
+        table = None
+        key = -1
+        for address in range(start, end):
+            if address >> _SHIFT != key:
+                key = address >> _SHIFT
+                table = tables.get(key)
+            if table is None or table[address & _MASK] is None:
+                free.append(address)
+        return free
+
     def pte_write(self, address: int) -> bool:
         """``pte_write()`` of the present PTE at *address*."""
         return bool(self._tables[address >> _SHIFT][_WRITE] >> (address & _MASK) & 1)

@@ -47,11 +47,10 @@ def test_page_cache_agrees_with_a_dict(filled: list[int], program: list[tuple[st
         elif op == "del":
             with pytest.raises(KeyError):
                 del cache[index]
-        elif op == "add" and index not in model:
-            model[index] = cache[index] = Page(mapping, index)  # type: ignore[arg-type]
         elif op == "add":
-            with pytest.raises(KeyError):
-                cache[index] = Page(mapping, index)  # type: ignore[arg-type]
+            page = Page(mapping, index)  # type: ignore[arg-type]
+            assert cache.insert(index, page) is (index not in model)
+            model.setdefault(index, page)
         assert (index in cache) == (index in model)
         assert list(cache) == list(model) and len(cache) == len(model)
         assert cache.untouched == sum(page is None for page in model.values())
