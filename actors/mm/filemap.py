@@ -83,7 +83,7 @@ class Inode:
 
 
 class AddressSpace:
-    """``struct address_space``: the cached pages of one inode, by index."""
+    """``struct address_space``: the cached pages of one inode, by index (``pages``: ``actors.mm.pagecache``)."""
 
     __slots__ = ("host", "pages", "a_ops", "nrpages")
 

@@ -1,9 +1,11 @@
-"""``struct page`` and the page lock: flags, references, and waiting on bits.
+"""``struct page`` and the page lock: flags, references, the reverse map, and waiting on bits.
 
 Mirrors include/linux/mm_types.h (``struct page``), include/linux/pagemap.h
 (``trylock_page``, ``lock_page``, ``wait_on_page_locked``) and the page-wait
 half of mm/filemap.c (``wait_on_page_bit_common``, ``unlock_page``,
-``end_page_writeback``) at v4.19.
+``end_page_writeback``) at v4.19, and the bookkeeping of a page's reverse
+map from mm/rmap.c (``page_add_file_rmap``, ``page_remove_rmap``,
+``page_mapcount``, ``rmap_walk``; see ``Page.rmap``).
 
 Waiting: a page grows a wait queue when someone first waits on it and drops
 it when the last waiter leaves (the kernel hashes pages into a shared table;

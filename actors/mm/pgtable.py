@@ -10,7 +10,7 @@ Emulation notes:
     One level of PTE tables under a dict (the kernel has 512 PTEs a table
     and four levels above): a table covers ``PTES_PER_TABLE`` pages, a list
     of that many page slots (``None``: ``pte_none``) and, last, an int of
-    the tables's write bits; an empty table is freed (``free_pte_range``).
+    the table's write bits; an empty table is freed (``free_pte_range``).
     The fault-around window is one table. A PTE is an entry, not an
     object, so ``pte_same`` cannot compare objects: ``watch`` /
     ``pte_unchanged`` tell a sleeper whether the PTE it saw was cleared
@@ -124,10 +124,6 @@ class PageTables:
             for slot in range(PTES_PER_TABLE):
                 if table[slot] is not None:
                     yield base + slot
-
-    def items(self) -> Iterator[tuple[int, Page]]:
-        for address in list(self):
-            yield address, self.get(address)
 
     def resident_run(self, addresses: list[int], start: int, write: bool, limit: int) -> int:
         """How many of *addresses* from *start* on (at most *limit*) have a PTE that serves the access (a write needs the write bit)."""
