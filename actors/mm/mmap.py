@@ -130,18 +130,16 @@ class MmStruct:
 
     def remove_vma(self, vma: VmAreaStruct) -> int:
         """Unmap *vma*: zap its PTEs (dropping their page references) and free it."""
-        zapped = 0
-        for address in self._mapped(vma):
-            page = self.ptes.ptep_get_and_clear(address)
+        addresses, pages = self.ptes.zap_pte_range(vma.vm_start, vma.vm_end)
+        for address, page in zip(addresses, pages):
             if page.mapping is not None:
                 page_remove_rmap(page, vma, address)
             put_page(page)
-            zapped += 1
         if self.per_vma_lock:
             vma.vm_lock.mark_detached(True)  # do_vmi_align_munmap, after vma_start_write
         self.vmas.remove(vma)
         vma.freed = True
-        return zapped
+        return len(pages)
 
 
     def mprotect_vma(self, vma: VmAreaStruct, *, write: bool) -> None:
@@ -150,19 +148,7 @@ class MmStruct:
             vma.vm_flags |= VmFlag.WRITE
         elif not write:
             vma.vm_flags &= ~VmFlag.WRITE
-            for address in self._mapped(vma):  # change_protection()
-                self.ptes.ptep_set_wrprotect(address)
-
-    def _mapped(self, vma: VmAreaStruct) -> list[int]:
-        """The addresses in *vma* with a present PTE, ascending (as the page-table walk meets them).
-
-        Costs what is mapped, not the VMA's size: the smaller of the VMA's
-        pages and the mm's present PTEs is walked.
-        """
-        start, end = vma.vm_start, vma.vm_end
-        if end - start <= len(self.ptes):
-            return [address for address in range(start, end) if address in self.ptes]
-        return [address for address in self.ptes if start <= address < end]
+            self.ptes.change_protection(vma.vm_start, vma.vm_end)
 
     def set_pte(self, address: int, page: Page, write: bool, vma: VmAreaStruct | None = None) -> None:
         """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* in *vma* (by default the one at *address*).

@@ -125,6 +125,56 @@ class PageTables:
                 if table[slot] is not None:
                     yield base + slot
 
+    def _keys(self, start: int, end: int) -> list[int]:
+        """The tables over [*start*, *end*), ascending: the range's, or the mm's if it has fewer (the cost is what is mapped)."""
+        tables = self._tables
+        first, last = start >> _SHIFT, (end - 1) >> _SHIFT
+        if last - first < len(tables):
+            return [key for key in range(first, last + 1) if key in tables]
+        return sorted(key for key in tables if first <= key <= last)
+
+    def change_protection(self, start: int, end: int) -> None:
+        """``change_protection()`` to read-only (mm/mprotect.c, v4.19): clear the write bit of every PTE in [*start*, *end*)."""
+        for key in self._keys(start, end):
+            base = key << _SHIFT
+            if start <= base and base + PTES_PER_TABLE <= end:
+                self._tables[key][_WRITE] = 0
+            else:
+                self._tables[key][_WRITE] &= sum(1 << slot for slot in range(PTES_PER_TABLE) if not start <= base + slot < end)
+
+    def zap_pte_range(self, start: int, end: int) -> tuple[list[int], list[Page]]:
+        """``zap_pte_range()`` + ``free_pte_range()``: clear every PTE in [*start*, *end*).
+
+        Returns the addresses, ascending, and the pages they mapped (whose
+        references are the caller's now).
+        """
+        tables = self._tables
+        addresses: list[int] = []
+        pages: list[Page] = []
+        for key in self._keys(start, end):
+            table = tables[key]
+            base = key << _SHIFT
+            whole = start <= base and base + PTES_PER_TABLE <= end
+            for slot in range(PTES_PER_TABLE):
+                page = table[slot]
+                if page is not None and (whole or start <= base + slot < end):
+                    addresses.append(base + slot)
+                    pages.append(page)
+                    table[slot] = None
+            if whole:
+                del tables[key]
+                continue
+            table[_WRITE] &= sum(1 << slot for slot in range(PTES_PER_TABLE) if not start <= base + slot < end)
+            if table.count(None) == PTES_PER_TABLE:
+                del tables[key]
+        self._nr -= len(pages)
+        if self._watched:
+            for address in addresses:
+                watch = self._watched.get(address)
+                if watch is not None:
+                    watch[1] += 1
+        return addresses, pages
+
     def resident_run(self, addresses: list[int], start: int, write: bool, limit: int) -> int:
         """How many of *addresses* from *start* on (at most *limit*) have a PTE that serves the access (a write needs the write bit)."""
         tables = self._tables

@@ -3,8 +3,8 @@
 Hypothesis drives ``PageTables`` and a page's ``rmap`` with random
 operations beside the obvious model (a dict of address → (page, write
 bit); a list of (vma, address)) and checks every answer: presence,
-lookups, write bits, length, ascending iteration, resident runs, the
-``pte_same`` watch, and the reverse map's walk order and count.
+lookups, write bits, length, ascending iteration, range zaps and
+write-protects, resident runs, the ``pte_same`` watch, and the reverse map's walk order and count.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ BASE = 1 << 20
 #: Addresses over a few tables, so tables fill, empty and come back.
 addresses = st.integers(BASE - 3, BASE + 3 * PTES_PER_TABLE + 2)
 ops = st.lists(
-    st.tuples(st.sampled_from(["set", "clear", "wrprotect", "mkwrite", "watch", "check"]), addresses, st.booleans()),
+    st.tuples(st.sampled_from(["set", "clear", "wrprotect", "mkwrite", "watch", "check", "zap", "protect"]), addresses, st.booleans()),
     max_size=120,
 )
 
@@ -55,6 +55,18 @@ def test_page_tables_agree_with_a_dict(program: list[tuple[str, int, bool]], run
         elif op in ("wrprotect", "mkwrite") and present:
             (ptes.pte_mkwrite if op == "mkwrite" else ptes.ptep_set_wrprotect)(address)
             model[address] = (model[address][0], op == "mkwrite")
+        elif op in ("zap", "protect"):  # a range: from *address*, 5 or 37 pages
+            end = address + (37 if bit else 5)
+            inside = [a for a in sorted(model) if address <= a < end]
+            if op == "protect":
+                ptes.change_protection(address, end)
+                model.update({a: (model[a][0], False) for a in inside})
+            else:
+                assert ptes.zap_pte_range(address, end) == (inside, [model[a][0] for a in inside])
+                for a in inside:
+                    del model[a]
+                    if a in watched:
+                        watched[a] = True
         elif op == "watch" and present and address not in watched:
             watched[address] = False
             tokens[address] = ptes.watch(address)
@@ -67,6 +79,7 @@ def test_page_tables_agree_with_a_dict(program: list[tuple[str, int, bool]], run
                 assert ptes.pte_write(addr) == model[addr][1]
         assert len(ptes) == len(model)
         assert list(ptes) == sorted(model)
+        assert len(ptes._tables) == len({a // PTES_PER_TABLE for a in model})  # an empty table is freed
     for address, cleared in watched.items():
         assert ptes.pte_unchanged(address, tokens[address]) is (not cleared and address in model)
         ptes.unwatch(address)
