@@ -4,7 +4,9 @@ Mirrors the PTE level of the kernel's page tables at v4.19
 (include/asm-generic/pgtable.h, arch/x86/include/asm/pgtable.h):
 ``set_pte_at``, ``ptep_get_and_clear``, ``ptep_set_wrprotect``,
 ``pte_mkwrite`` and ``pte_write``, and ``vm_normal_page`` for the page a PTE
-maps. A PTE holds a reference on its page (the caller's, moved in).
+maps; the range walks of mm/memory.c's ``zap_pte_range`` (munmap) and
+mm/mprotect.c's ``change_protection`` (to read-only). A PTE holds a
+reference on its page (the caller's, moved in).
 
 Emulation notes:
     One level of PTE tables under a dict (the kernel has 512 PTEs a table
