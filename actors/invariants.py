@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.kernel_types import PageFlag
 from actors.locking.rwsem import RwsemSemantics
+from actors.mm.page import page_mapcount
 from actors.mm.swap import SWAP_HAS_CACHE
 
 if TYPE_CHECKING:
@@ -162,9 +163,10 @@ def check_invariants(kernel: Kernel) -> dict[str, Any]:
     finished = all(task.actor.finished or task.actor.daemon for task in kernel.tasks)
     idle = kernel.bdev.statistics().in_flight == 0
     for inode in kernel.inodes.values():
-        for page in inode.i_mapping.pages.values():
+        checked += inode.i_mapping.pages.untouched  # filled and never looked up: nothing to check
+        for page in inode.i_mapping.pages.touched():
             checked += 1
-            expected = 1 + len(page.rmap)
+            expected = 1 + page_mapcount(page)
             if page.refcount < expected or (finished and page.refcount != expected):
                 report("page_refcount_balanced", page=page.name, refcount=page.refcount, expected=expected)
             if finished and idle and page.flags & PageFlag.LOCKED:

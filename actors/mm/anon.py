@@ -45,13 +45,13 @@ from actors.kernel_types import FaultFlag, PageFlag, VmFaultResult, vm_fault_t
 from actors.mm.filemap_fault import lock_page_or_retry
 from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
 from actors.mm.mmap import VmFlag, vma_end_read
-from actors.mm.page import Page, page_add_rmap, put_page, unlock_page
+from actors.mm.page import Page, page_add_rmap, page_mapcount, page_remove_rmap, put_page, unlock_page
 from actors.mm.swap import swap_cluster_readahead
 
 if TYPE_CHECKING:
     from actors.mm.memcontrol import MemCgroup
     from actors.mm.memory import VmFault
-    from actors.mm.mmap import MmStruct, Pte, VmAreaStruct
+    from actors.mm.mmap import MmStruct, VmAreaStruct
     from actors.sched.task import TaskStruct
 
 
@@ -89,7 +89,7 @@ def _map_anon(vmf: VmFault, page: Page, write: bool) -> None:
     """``set_pte_at()`` + ``page_add_new_anon_rmap()``: the PTE takes the caller's reference."""
     mm = vmf.vma.vm_mm
     mm.set_pte(vmf.address, page, write)
-    page_add_rmap(page, mm.ptes[vmf.address])
+    page_add_rmap(page, vmf.vma, vmf.address)
 
 
 async def _charge_or_oom(current: TaskStruct, page: Page, memcg: MemCgroup) -> bool:
@@ -127,22 +127,23 @@ async def do_anonymous_page(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     return 0
 
 
-async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_t:
+async def wp_page_copy(current: TaskStruct, vmf: VmFault, old: Page, orig_pte: int) -> vm_fault_t:
     """``do_wp_page()`` on a private mapping (mm/memory.c, v4.19): reuse an exclusive anonymous page, else copy.
 
-    The copy is charged to the mm's memcg before the old PTE goes; if the
-    PTE changed while the charge reclaimed, the copy is dropped.
+    *old* is the page the read-only PTE maps, *orig_pte* the token
+    ``mm.ptes.watch`` gave for it. The copy is charged to the mm's memcg
+    before the old PTE goes; if the PTE changed while the charge reclaimed,
+    the copy is dropped.
     """
     vma = vmf.vma
     mm = vma.vm_mm
-    old = pte.page
     swap = current.kernel.swap
-    if old.flags & PageFlag.SWAPBACKED and len(old.rmap) == 1 and not old.flags & PageFlag.WRITEBACK:
+    if old.flags & PageFlag.SWAPBACKED and page_mapcount(old) == 1 and not old.flags & PageFlag.WRITEBACK:
         if old.flags & PageFlag.SWAPCACHE and not swap.swap_count(old.private):
             swap.delete_from_swap_cache(old)  # reuse_swap_page(): the slot is freed
         if not old.flags & PageFlag.SWAPCACHE:
             old.flags |= PageFlag.DIRTY
-            pte.write = True  # wp_page_reuse()
+            mm.ptes.pte_mkwrite(vmf.address)  # wp_page_reuse()
             return VmFaultResult.WRITE
     ret = vmf_anon_prepare(current, vmf)  # wp_page_copy(): vmf_anon_prepare first (164b06f238b9, 6.7)
     if ret:
@@ -152,12 +153,12 @@ async def wp_page_copy(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_
     if not await _charge_or_oom(current, copy, mm_memcg(current, mm)):
         put_page(copy)
         return 0
-    if mm.ptes.get(vmf.address) is not pte:
+    if not mm.ptes.pte_unchanged(vmf.address, orig_pte):
         put_page(copy)
         return 0
-    del mm.ptes[vmf.address]
+    mm.ptes.ptep_get_and_clear(vmf.address)
     if old.mapping is not None or old.flags & PageFlag.SWAPBACKED:
-        old.rmap.remove(pte)
+        page_remove_rmap(old, vma, vmf.address)
     put_page(old)
     _map_anon(vmf, copy, True)
     return VmFaultResult.WRITE
@@ -245,9 +246,9 @@ def zap_anon_range(current: TaskStruct, vma: VmAreaStruct) -> None:
     else:  # what is mapped or swapped, not the VMA's size; ascending as the walk meets them
         addresses = sorted({a for table in (mm.ptes, mm.swap_ptes) for a in table if start <= a < end})
     for address in addresses:
-        pte = mm.ptes.get(address)
-        if pte is not None and pte.page.flags & PageFlag.SWAPBACKED:
-            pte.page.rmap.remove(pte)
+        page = mm.ptes.get(address)
+        if page is not None and page.flags & PageFlag.SWAPBACKED:
+            page_remove_rmap(page, vma, address)
         entry = mm.swap_ptes.pop(address, None)
         if entry is not None:
             swap.swap_free(entry)

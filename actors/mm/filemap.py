@@ -31,10 +31,12 @@ from actors.mm.page import (
     get_page,
     lock_page,
     page_clear_rmap,
+    page_rmap,
     put_page,
     unlock_page,
     wait_on_page_writeback,
 )
+from actors.mm.pagecache import PageCache
 from actors.mm.readahead import FileRaState, RaWindow
 from actors.sched.core import charge
 
@@ -81,13 +83,13 @@ class Inode:
 
 
 class AddressSpace:
-    """``struct address_space``: the cached pages of one inode, by index."""
+    """``struct address_space``: the cached pages of one inode, by index (``pages``: ``actors.mm.pagecache``)."""
 
     __slots__ = ("host", "pages", "a_ops", "nrpages")
 
     def __init__(self, host: Inode) -> None:
         self.host = host
-        self.pages: dict[int, Page] = {}
+        self.pages = PageCache(self)
         self.a_ops: AddressSpaceOperations = host.fs  # type: ignore[assignment]
         self.nrpages = 0
 
@@ -133,14 +135,13 @@ def add_to_page_cache_lru(current: TaskStruct, page: Page, mapping: AddressSpace
     The cache takes its own reference; the caller keeps the allocation's.
     Costs ``[costs] page_alloc``, paid at the task's next CPU burst.
     """
-    if offset in mapping.pages:
+    if not mapping.pages.insert(offset, page):
         return False
     page.mapping = mapping
     page.index = offset
     page.flags |= PageFlag.LOCKED
     page.locker = current.comm
     page.refcount += 1
-    mapping.pages[offset] = page
     mapping.nrpages += 1
     log = current.actor.log
     fmt = log.formats.get(_ADD_TO_PAGE_CACHE)
@@ -190,8 +191,8 @@ async def truncate_inode_pages(current: TaskStruct, inode: Inode, new_size: int)
         await lock_page(current, page)
         await wait_on_page_writeback(current, page)
         if page.mapping is mapping:
-            for pte in page.rmap:  # unmap_mapping_range → zap_pte_range
-                del pte.mm.ptes[pte.address]
+            for vma, address in page_rmap(page):  # unmap_mapping_range → zap_pte_range
+                vma.vm_mm.ptes.ptep_get_and_clear(address)
                 put_page(page)
             page_clear_rmap(page)
             page.flags &= ~PageFlag.DIRTY  # cancel_dirty_page(): truncated data is not written
@@ -307,9 +308,6 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
 def cached_fraction_fill(inode: Inode, pages: list[int]) -> None:
     """Populate *inode*'s cache with uptodate pages at start-up (the config's ``cached``)."""
     mapping = inode.i_mapping
-    for index in pages:
-        page = Page(mapping, index)
-        page.flags = PageFlag.UPTODATE
-        mapping.pages[index] = page
-        mapping.nrpages += 1
+    mapping.pages.fill(pages, inode.nr_pages)
+    mapping.nrpages += len(pages)
 

@@ -50,7 +50,7 @@ from actors.mm.anon import do_anonymous_page, do_swap_page, mm_memcg, vma_is_ano
 from actors.mm.filemap import fput
 from actors.mm.filemap_fault import maybe_unlock_mmap_for_io
 from actors.mm.memcontrol import mem_cgroup_charge, mem_cgroup_oom_kill
-from actors.mm.mmap import MmStruct, Pte, VmAreaStruct, VmFlag, vma_end_read, vma_start_read
+from actors.mm.mmap import MmStruct, VmAreaStruct, VmFlag, vma_end_read, vma_start_read
 from actors.mm.page import (
     Page,
     get_page,
@@ -165,16 +165,16 @@ async def handle_mm_fault_cacheable(current: TaskStruct, vmf: VmFault) -> vm_fau
     vmf.pgoff = vmf.address - vma.vm_start + vma.vm_pgoff
     vmf.page = None
     mm = vma.vm_mm
-    pte = mm.ptes.get(vmf.address)
-    if pte is None:
+    page = mm.ptes.get(vmf.address)
+    if page is None:
         entry = mm.swap_ptes.get(vmf.address)
         if entry is not None:
             return await do_swap_page(current, vmf, entry)
         if vma_is_anonymous(vma):
             return await do_anonymous_page(current, vmf)
         return await do_fault(current, vmf)
-    if vmf.flags & FaultFlag.WRITE and not pte.write:
-        return await do_wp_page(current, vmf, pte)
+    if vmf.flags & FaultFlag.WRITE and not mm.ptes.pte_write(vmf.address):
+        return await do_wp_page(current, vmf, page)
     return 0
 
 
@@ -203,7 +203,7 @@ def finish_fault(current: TaskStruct, vmf: VmFault, *, write: bool) -> vm_fault_
     mm = vmf.vma.vm_mm
     if vmf.address in mm.ptes:
         return VmFaultResult.NOPAGE  # another thread mapped it meanwhile
-    mm.set_pte(vmf.address, vmf.page, write)
+    mm.set_pte(vmf.address, vmf.page, write, vmf.vma)
     return 0
 
 
@@ -225,9 +225,7 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     ptes = vma.vm_mm.ptes
     delta = vma.vm_pgoff - vma.vm_start
     mapped = 0
-    for address in range(start, end):
-        if address in ptes:
-            continue
+    for address in ptes.pte_none(start, end):
         page = mapping.pages.get(address + delta)
         if page is None or page.flags & (PageFlag.READAHEAD | PageFlag.LOCKED) or not page.flags & PageFlag.UPTODATE:
             continue
@@ -236,7 +234,7 @@ def do_fault_around(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
         get_page(page)
         if ra.mmap_miss > 0:
             ra.mmap_miss -= 1
-        vma.vm_mm.set_pte(address, page, False)
+        vma.vm_mm.set_pte(address, page, False, vma)
         unlock_page(current, page)
         mapped += 1
     charge(current, "fault_around_pte", mapped)
@@ -281,7 +279,7 @@ async def do_cow_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     vmf.page = copy
     ret |= finish_fault(current, vmf, write=True)
     if not ret & _FAIL and not ret & VmFaultResult.NOPAGE:
-        page_add_rmap(copy, vmf.vma.vm_mm.ptes[vmf.address])  # page_add_new_anon_rmap()
+        page_add_rmap(copy, vmf.vma, vmf.address)  # page_add_new_anon_rmap()
     else:
         put_page(copy)
     return ret
@@ -356,17 +354,31 @@ async def do_shared_fault(current: TaskStruct, vmf: VmFault) -> vm_fault_t:
     return ret | await fault_dirty_shared_page(current, vmf)
 
 
-async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_t:
-    """``do_wp_page()`` for a shared writable VMA → ``wp_page_shared()``.
+async def do_wp_page(current: TaskStruct, vmf: VmFault, page: Page) -> vm_fault_t:
+    """``do_wp_page()``: a write to the read-only PTE mapping *page*; a private VMA's copy, else ``wp_page_shared()``.
+
+    The PTE is watched while the fault may sleep (``vmf->orig_pte`` for
+    ``pte_same``, see ``actors.mm.pgtable``).
+    """
+    ptes = vmf.vma.vm_mm.ptes
+    orig_pte = ptes.watch(vmf.address)
+    try:
+        if not vmf.vma.vm_flags & VmFlag.SHARED:
+            return await wp_page_copy(current, vmf, page, orig_pte)
+        return await wp_page_shared(current, vmf, page, orig_pte)
+    finally:
+        ptes.unwatch(vmf.address)
+
+
+async def wp_page_shared(current: TaskStruct, vmf: VmFault, page: Page, orig_pte: int) -> vm_fault_t:
+    """``wp_page_shared()`` (mm/memory.c, v4.19): ``->page_mkwrite``, then make the PTE writable if it did not change.
 
     The retried attempt of a V3 btrfs mkwrite lands here (the PTE is present
     read-only), where ``filemap_fault`` and its cached page are never
     consulted: the whole ``page_mkwrite`` runs again, under the sem.
     """
     vma = vmf.vma
-    if not vma.vm_flags & VmFlag.SHARED:
-        return await wp_page_copy(current, vmf, pte)
-    vmf.page = page = pte.page
+    vmf.page = page
     get_page(page)
     tmp = await do_page_mkwrite(current, vmf)
     if not tmp or tmp & (VM_FAULT_ERROR | VmFaultResult.NOPAGE | VmFaultResult.RETRY):
@@ -374,12 +386,11 @@ async def do_wp_page(current: TaskStruct, vmf: VmFault, pte: Pte) -> vm_fault_t:
         return tmp
     # finish_mkwrite_fault(): the PTE may have changed while we slept
     _vma_use(current, vma, "finish_mkwrite_fault")
-    current_pte = vma.vm_mm.ptes.get(vmf.address)
-    if current_pte is not pte:
+    if not vma.vm_mm.ptes.pte_unchanged(vmf.address, orig_pte):
         unlock_page(current, page)
         put_page(page)
         return VmFaultResult.NOPAGE
-    pte.write = True
+    vma.vm_mm.ptes.pte_mkwrite(vmf.address)
     ret = await fault_dirty_shared_page(current, vmf)
     put_page(page)
     return VmFaultResult.WRITE | ret

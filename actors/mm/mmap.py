@@ -18,7 +18,7 @@ readers leave, ``vma_end_read`` wakes it, and ``up_write`` is
 ``CONFIG_PER_VMA_LOCK=n``) these are the kernel's empty stubs.
 
 Addresses are page numbers (``vm_start``/``vm_end`` in pages, end
-exclusive); a PTE is present iff ``address in mm.ptes``.
+exclusive); a PTE is present iff ``address in mm.ptes`` (``actors.mm.pgtable``).
 
 Emulation notes:
     One rwsem per mm, held by task names. No VMA merging or splitting: an
@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 from actors.kernel_types import FATAL_WAKE, Errno, FaultFlag
 from actors.locking.rwsem import RwSemaphore, RwsemSemantics
 from actors.locking.vma_lock import MmLockSeq, VmaLock
-from actors.mm.page import Page, page_add_rmap, put_page
+from actors.mm.page import Page, page_add_rmap, page_remove_rmap, page_rmap, put_page
+from actors.mm.pgtable import PageTables
 from actors.sched.core import wakeup
 from emu import WaitQueue
 
@@ -91,22 +92,6 @@ class VmAreaStruct:
         return f"<vma {self.name} [{self.vm_start},{self.vm_end})>"
 
 
-class Pte:
-    """A present PTE: the page it maps (holding a reference), its write bit, and where it is.
-
-    ``mm`` and ``address`` make it its own reverse-map entry: a page's
-    ``rmap`` lists the PTEs that map it.
-    """
-
-    __slots__ = ("page", "write", "mm", "address")
-
-    def __init__(self, page: Page, write: bool, mm: MmStruct, address: int) -> None:
-        self.page = page
-        self.write = write
-        self.mm = mm
-        self.address = address
-
-
 class MmStruct:
     """``struct mm_struct`` of one process."""
 
@@ -120,7 +105,7 @@ class MmStruct:
         self.mmap_sem = RwSemaphore(f"{owner}.mmap_sem", semantics)
         self.wait = WaitQueue(engine, f"{owner}.mmap_sem", self.mmap_sem.holders)
         self.vmas: list[VmAreaStruct] = []
-        self.ptes: dict[int, Pte] = {}
+        self.ptes = PageTables()
         #: Non-present PTEs holding a swap entry: address → swap slot (``actors.mm.swap``).
         self.swap_ptes: dict[int, int] = {}
         self._next_free = 1 << 20
@@ -144,19 +129,16 @@ class MmStruct:
 
     def remove_vma(self, vma: VmAreaStruct) -> int:
         """Unmap *vma*: zap its PTEs (dropping their page references) and free it."""
-        zapped = 0
-        for address in self._mapped(vma):
-            pte = self.ptes.pop(address, None)
-            if pte is not None:
-                if pte.page.mapping is not None:
-                    pte.page.rmap.remove(pte)
-                put_page(pte.page)
-                zapped += 1
+        addresses, pages = self.ptes.zap_pte_range(vma.vm_start, vma.vm_end)
+        for address, page in zip(addresses, pages):
+            if page.mapping is not None:
+                page_remove_rmap(page, vma, address)
+            put_page(page)
         if self.per_vma_lock:
             vma.vm_lock.mark_detached(True)  # do_vmi_align_munmap, after vma_start_write
         self.vmas.remove(vma)
         vma.freed = True
-        return zapped
+        return len(pages)
 
 
     def mprotect_vma(self, vma: VmAreaStruct, *, write: bool) -> None:
@@ -165,25 +147,17 @@ class MmStruct:
             vma.vm_flags |= VmFlag.WRITE
         elif not write:
             vma.vm_flags &= ~VmFlag.WRITE
-            for address in self._mapped(vma):  # change_protection()
-                self.ptes[address].write = False
+            self.ptes.change_protection(vma.vm_start, vma.vm_end)
 
-    def _mapped(self, vma: VmAreaStruct) -> list[int]:
-        """The addresses in *vma* with a present PTE, ascending (as the page-table walk meets them).
+    def set_pte(self, address: int, page: Page, write: bool, vma: VmAreaStruct | None = None) -> None:
+        """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* in *vma* (by default the one at *address*).
 
-        Costs what is mapped, not the VMA's size: the smaller of the VMA's
-        pages and the mm's present PTEs is walked.
+        The page's reference moves to the PTE; an anonymous page's reverse
+        map is its caller's (``page_add_new_anon_rmap``).
         """
-        start, end = vma.vm_start, vma.vm_end
-        if end - start <= len(self.ptes):
-            return [address for address in range(start, end) if address in self.ptes]
-        return sorted(address for address in self.ptes if start <= address < end)
-
-    def set_pte(self, address: int, page: Page, write: bool) -> None:
-        """``set_pte_at()`` + ``page_add_file_rmap()``: map *page* (its reference moves to the PTE)."""
-        pte = self.ptes[address] = Pte(page, write, self, address)
+        self.ptes.set_pte_at(address, page, write)
         if page.mapping is not None:
-            page_add_rmap(page, pte)
+            page_add_rmap(page, vma or self.find_vma(address), address)
 
 
 def page_mkclean(page: Page) -> int:
@@ -193,9 +167,10 @@ def page_mkclean(page: Page) -> int:
     and goes through ``->page_mkwrite``.
     """
     cleaned = 0
-    for pte in page.rmap:
-        if pte.write:
-            pte.write = False
+    for vma, address in page_rmap(page):
+        ptes = vma.vm_mm.ptes
+        if ptes.pte_write(address):
+            ptes.ptep_set_wrprotect(address)
             cleaned += 1
     return cleaned
 

@@ -1,9 +1,11 @@
-"""``struct page`` and the page lock: flags, references, and waiting on bits.
+"""``struct page`` and the page lock: flags, references, the reverse map, and waiting on bits.
 
 Mirrors include/linux/mm_types.h (``struct page``), include/linux/pagemap.h
 (``trylock_page``, ``lock_page``, ``wait_on_page_locked``) and the page-wait
 half of mm/filemap.c (``wait_on_page_bit_common``, ``unlock_page``,
-``end_page_writeback``) at v4.19.
+``end_page_writeback``) at v4.19, and the bookkeeping of a page's reverse
+map from mm/rmap.c (``page_add_file_rmap``, ``page_remove_rmap``,
+``page_mapcount``, ``rmap_walk``; see ``Page.rmap``).
 
 Waiting: a page grows a wait queue when someone first waits on it and drops
 it when the last waiter leaves (the kernel hashes pages into a shared table;
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from actors.block.bio import Bio
     from actors.kernel import Kernel
     from actors.mm.filemap import AddressSpace
-    from actors.mm.mmap import Pte
+    from actors.mm.mmap import VmAreaStruct
     from actors.sched.task import TaskStruct
 
 _LOCKED = PageFlag.LOCKED
@@ -64,7 +66,7 @@ PAGE_LOCK_UNFAIRNESS = 5
 LOCK_HANDED = "page lock handed over"
 
 
-#: The ``rmap`` of a page no PTE has mapped yet: shared, so a cached page costs no list.
+#: The ``rmap`` of a page no PTE maps: shared, so a cached page costs no list.
 NO_RMAP: tuple[()] = ()
 
 
@@ -79,8 +81,10 @@ class Page:
         locker: who holds ``PG_locked``: the task that locked it, or the
             read bio it was handed to (``page_lock_handoff``), for the
             page-lock invariants and reports.
-        rmap: every ``Pte`` mapping it (``page_mapcount``); ``NO_RMAP`` until
-            the first (``page_add_rmap``), so an unmapped cached page has no list.
+        rmap: the VMAs whose PTEs map it, oldest first (``page_rmap``;
+            ``page_mapcount`` is their number): ``NO_RMAP``, one entry, or a
+            list of two or more. An entry is the ``VmAreaStruct`` when
+            ``vma_address`` tells where it maps the page, else ``(vma, address)``.
         mem_cgroup: the ``MemCgroup`` it is charged to (``page->mem_cgroup``), or ``None``.
         lru: its position on that memcg's LRU list (``actors.mm.memcontrol``).
         private: ``page_private()``: the swap slot of a swap-cache page.
@@ -95,7 +99,7 @@ class Page:
         self.refcount = 1
         self.locker: str | None = None
         self.wq: WaitQueue | None = None
-        self.rmap: list[Pte] | tuple[()] = NO_RMAP
+        self.rmap: VmAreaStruct | tuple | list | tuple[()] = NO_RMAP
         self.mem_cgroup = None
         self.lru = 0
         self.private = 0
@@ -118,17 +122,76 @@ class Page:
         self.flags &= ~flag
 
 
-def page_add_rmap(page: Page, pte: Pte) -> None:
-    """``page_add_file_rmap()``/``page_add_new_anon_rmap()``: *pte* maps *page* now."""
-    if page.rmap:
-        page.rmap.append(pte)
+# -- the reverse map ---------------------------------------------------------------
+
+
+def vma_address(page: Page, vma: VmAreaStruct) -> int:
+    """``vma_address()`` (mm/internal.h, v4.19): the page number at which *vma* maps *page*.
+
+    Simplified: an anonymous page (no ``mapping``) is indexed by the address
+    it was made for, not by ``linear_page_index``; a swapped-in one by its
+    swap slot, so its entries carry the address (see ``Page.rmap``).
+    """
+    if page.mapping is None:
+        return page.index
+    return vma.vm_start + page.index - vma.vm_pgoff
+
+
+def _entry_address(page: Page, entry: VmAreaStruct | tuple) -> tuple[VmAreaStruct, int]:
+    if type(entry) is tuple:
+        return entry
+    return entry, vma_address(page, entry)
+
+
+def page_add_rmap(page: Page, vma: VmAreaStruct, address: int) -> None:
+    """``page_add_file_rmap()``/``page_add_new_anon_rmap()``: a PTE of *vma* at *address* maps *page* now."""
+    entry = vma if vma_address(page, vma) == address else (vma, address)
+    rmap = page.rmap
+    if not rmap:
+        page.rmap = entry
+    elif type(rmap) is list:
+        rmap.append(entry)
     else:
-        page.rmap = [pte]
+        page.rmap = [rmap, entry]
+
+
+def page_remove_rmap(page: Page, vma: VmAreaStruct, address: int) -> None:
+    """``page_remove_rmap()``: the PTE of *vma* at *address* no longer maps *page*."""
+    rmap = page.rmap
+    if type(rmap) is not list:
+        if not rmap or _entry_address(page, rmap) != (vma, address):
+            raise KernelBug(f"page_remove_rmap: {page.name} is not mapped at {address}")
+        page.rmap = NO_RMAP
+        return
+    for i, entry in enumerate(rmap):
+        if _entry_address(page, entry) == (vma, address):
+            del rmap[i]
+            break
+    else:
+        raise KernelBug(f"page_remove_rmap: {page.name} is not mapped at {address}")
+    if len(rmap) == 1:
+        page.rmap = rmap[0]
 
 
 def page_clear_rmap(page: Page) -> None:
     """Every PTE of *page* is gone (``try_to_unmap``, ``unmap_mapping_range``)."""
     page.rmap = NO_RMAP
+
+
+def page_mapcount(page: Page) -> int:
+    """``page_mapcount()``: how many PTEs map *page*."""
+    rmap = page.rmap
+    if type(rmap) is list:
+        return len(rmap)
+    return 1 if rmap else 0
+
+
+def page_rmap(page: Page) -> list[tuple[VmAreaStruct, int]]:
+    """``rmap_walk()``, simplified: each ``(vma, address)`` whose PTE maps *page*, oldest first."""
+    rmap = page.rmap
+    if type(rmap) is list:
+        return [_entry_address(page, entry) for entry in rmap]
+    return [_entry_address(page, rmap)] if rmap else []
 
 
 # -- references ------------------------------------------------------------------

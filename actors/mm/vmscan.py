@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from actors.block.blkdev import blk_finish_plug, blk_start_plug, submit_bio
 from actors.kernel_types import PageFlag
 from actors.mm.filemap import delete_from_page_cache
-from actors.mm.page import get_page, page_clear_rmap, put_page, trylock_page, unlock_page, wait_on_page_writeback
+from actors.mm.page import get_page, page_clear_rmap, page_mapcount, page_rmap, put_page, trylock_page, unlock_page, wait_on_page_writeback
 from actors.mm.swap import swap_writepage
 
 if TYPE_CHECKING:
@@ -90,14 +90,14 @@ def _shrink_file(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int) -> i
     for page in _oldest(memcg, anon=False):
         if reclaimed >= nr_to_reclaim:
             break
-        if page.flags & _BUSY or page.mapping is None or page.refcount != 1 + len(page.rmap):
+        if page.flags & _BUSY or page.mapping is None or page.refcount != 1 + page_mapcount(page):
             continue  # locked, under writeback, truncated, or someone holds it (a fault in flight)
         if page.flags & PageFlag.DIRTY:
             dirty += 1
             continue
         trylock_page(page, current.comm)
-        for pte in page.rmap:  # try_to_unmap()
-            del pte.mm.ptes[pte.address]
+        for vma, address in page_rmap(page):  # try_to_unmap()
+            vma.vm_mm.ptes.ptep_get_and_clear(address)
             put_page(page)
         page_clear_rmap(page)
         unlock_page(current, page)
@@ -120,7 +120,7 @@ async def _shrink_anon(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int
         if reclaimed + len(written) >= nr_to_reclaim:
             break
         cached = 1 if page.flags & PageFlag.SWAPCACHE else 0
-        if page.flags & _BUSY or page.refcount != len(page.rmap) + cached:
+        if page.flags & _BUSY or page.refcount != page_mapcount(page) + cached:
             continue
         if not cached:
             offset = swap.get_swap_page()  # add_to_swap()
@@ -133,11 +133,12 @@ async def _shrink_anon(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int
         get_page(page)
         kernel.memcg.isolate(page)
         trylock_page(page, current.comm)
-        for pte in page.rmap:  # try_to_unmap(): the PTE becomes the swap entry
-            if pte.write:
+        for vma, address in page_rmap(page):  # try_to_unmap(): the PTE becomes the swap entry
+            mm = vma.vm_mm
+            if mm.ptes.pte_write(address):
                 page.flags |= PageFlag.DIRTY  # the PTE's dirty bit
-            del pte.mm.ptes[pte.address]
-            pte.mm.swap_ptes[pte.address] = page.private
+            mm.ptes.ptep_get_and_clear(address)
+            mm.swap_ptes[address] = page.private
             swap.swap_duplicate(page.private)
             put_page(page)
         page_clear_rmap(page)
@@ -157,7 +158,7 @@ async def _shrink_anon(current: TaskStruct, memcg: MemCgroup, nr_to_reclaim: int
         blk_finish_plug(current)
     for page in written:
         await wait_on_page_writeback(current, page)
-        if page.refcount == 2 and not page.rmap and not page.flags & (PageFlag.DIRTY | PageFlag.LOCKED):
+        if page.refcount == 2 and not page_mapcount(page) and not page.flags & (PageFlag.DIRTY | PageFlag.LOCKED):
             swap.delete_from_swap_cache(page)  # __remove_mapping()
             reclaimed += 1
         elif page.mem_cgroup is not None:

@@ -45,7 +45,6 @@ Emulation notes:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -327,7 +326,7 @@ class Workload:
         limit = burst_limit(current, "access")
         i = 0
         while i < len(addresses):
-            run = _resident_run(mm.ptes, addresses, i, op.write, limit)
+            run = mm.ptes.resident_run(addresses, i, op.write, limit)
             if run:  # accesses that need no fault: one burst for the run, no engine step per page
                 await cpu_work(current, "access", n=run)
                 i += run
@@ -336,8 +335,7 @@ class Workload:
             i += 1
             await cpu_work(current, "access")
             while True:
-                pte = mm.ptes.get(address)
-                if pte is not None and (pte.write or not op.write):
+                if address in mm.ptes and (not op.write or mm.ptes.pte_write(address)):
                     break
                 await cpu_work(current, "fault_entry")
                 outcome = await do_page_fault(current, address, op.write)
@@ -402,18 +400,6 @@ class Workload:
             # flush_tlb_mm_range(): an IPI to each other CPU in mm_cpumask, waited for
             await cpu_work(current, "tlb_shootdown", n=current.kernel.other_cpus(current))
         up_write(current, mm)
-
-
-def _resident_run(ptes: dict, addresses: list[int], start: int, write: bool, limit: int) -> int:
-    """How many of *addresses* from *start* on (at most *limit*) have a PTE that serves the access."""
-    get = ptes.get
-    n = 0
-    for address in itertools.islice(addresses, start, start + limit):
-        pte = get(address)
-        if pte is None or (write and not pte.write):
-            break
-        n += 1
-    return n
 
 
 async def truncate(current: TaskStruct, op: Truncate) -> None:

@@ -371,4 +371,4 @@ def test_mprotect_read_only_write_protects_ptes_and_write_faults_sigsegv() -> No
     )  # fmt: skip
     kernel, _stats = _run_machine(config, "v5.1")
     assert _killed(kernel) == {"app.t": "SIGSEGV"}
-    assert not any(pte.write for pte in kernel.mms["app"].ptes.values())
+    assert not any(kernel.mms["app"].ptes.pte_write(a) for a in kernel.mms["app"].ptes)

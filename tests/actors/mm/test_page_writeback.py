@@ -61,7 +61,7 @@ def test_flusher_sets_writeback_during_io_and_clears_on_completion():
             wb.set_page_dirty(page)
         await current.actor.sleep(10 * MS + MS // 2)  # the periodic pass ran at 10 ms; the IO is in flight
         seen["during"] = [(p.test(PageFlag.DIRTY), p.test(PageFlag.WRITEBACK)) for p in pages]
-        seen["ptes"] = [mm.ptes[vma.vm_start + p.index].write for p in pages]
+        seen["ptes"] = [mm.ptes.pte_write(vma.vm_start + p.index) for p in pages]
         seen["stats_during"] = wb.statistics()
         await current.actor.sleep(5 * MS)
         seen["after"] = [(p.test(PageFlag.DIRTY), p.test(PageFlag.WRITEBACK)) for p in pages]
