@@ -44,8 +44,12 @@ class WaitQueue:
         return key in self._waiters
 
     def __iter__(self) -> Iterator[Hashable]:
-        """Waiter keys in arrival order."""
+        """Waiter keys in arrival order (a snapshot: waking while iterating is safe)."""
         return iter(list(self._waiters))
+
+    def first(self) -> Hashable | None:
+        """The longest-waiting key, or ``None`` if nobody waits; O(1), unlike a walk of the snapshot."""
+        return next(iter(self._waiters), None)
 
     async def wait(self, actor: Actor, key: Hashable | None = None) -> Any:
         """Park *actor* under *key* (default: the actor) until woken; return the wake value.

@@ -345,11 +345,11 @@ class BlockDevice:
             self._start_service(self._hw_wait.popleft())
         if self._dispatch and self._hw_used < self.params.queue_depth:
             self._issue(self._dispatch.popleft())
-        for key in self._tag_wait:
+        key = self._tag_wait.first()
+        if key is not None:
             # blk_mq_put_tag() → sbitmap wake-up: hand the tag to the first sleeper.
             self._tags_used += 1
             self._tag_wait.wake(key)
-            break
 
     # -- io.latency glue -----------------------------------------------------
 

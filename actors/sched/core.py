@@ -154,7 +154,8 @@ class Scheduler:
 
     def _pick_next(self) -> None:
         """``schedule()`` on the CPU just freed: the first waiter gets it, else it goes idle."""
-        for key in self._queue:
+        key = self._queue.first()
+        if key is not None:
             self._queue.wake(key)
             return
         self._running -= 1

@@ -49,6 +49,25 @@ def test_wake_all_wakes_in_arrival_order(engine: Engine) -> None:
     assert woke == [("c", "go"), ("a", "go"), ("b", "go")]
 
 
+def test_first_is_the_longest_waiting_key(engine: Engine) -> None:
+    """``first`` names the head of arrival order as the queue drains, then ``None``."""
+    wq = WaitQueue(engine, "q")
+    woke: list[tuple[str, object]] = []
+    _waiters(engine, wq, ["c", "a", "b"], woke)
+    heads = []
+
+    async def waker(actor):
+        assert wq.first() == "c"  # every waiter started before the waker
+        await actor.sleep(1)
+        while (key := wq.first()) is not None:
+            heads.append(key)
+            wq.wake(key)
+
+    engine.spawn("waker", waker)
+    run_strict(engine)
+    assert heads == ["c", "a", "b"] and [name for name, _ in woke] == heads
+
+
 def test_wake_of_missing_key_returns_false(engine: Engine) -> None:
     """Waking a key nobody waits under does nothing."""
     wq = WaitQueue(engine, "q")
