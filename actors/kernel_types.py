@@ -83,7 +83,6 @@ class PageFlag:
     ``READAHEAD`` aliases ``PG_reclaim`` in the kernel; the emulator keeps one
     bit and ``WRITEBACK`` separately, and ``page_cache_async_readahead`` checks
     writeback first, as 4.19 does.
-
     """
 
     LOCKED = 0x01
