@@ -102,9 +102,10 @@ def run_policy(
     seed: int | None = None,
     tie_seed: int | None = None,
     keep_trace: bool = True,
+    driver: str = "trio",
 ) -> RunResult:
-    """Run *config* under *policy*; see the module docstring."""
-    engine, kernel = build_policy(config, policy, seed=seed, tie_seed=tie_seed, keep_trace=keep_trace)
+    """Run *config* under *policy*; see the module docstring. *driver*: the engine's (same results)."""
+    engine, kernel = build_policy(config, policy, seed=seed, tie_seed=tie_seed, keep_trace=keep_trace, driver=driver)
     return finish_policy(kernel, policy, simulate(engine))
 
 
@@ -115,6 +116,7 @@ def build_policy(
     seed: int | None = None,
     tie_seed: int | None = None,
     keep_trace: bool = True,
+    driver: str = "trio",
 ) -> tuple[Engine, Kernel]:
     """The set-up phase of ``run_policy``: the engine and the kernel, ready to run."""
     engine = Engine(
@@ -123,6 +125,7 @@ def build_policy(
         horizon_ns=config.horizon,
         max_steps=max(1_000_000, STEPS_PER_SECOND * config.horizon // 1_000_000_000),
         trace=Trace(keep=keep_trace),
+        driver=driver,
     )
     return engine, Kernel(engine, config, resolve_policy(config, policy))
 
@@ -189,7 +192,12 @@ class PolicyFailure:
 
 
 def run_policy_job(
-    config: ExperimentConfig, policy: str, seed: int | None, tie_seed: int | None, then: Callable[[RunResult], Any] | None = None
+    config: ExperimentConfig,
+    policy: str,
+    seed: int | None,
+    tie_seed: int | None,
+    then: Callable[[RunResult], Any] | None = None,
+    driver: str = "trio",
 ) -> Any:
     """``run_policy`` in a worker process: any failure of the run comes back as a ``PolicyFailure``.
 
@@ -205,7 +213,7 @@ def run_policy_job(
     signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
     _watch_parent(os.getppid())
     try:
-        run = run_policy(config, policy, seed=seed, tie_seed=tie_seed)
+        run = run_policy(config, policy, seed=seed, tie_seed=tie_seed, driver=driver)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which exits
         text = "".join(traceback.format_exception(error))
         return PolicyFailure(policy=policy, error=f"{type(error).__name__}: {error}", emulator_error=isinstance(error, EmulatorError), traceback=text)

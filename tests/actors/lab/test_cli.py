@@ -477,6 +477,18 @@ def test_run_on_two_jobs_writes_the_serial_run_byte_for_byte(tiny: pathlib.Path,
     assert _run("run", str(tiny), "--out", str(tmp_path / "x"), "-j", "0").exit_code == 2
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_run_on_the_direct_driver_writes_the_trio_run_byte_for_byte(tiny: pathlib.Path, tmp_path: pathlib.Path, jobs: str) -> None:
+    """``--driver direct`` steps the same actors without Trio: same stdout, same files, same bytes."""
+    runs = {driver: _run("run", str(tiny), "--out", str(tmp_path / driver), "--driver", driver, "-j", jobs, "-q") for driver in ("trio", "direct")}
+    assert runs["trio"].exit_code == runs["direct"].exit_code == 0, runs["direct"].output
+    assert runs["trio"].stdout == runs["direct"].stdout
+    files = sorted(p.relative_to(tmp_path / "trio") for p in (tmp_path / "trio").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "trio" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+
+
 def test_a_worker_reports_a_failed_run_with_its_policy_and_error(tiny: pathlib.Path, monkeypatch) -> None:
     """``run_policy_job`` (what a worker runs) returns the failure, so the parent names the policy and prints the replay line."""
     import actors.lab.experiment

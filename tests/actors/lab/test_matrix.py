@@ -102,6 +102,13 @@ def test_emu_run_writes_one_run_directory_per_case(matrix: pathlib.Path, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["few.toml", "many.toml", "matrix.toml", "out"]  # no lock, no temporary
 
 
+def test_emu_run_of_a_matrix_on_the_direct_driver_gives_the_same_results(matrix: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    for driver in ("trio", "direct"):
+        assert _run("run", str(matrix), "--out", str(tmp_path / driver), "--no-plots", "--driver", driver).exit_code == 0
+    for case in ("few", "many"):
+        assert (tmp_path / "trio" / case / "results.json").read_bytes() == (tmp_path / "direct" / case / "results.json").read_bytes()
+
+
 def test_rerun_replaces_and_another_experiment_needs_force(matrix: pathlib.Path, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
     assert _run("run", str(matrix), "--out", str(out), "--no-plots", "--no-trace").exit_code == 0
