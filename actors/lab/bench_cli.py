@@ -170,9 +170,10 @@ def scale(tasks_text: str, horizons_text: str, base_tasks: int, repeats: int, as
 @bench_command.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=pathlib.Path))
 @click.option("--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default: the config's).")
+@_driver
 @_repeats
 @_json
-def scenario(config_path: pathlib.Path, policies: tuple[str, ...], repeats: int, as_json: bool) -> None:
+def scenario(config_path: pathlib.Path, policies: tuple[str, ...], driver: str, repeats: int, as_json: bool) -> None:
     """Time one config as emu run does, by phase: set-up, simulation, results, plots, perfetto."""
     from actors.lab.bench_scenario import PHASES, share, summarise, time_scenario
     from actors.lab.cli import _load, policy_names
@@ -184,11 +185,11 @@ def scenario(config_path: pathlib.Path, policies: tuple[str, ...], repeats: int,
     names = list(dict.fromkeys(policies or config.policies))
     passes, digests = [], {}
     for _ in range(repeats):
-        seconds, digests = time_scenario(config, names)
+        seconds, digests = time_scenario(config, names, driver=driver)
         passes.append(seconds)
     summary = summarise(passes)
     if as_json:
-        click.echo(orjson.dumps({"name": "scenario", "config": str(config_path), "policies": names, "repeats": repeats, "phases": summary, "digests": digests}).decode())
+        click.echo(orjson.dumps({"name": "scenario", "config": str(config_path), "policies": names, "driver": driver, "repeats": repeats, "phases": summary, "digests": digests}).decode())
         return
     shares = share(summary)
     for phase in (*PHASES, "total"):

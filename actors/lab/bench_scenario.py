@@ -32,14 +32,14 @@ from emu.gcheap import frozen_heap
 PHASES = ("setup", "simulation", "results", "plots", "perfetto")
 
 
-def time_scenario(config: ExperimentConfig, policies: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """One timed pass over *policies*: (seconds per phase, trace digest per policy)."""
+def time_scenario(config: ExperimentConfig, policies: list[str], *, driver: str = "trio") -> tuple[dict[str, float], dict[str, str]]:
+    """One timed pass over *policies* on the engine *driver*: (seconds per phase, trace digest per policy)."""
     seconds = dict.fromkeys(PHASES, 0.0)
     runs = []
     clock = time.perf_counter
     for policy in policies:
         start = clock()
-        engine, kernel = build_policy(config, policy)
+        engine, kernel = build_policy(config, policy, driver=driver)
         built = clock()
         stats = simulate(engine)
         simulated = clock()

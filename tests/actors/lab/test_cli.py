@@ -428,6 +428,8 @@ def test_bench_scenario_times_every_phase_and_prints_the_digests(tiny: pathlib.P
     assert all(row["min"] <= row["median"] <= row["max"] for row in record["phases"].values())
     config = load_config(tiny)
     assert record["digests"] == {"v4.19": run_policy(config, "v4.19").results["trace_digest"]}
+    direct = orjson.loads(_run("bench", "scenario", str(tiny), "--policy", "v4.19", "--driver", "direct", "--json").stdout)
+    assert direct["driver"] == "direct" and direct["digests"] == record["digests"]
     assert _run("bench", "scenario", str(tiny), "--policy", "nope").exit_code == 2
 
 
