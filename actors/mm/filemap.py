@@ -216,7 +216,7 @@ async def charge_page_cache(current: TaskStruct, page: Page, *, noretry: bool) -
     finish (the kernel returns ``-ENOMEM`` and ``VM_FAULT_OOM``; simplified).
     """
     memcg = current.kernel.memcg.groups[current.blkcg]
-    if mem_cgroup_charge_fast(current, page, memcg) or not await mem_cgroup_charge(current, page, memcg, noretry=noretry):
+    if not await mem_cgroup_charge(current, page, memcg, noretry=noretry):
         return True
     if noretry:
         return False
@@ -288,6 +288,7 @@ async def ra_submit(current: TaskStruct, file: File, window: RaWindow) -> int:
     charged = []
     memcg = current.kernel.memcg.groups[current.blkcg]
     for page in pages:  # read_pages() → add_to_page_cache_lru(): a page whose charge fails is not read
+        # The fast path inline: the common charge costs no coroutine on readahead's per-page loop.
         if mem_cgroup_charge_fast(current, page, memcg) or await charge_page_cache(current, page, noretry=True):
             charged.append(page)
         else:

@@ -416,7 +416,7 @@ def end_page_writeback(page: Page) -> None:
 def wake_fatal(wq: WaitQueue, current: Any) -> None:
     """End a killable wait of *current* because of a fatal signal.
 
-    Page waits are keyed ``(comm, exclusive)``; mmap_sem waits (``actors.mm.mmap``) by ``comm``.
+    Page waits are keyed ``(comm, exclusive, bit, handoff)`` (``_sleep_on``); mmap_sem waits (``actors.mm.mmap``) by ``comm``.
     """
     for key in wq:
         if (key[0] if isinstance(key, tuple) else key) == current.comm:

@@ -36,6 +36,11 @@ _MASK = PTES_PER_TABLE - 1
 _WRITE = PTES_PER_TABLE  # the slot of a table's write bits
 
 
+def _outside(base: int, start: int, end: int) -> int:
+    """The slot bits of the table at *base* that lie outside [*start*, *end*)."""
+    return sum(1 << slot for slot in range(PTES_PER_TABLE) if not start <= base + slot < end)
+
+
 class PageTables:
     """The present PTEs of one mm: ``in``, ``get``, ``len`` and ascending iteration as a dict would give."""
 
@@ -142,7 +147,7 @@ class PageTables:
             if start <= base and base + PTES_PER_TABLE <= end:
                 self._tables[key][_WRITE] = 0
             else:
-                self._tables[key][_WRITE] &= sum(1 << slot for slot in range(PTES_PER_TABLE) if not start <= base + slot < end)
+                self._tables[key][_WRITE] &= _outside(base, start, end)
 
     def zap_pte_range(self, start: int, end: int) -> tuple[list[int], list[Page]]:
         """``zap_pte_range()`` + ``free_pte_range()``: clear every PTE in [*start*, *end*).
@@ -166,7 +171,7 @@ class PageTables:
             if whole:
                 del tables[key]
                 continue
-            table[_WRITE] &= sum(1 << slot for slot in range(PTES_PER_TABLE) if not start <= base + slot < end)
+            table[_WRITE] &= _outside(base, start, end)
             if table.count(None) == PTES_PER_TABLE:
                 del tables[key]
         self._nr -= len(pages)
